@@ -1,0 +1,218 @@
+"""The `followup` command line. Exit codes: 0 ok, 1 failure, 2 bad input or configuration."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the known kinds get their own exit code and message
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    import redis
+
+    from config.settings import ConfigError
+    from tasks.request import InvalidRequest
+
+    if isinstance(exc, InvalidRequest):
+        print("followup: invalid follow-up request", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, ConfigError):
+        print(f"followup: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, redis.ConnectionError):
+        print(f"followup: cannot reach Redis ({exc}); check FOLLOWUP_REDIS_URL", file=sys.stderr)
+        return EXIT_FAILED
+    raise exc
+
+
+def _store() -> Any:
+    from worker import get_runtime
+
+    return get_runtime().store
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from tasks import enqueue_many
+    from tasks.request import FieldError, InvalidRequest
+
+    if args.file:
+        requests = _read_requests(args.file)
+    else:
+        metadata: dict[str, str] = {}
+        for item in args.metadata:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InvalidRequest([FieldError(field="metadata",
+                                                 message=f"'{key}' must be KEY=VALUE")])
+            metadata[key] = value
+        fields = {"contact_id": args.contact_id, "user_id": args.user_id,
+                  "phone_number": args.phone_number, "reason": args.reason,
+                  "metadata": metadata, "idempotency_key": args.idempotency_key}
+        requests = [{k: v for k, v in fields.items() if v not in (None, {})}]
+    ids = enqueue_many(requests, queue=args.queue)
+    for request_id in ids:
+        print(json.dumps({"request_id": request_id}) if args.json else request_id)
+    return 0
+
+
+def _read_requests(path: str) -> list[Any]:
+    """JSON lines, or one JSON array; '-' reads standard input."""
+    from tasks.request import FieldError, InvalidRequest
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    stripped = text.strip()
+    try:
+        if stripped.startswith("["):
+            loaded = json.loads(stripped)
+            return list(loaded)
+        return [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise InvalidRequest([FieldError(field="--file", message=f"not JSON lines or a JSON "
+                                         f"array ({exc})")]) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cli.table import describe
+
+    record = _store().get(args.request_id)
+    if record is None:
+        print(f"followup: no request with id {args.request_id}", file=sys.stderr)
+        return EXIT_FAILED
+    print(record.model_dump_json(indent=2) if args.json else describe(record))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from cli.table import STATUS_HEADERS, render, status_rows
+
+    records = _store().list(args.state, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json", exclude={"history"}) for r in records],
+                         indent=2))
+    else:
+        print(render(STATUS_HEADERS, status_rows(records)))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _manual(args, "cancel", "can be cancelled only while queued, scheduled or retrying")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _manual(args, "retry", "can be retried only when unknown or failed")
+
+
+def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
+    store = _store()
+    ok, state = getattr(store, action)(args.request_id, args.by or getpass.getuser())
+    if not state:
+        print(f"followup: no request with id {args.request_id}", file=sys.stderr)
+        return EXIT_FAILED
+    if not ok:
+        print(f"followup: request {args.request_id} is {state}; it {rule}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.request_id} {state}")
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    from tasks.request import FollowUpRequest
+
+    print(json.dumps(FollowUpRequest.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from simulator import DEFAULT_CLIENTS, DEFAULT_USERS, SimState, parse_client, serve
+
+    clients = dict(parse_client(spec) for spec in (args.client or DEFAULT_CLIENTS))
+    users = None if args.any_user else frozenset(args.user or DEFAULT_USERS)
+    print(f"simulator listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    serve(SimState(clients=clients, users=users, token_ttl_s=args.token_ttl), args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cli.demo import run_demo
+
+    return run_demo(timeout_s=args.timeout)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="followup", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enqueue", help="enqueue a follow-up call (prints its request id)")
+    p.add_argument("--contact-id")
+    p.add_argument("--user-id", help="the agent who calls from their own line")
+    p.add_argument("--phone-number", help="E.164, e.g. +61298765432")
+    p.add_argument("--reason")
+    p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--file", help="enqueue a batch: JSON lines or a JSON array ('-' for stdin)")
+    p.add_argument("--queue", help="default: FOLLOWUP_QUEUE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_enqueue)
+
+    p = sub.add_parser("status", help="one request's record and history")
+    p.add_argument("request_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_status)
+
+    from worker.store import STATES
+
+    p = sub.add_parser("list", help="requests, most recently changed first")
+    p.add_argument("--state", choices=STATES)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_list)
+
+    for name, fn, text in (("cancel", cmd_cancel, "stop a request that has not been dialled"),
+                           ("retry", cmd_retry, "dial an unknown or failed request again")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("request_id")
+        p.add_argument("--by", help="who acts (recorded in the history); default: your login")
+        p.set_defaults(run=fn)
+
+    p = sub.add_parser("schema", help="print the request's JSON Schema")
+    p.set_defaults(run=cmd_schema)
+
+    p = sub.add_parser("simulator", help="run the contact-center API simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--client", action="append", metavar="ID:SECRET:SCOPES",
+                   help="an OAuth client (repeatable); scopes comma- or space-separated")
+    p.add_argument("--user", action="append", metavar="USER_ID", help="a known agent (repeatable)")
+    p.add_argument("--any-user", action="store_true", help="accept every agent id")
+    p.add_argument("--token-ttl", type=int, default=86400)
+    p.set_defaults(run=cmd_simulator)
+
+    p = sub.add_parser("demo", help="run the whole pipeline once against the simulator")
+    p.add_argument("--timeout", type=float, default=90.0)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

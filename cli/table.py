@@ -1,0 +1,64 @@
+"""Plain-text tables for people at a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from worker.store import StatusRecord
+
+
+def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 70) -> str:
+    cells = [[str(c) if len(str(c)) <= max_width else str(c)[: max_width - 1] + "…" for c in row]
+             for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join([line.rstrip(), rule, *body])
+
+
+def outcome(record: StatusRecord) -> str:
+    """The conversation id if placed, else the last error in one line."""
+    if record.conversation_id:
+        return record.conversation_id
+    if record.last_error:
+        status = f"{record.last_error.status} " if record.last_error.status else ""
+        return f"{status}{record.last_error.code}: {record.last_error.message}"
+    if record.next_attempt_at and record.state in ("retrying", "scheduled", "queued"):
+        return f"next attempt {record.next_attempt_at:%H:%M:%S}"
+    return ""
+
+
+def status_rows(records: Sequence[StatusRecord]) -> list[list[str]]:
+    return [[r.request_id, r.contact_id or "-", r.state, str(r.attempts), outcome(r)]
+            for r in records]
+
+
+STATUS_HEADERS = ("request id", "contact", "state", "attempts", "conversation id / error")
+
+
+def describe(record: StatusRecord) -> str:
+    lines = [
+        f"request   {record.request_id}",
+        f"state     {record.state}   attempts {record.attempts}",
+        f"contact   {record.contact_id or '-'}   agent {record.user_id or '-'}   "
+        f"number {record.phone_number or '-'}",
+        f"created   {record.created_at:%Y-%m-%d %H:%M:%S} UTC   "
+        f"updated {record.updated_at:%Y-%m-%d %H:%M:%S} UTC",
+    ]
+    if record.idempotency_key:
+        lines.append(f"key       {record.idempotency_key}")
+    if record.conversation_id:
+        lines.append(f"call      {record.conversation_id}")
+    if record.last_error:
+        lines.append(f"error     {outcome(record)}")
+        lines.extend(f"          - {e.get('field') or e.get('code')}: {e.get('message')}"
+                     for e in record.last_error.errors)
+    if record.next_attempt_at:
+        lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
+    lines.append("history")
+    lines.append(render(("at (UTC)", "attempt", "state", "event", "detail"), [
+        [f"{h.at:%H:%M:%S.%f}"[:-3], str(h.attempt), h.state, h.event, h.detail or ""]
+        for h in record.history
+    ], max_width=100))
+    return "\n".join(lines)

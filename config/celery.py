@@ -1,0 +1,37 @@
+"""The Celery configuration the delivery guarantees rest on (design.md explains each)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+
+TASK_NAME = "followup.place_call"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.effective_broker_url,
+        "broker_connection_retry_on_startup": True,
+        # Longer than any wait: the worker never sets a countdown (waits go through the
+        # status store's due set), so a task holds its message only for one attempt.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # A killed worker's message comes back; the atomic claim makes that harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # The worker waits on the API; threads suit that, prefork would waste memory.
+        "worker_pool": "threads",
+        "worker_concurrency": settings.worker_concurrency,
+        # The status store is the record, not Celery's result backend.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": settings.queue,
+        "task_routes": {TASK_NAME: {"queue": settings.queue}},
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+    }

@@ -1,0 +1,147 @@
+"""One source of truth for every knob: `Settings`, read from FOLLOWUP_* environment variables.
+
+A wrong value fails at start-up with `ConfigError`, whose message names the environment
+variable and what is wrong with it (never the value of a secret).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FOLLOWUP_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the FOLLOWUP_* variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    redis_url: str = Field(
+        "redis://localhost:6379/0", description="Redis for the status store (and the broker)."
+    )
+    broker_url: str | None = Field(None, description="Celery broker; defaults to the Redis URL.")
+    namespace: str = Field(
+        "followup", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Prefix of status-store keys."
+    )
+    queue: str = Field("followup", pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+
+    api_base_url: str = Field(
+        "http://127.0.0.1:8765", description="Contact-center API (default: the local simulator)."
+    )
+    token_url: str | None = Field(None, description="Default: {API_BASE_URL}/oauth/token.")
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    http_timeout_s: float = Field(10.0, gt=0, le=120)
+
+    max_attempts: int = Field(5, ge=1, le=50)
+    backoff_base_s: float = Field(2.0, gt=0, le=3600)
+    backoff_max_s: float = Field(300.0, gt=0, le=86400)
+
+    idempotency_ttl_s: int = Field(7 * 86400, ge=60)
+    record_ttl_s: int = Field(30 * 86400, ge=60)
+    claim_lease_s: float = Field(60.0, gt=0, le=3600)
+    redeliver_after_s: float = Field(60.0, gt=0, le=3600)
+    sweep_interval_s: float = Field(1.0, gt=0, le=60)
+    visibility_timeout_s: int = Field(3600, ge=60)
+
+    worker_concurrency: int = Field(8, ge=1, le=256)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("redis_url", "broker_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("api_base_url", "token_url")
+    @classmethod
+    def _http_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError(
+                "FOLLOWUP_BACKOFF_MAX_S must be at least FOLLOWUP_BACKOFF_BASE_S "
+                f"({self.backoff_base_s})"
+            )
+        # A claim must outlive the longest attempt: token fetch + call, twice (the 401 path).
+        if self.claim_lease_s <= 4 * self.http_timeout_s:
+            raise ValueError(
+                "FOLLOWUP_CLAIM_LEASE_S must be longer than 4 x FOLLOWUP_HTTP_TIMEOUT_S "
+                f"(> {4 * self.http_timeout_s:g}); an attempt may take that long"
+            )
+        if self.visibility_timeout_s <= 2 * self.claim_lease_s:
+            raise ValueError(
+                "FOLLOWUP_VISIBILITY_TIMEOUT_S must be more than 2 x FOLLOWUP_CLAIM_LEASE_S "
+                f"(> {2 * self.claim_lease_s:g})"
+            )
+        if self.record_ttl_s < self.idempotency_ttl_s:
+            raise ValueError(
+                "FOLLOWUP_RECORD_TTL_S must be at least FOLLOWUP_IDEMPOTENCY_TTL_S: an idempotency "
+                "key must never outlive the request it points to"
+            )
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def effective_token_url(self) -> str:
+        return self.token_url or f"{self.api_base_url}/oauth/token"
+
+    def require_credentials(self) -> tuple[str, str]:
+        """The API credentials a worker needs; ConfigError naming the variable if missing."""
+        missing = [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name, value in (("client_id", self.client_id), ("client_secret", self.client_secret))
+            if not value
+        ]
+        if missing or self.client_id is None or self.client_secret is None:
+            raise ConfigError(
+                f"{', '.join(missing)} must be set: the worker needs OAuth client credentials "
+                "for the contact-center API"
+            )
+        return self.client_id, self.client_secret.get_secret_value()
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise ConfigError that names each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            variable = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"{variable}: {message}")
+        else:
+            lines.append(message)
+    return "invalid configuration: " + "; ".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

@@ -1,0 +1,12 @@
+"""The bundled contact-center API simulator (demo, tests, local development)."""
+
+from simulator.server import make_app, serve
+from simulator.state import SimState, parse_client
+
+DEFAULT_CLIENTS = (
+    "followup-demo:demo-secret:conversation:write user:call:center:write",
+    "followup-noscope:demo-secret:user:call:center:write",
+)
+DEFAULT_USERS = ("u-67890", "u-1001", "u-1002", "u-1003", "u-1004")
+
+__all__ = ["DEFAULT_CLIENTS", "DEFAULT_USERS", "SimState", "make_app", "parse_client", "serve"]

@@ -1,0 +1,242 @@
+"""The bundled contact-center API simulator: a real HTTP server, strict about the contract.
+
+Contract endpoints (api-contract.md §1):
+    POST /oauth/token                              client credentials, Basic auth
+    POST /api/v2/conversations/calls               create a Personal Connection call
+    POST /api/v2/outbound/campaigns/{id}/calls     the seed's mistake: the seed's 400
+
+Inspection and fault injection (for tests, the demo and benchmarks):
+    GET  /_sim/calls        calls accepted, with body, Authorization and correlation id
+    GET  /_sim/tokens       tokens issued: {token: client_id}
+    POST /_sim/faults       {"script": ["503","503"], "rate": 0.2, "kinds": ["503","429","hang"],
+                             "call_latency_s": 0, "token_latency_s": 0, "retry_after": "1",
+                             "hang_s": 30, "seed": 1, "token_script": ["503"]}
+    POST /_sim/expire-tokens   every issued token now answers 401
+    POST /_sim/reset           forget calls, tokens and faults
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import uuid
+from collections import deque
+from typing import Any
+
+import phonenumbers
+from aiohttp import web
+
+from simulator.state import FAULT_KINDS, Faults, SimState
+
+CALL_FIELDS = {"from", "to", "type", "media"}
+PARTY_FIELDS = {"id", "address", "addressType"}
+REQUIRED_SCOPE = "conversation:write"
+STATE_KEY = web.AppKey("state", SimState)
+
+
+def error(status: int, code: str, message: str, errors: list[dict[str, str]] | None = None,
+          headers: dict[str, str] | None = None) -> web.Response:
+    body = {"message": message, "status": status, "code": code, "contextId": str(uuid.uuid4()),
+            "details": [], "errors": errors or []}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def invalid(message: str, code: str = "invalid.parameter") -> web.Response:
+    return error(400, "bad.request", "Invalid request body", [{"message": message, "code": code}])
+
+
+def validate_call(body: Any) -> str | None:
+    """The first contract violation in a create-call body, or None."""
+    if not isinstance(body, dict):
+        return "Request body must be a JSON object"
+    for name in body:
+        if name not in CALL_FIELDS:
+            return f"Field '{name}' is not valid for this endpoint"
+    for name in sorted(CALL_FIELDS - set(body)):
+        return f"Field '{name}' is required"
+    sender, to = body["from"], body["to"]
+    if not isinstance(sender, dict) or set(sender) != PARTY_FIELDS:
+        return "Field 'from' must have exactly id, address and addressType"
+    if sender["addressType"] != "user":
+        return "Field 'from.addressType' must be 'user' for a Personal Connection call"
+    if not isinstance(to, list) or len(to) != 1 or not isinstance(to[0], dict) \
+            or set(to[0]) != PARTY_FIELDS:
+        return "Field 'to' must be a list of one party with id, address and addressType"
+    if to[0]["addressType"] != "phone":
+        return "Field 'to[0].addressType' must be 'phone'"
+    if not _is_e164(to[0]["address"]):
+        return "Field 'to[0].address' is not a valid E.164 number"
+    if body["type"] != "outbound":
+        return "Field 'type' must be 'outbound'"
+    if body["media"] != "audio":
+        return "Field 'media' must be 'audio'"
+    return None
+
+
+def _is_e164(value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith("+"):
+        return False
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number) and phonenumbers.format_number(
+        number, phonenumbers.PhoneNumberFormat.E164) == value
+
+
+async def token_endpoint(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    state.token_requests += 1
+    if state.faults.token_latency_s:
+        await asyncio.sleep(state.faults.token_latency_s)
+    if state.faults.token_script:
+        fault = state.faults.token_script.popleft()
+        if fault not in ("ok", "200"):
+            return error(int(fault), "service.unavailable", "Token service unavailable")
+    client_id, secret = _basic_auth(request.headers.get("Authorization", ""))
+    form = await request.post()
+    if form.get("grant_type") != "client_credentials":
+        return web.json_response({"error": "unsupported_grant_type"}, status=400)
+    client = state.clients.get(client_id or "")
+    if client is None or client.secret != secret:
+        return web.json_response({"error": "invalid_client",
+                                  "error_description": "client authentication failed"}, status=401)
+    value, token = state.issue_token(client_id or "")
+    return web.json_response({"access_token": value, "token_type": "bearer",
+                              "expires_in": state.token_ttl_s, "scope": " ".join(sorted(token.scopes))})
+
+
+def _basic_auth(header: str) -> tuple[str | None, str | None]:
+    if not header.startswith("Basic "):
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    client_id, _, secret = decoded.partition(":")
+    return client_id, secret
+
+
+async def create_call(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    authorization = request.headers.get("Authorization", "")
+    token = state.token_for(authorization.removeprefix("Bearer ")) \
+        if authorization.startswith("Bearer ") else None
+    if token is None:
+        return error(401, "authentication.required",
+                     "Authentication failed: the bearer token is missing, unknown or expired")
+    if REQUIRED_SCOPE not in token.scopes:
+        return error(403, "missing.any.permissions",
+                     f"Missing required scope: {REQUIRED_SCOPE}")
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return invalid("Request body is not valid JSON", "invalid.json")
+    problem = validate_call(body)
+    if problem:
+        return invalid(problem)
+    user = body["from"]["id"]
+    if state.users is not None and user not in state.users:
+        return error(404, "not.found", f"User '{user}' was not found",
+                     [{"message": f"No user with id '{user}'", "code": "user.not.found"}])
+
+    faults = state.faults
+    fault = faults.next_call_fault()
+    if fault == "drop_before":
+        return _drop(request)
+    if fault in ("429", "503"):
+        return error(int(fault), "too.many.requests" if fault == "429" else "service.unavailable",
+                     "Rate limit exceeded" if fault == "429" else "Service temporarily unavailable",
+                     headers={"Retry-After": faults.retry_after})
+    if fault in ("500", "502", "504"):
+        return error(int(fault), "internal.server.error", "The platform failed")
+    call = state.accept_call(body, {k.lower(): v for k, v in request.headers.items()},
+                             token.client_id, authorization)
+    if faults.call_latency_s:
+        await asyncio.sleep(faults.call_latency_s)
+    if fault == "hang":
+        await asyncio.sleep(faults.hang_s)
+    if fault == "drop_after":
+        return _drop(request)
+    return web.json_response({"id": call["id"], "selfUri": f"/api/v2/conversations/calls/{call['id']}"},
+                             status=201)
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    if request.transport is not None:
+        request.transport.close()
+    raise asyncio.CancelledError
+
+
+async def campaign_call(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        body = {}
+    if isinstance(body, dict) and "callType" in body:
+        return invalid("Field 'callType' is not valid for this endpoint")
+    return invalid("Personal Connection calls are placed with POST /api/v2/conversations/calls")
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE_KEY].calls)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    return web.json_response({"tokens": {v: t.client_id for v, t in state.tokens.items()},
+                              "token_requests": state.token_requests})
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    spec = await request.json()
+    kinds = tuple(spec.get("kinds", ["503"]))
+    bad = [k for k in (*kinds, *spec.get("script", [])) if k not in (*FAULT_KINDS, "ok", "200")]
+    if bad:
+        return web.json_response({"error": f"unknown fault kinds {bad}; use {FAULT_KINDS}"},
+                                 status=400)
+    state.faults = Faults(
+        script=deque(spec.get("script", [])), token_script=deque(spec.get("token_script", [])),
+        rate=float(spec.get("rate", 0.0)), kinds=kinds,
+        call_latency_s=float(spec.get("call_latency_s", 0.0)),
+        token_latency_s=float(spec.get("token_latency_s", 0.0)),
+        retry_after=str(spec.get("retry_after", "1")), hang_s=float(spec.get("hang_s", 30.0)),
+        rng=random.Random(spec.get("seed")),
+    )
+    return web.json_response({"ok": True})
+
+
+async def expire_tokens(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].tokens.clear()
+    return web.json_response({"ok": True})
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset()
+    return web.json_response({"ok": True})
+
+
+def make_app(state: SimState) -> web.Application:
+    app = web.Application()
+    app[STATE_KEY] = state
+    app.add_routes([
+        web.post("/oauth/token", token_endpoint),
+        web.post("/api/v2/conversations/calls", create_call),
+        web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
+        web.get("/_sim/calls", list_calls),
+        web.get("/_sim/tokens", list_tokens),
+        web.post("/_sim/faults", set_faults),
+        web.post("/_sim/expire-tokens", expire_tokens),
+        web.post("/_sim/reset", reset),
+    ])
+    return app
+
+
+def serve(state: SimState, host: str, port: int) -> None:
+    """Run until interrupted. aiohttp sets TCP_NODELAY and answers in one write."""
+    web.run_app(make_app(state), host=host, port=port, access_log=None, print=None,
+                handle_signals=True)

@@ -1,0 +1,101 @@
+"""What the simulator knows: OAuth clients, issued tokens, agents, accepted calls, faults."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULT_KINDS = ("429", "500", "502", "503", "504", "drop_before", "drop_after", "hang")
+
+
+@dataclass
+class Client:
+    secret: str
+    scopes: frozenset[str]
+
+
+@dataclass
+class Token:
+    client_id: str
+    scopes: frozenset[str]
+    expires_at: float
+
+
+@dataclass
+class Faults:
+    """Faults for the create-call endpoint: a script consumed first, then random ones."""
+
+    script: deque[str] = field(default_factory=deque)
+    token_script: deque[str] = field(default_factory=deque)
+    rate: float = 0.0
+    kinds: tuple[str, ...] = ("503",)
+    call_latency_s: float = 0.0
+    token_latency_s: float = 0.0
+    retry_after: str = "1"
+    hang_s: float = 30.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_call_fault(self) -> str | None:
+        if self.script:
+            fault = self.script.popleft()
+            return None if fault in ("ok", "200") else fault
+        if self.rate and self.rng.random() < self.rate:
+            return self.rng.choice(self.kinds)
+        return None
+
+
+@dataclass
+class SimState:
+    clients: dict[str, Client]
+    users: frozenset[str] | None  # None: every user id exists
+    token_ttl_s: int = 86400
+    tokens: dict[str, Token] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    token_requests: int = 0
+    faults: Faults = field(default_factory=Faults)
+
+    def issue_token(self, client_id: str) -> tuple[str, Token]:
+        client = self.clients[client_id]
+        value = secrets.token_urlsafe(24)
+        token = Token(client_id, client.scopes, time.monotonic() + self.token_ttl_s)
+        self.tokens[value] = token
+        return value, token
+
+    def token_for(self, value: str) -> Token | None:
+        token = self.tokens.get(value)
+        if token is None or token.expires_at <= time.monotonic():
+            return None
+        return token
+
+    def accept_call(self, body: dict[str, Any], headers: dict[str, str], client_id: str,
+                    authorization: str) -> dict[str, Any]:
+        call = {
+            "id": str(uuid.uuid4()),
+            "received_at": time.time(),
+            "body": body,
+            "authorization": authorization,
+            "client_id": client_id,
+            "correlation_id": headers.get("inin-correlation-id"),
+        }
+        self.calls.append(call)
+        return call
+
+    def reset(self) -> None:
+        self.tokens.clear()
+        self.calls.clear()
+        self.token_requests = 0
+        self.faults = Faults()
+
+
+def parse_client(spec: str) -> tuple[str, Client]:
+    """'id:secret:scope1,scope2' -> (id, Client)."""
+    parts = spec.split(":", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise ValueError(f"--client '{spec}': expected id:secret:scope1,scope2")
+    scopes = frozenset(s for s in parts[2].replace(" ", ",").split(",") if s)
+    return parts[0], Client(parts[1], scopes)

@@ -1,0 +1,39 @@
+"""The Celery task `followup.place_call`: a thin shell around worker.pipeline.
+
+Any service can publish it without importing this project:
+
+    celery.send_task("followup.place_call", queue="followup",
+                     kwargs={"request": {"contact_id": "c-12345", "user_id": "u-67890",
+                                         "phone_number": "+61298765432"}})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from celery.worker.request import Request
+
+from config.celery import TASK_NAME
+from config.redaction import mask_text
+from worker import app, get_runtime
+
+
+class MaskedRequest(Request):  # type: ignore[misc]
+    """Masks phone numbers in the argument reprs Flower shows, whoever sent the message."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr = mask_text(self._argsrepr or "")
+        self._kwargsrepr = mask_text(self._kwargsrepr or "")
+
+
+class PlaceCallTask(Task):  # type: ignore[misc]
+    Request = MaskedRequest
+
+
+@app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)  # type: ignore[untyped-decorator]
+def place_call(self: Task, *args: Any, **kwargs: Any) -> str:
+    delivery = self.request.delivery_info or {}
+    return get_runtime().pipeline.handle(self.request.id, args, kwargs,
+                                         queue=delivery.get("routing_key"))

@@ -1,0 +1,140 @@
+"""FollowUpRequest: the JSON message every producer sends and the worker validates again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from config.redaction import mask_phone
+
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
+                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+]
+MetadataValue = str | int | float | bool | None
+
+METADATA_MAX_KEYS = 20
+METADATA_MAX_KEY_CHARS = 64
+METADATA_MAX_VALUE_CHARS = 256
+METADATA_MAX_BYTES = 2048
+
+
+class FollowUpRequest(BaseModel):
+    """One 'call this customer back from agent U' request; phone_number is normalised to E.164."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    contact_id: Identifier = Field(description="The customer's contact id in the CRM.")
+    user_id: Identifier = Field(description="The agent who places the call from their own line.")
+    phone_number: str = Field(
+        description="The customer's number in E.164 form (+ and country code), e.g. +61298765432."
+    )
+    reason: str | None = Field(None, max_length=500, description="Why the follow-up is needed.")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict,
+        description=f"Flat string -> scalar map, at most {METADATA_MAX_KEYS} keys and "
+        f"{METADATA_MAX_BYTES} bytes as JSON.",
+    )
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=255,
+        description="The caller's own id for this follow-up: the same key enqueued twice, by any "
+        "path, returns the first request and never calls twice.",
+    )
+
+    @field_validator("phone_number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        masked = mask_phone(value)
+        if not value.startswith("+"):
+            raise ValueError(
+                f"'{masked}' is not in E.164 form: start with + and the country code, "
+                "e.g. +61298765432"
+            )
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is None or not phonenumbers.is_valid_number(parsed):
+            raise ValueError(
+                f"'{masked}' is not a valid E.164 number: give the full number with its country "
+                "code, e.g. +61298765432"
+            )
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_and_flat(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        if len(value) > METADATA_MAX_KEYS:
+            raise ValueError(f"has {len(value)} keys; at most {METADATA_MAX_KEYS} are allowed")
+        for key, item in value.items():
+            if not key or len(key) > METADATA_MAX_KEY_CHARS:
+                raise ValueError(f"key '{key[:20]}' must be 1 to {METADATA_MAX_KEY_CHARS} characters")
+            if isinstance(item, str) and len(item) > METADATA_MAX_VALUE_CHARS:
+                raise ValueError(
+                    f"value of '{key}' is {len(item)} characters; at most "
+                    f"{METADATA_MAX_VALUE_CHARS} are allowed"
+                )
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"is {size} bytes as JSON; at most {METADATA_MAX_BYTES} are allowed")
+        return value
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """Fingerprint of the content, to refuse one idempotency key used for two requests."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidRequest(ValueError):
+    """The request does not validate; `errors` names each field and the fix."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("invalid follow-up request: " + "; ".join(str(e) for e in errors))
+
+
+_ALLOWED = ", ".join(FollowUpRequest.model_fields)
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """Readable, phone-safe errors: never echoes the input value."""
+    out = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = f"unknown field; the allowed fields are {_ALLOWED}"
+        elif kind == "missing":
+            message = "is required"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        out.append(FieldError(field=field, message=message))
+    return out
+
+
+def parse_request(data: Any) -> FollowUpRequest:
+    """Validate a dict (or a FollowUpRequest) into a FollowUpRequest, or raise InvalidRequest."""
+    if isinstance(data, FollowUpRequest):
+        return data
+    if not isinstance(data, dict):
+        raise InvalidRequest(
+            [FieldError(field="request", message=f"must be a JSON object, not {type(data).__name__}")]
+        )
+    try:
+        return FollowUpRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(field_errors(exc)) from None

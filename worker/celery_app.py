@@ -1,0 +1,55 @@
+"""The Celery app, built from Settings: `celery -A worker worker` / `celery -A worker flower`."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+import structlog
+from celery import Celery, signals
+
+from config.celery import celery_config
+from config.logging import configure_logging
+from config.settings import ConfigError, load_settings
+
+try:
+    settings = load_settings()
+except ConfigError as exc:
+    sys.exit(f"followup: {exc}")
+
+configure_logging(settings)
+app = Celery("followup", include=["tasks.place_call"])
+app.conf.update(celery_config(settings))
+
+log = structlog.get_logger(__name__)
+_sweeper_stop: threading.Event | None = None
+
+
+@signals.worker_init.connect
+def _check_worker_config(**_: Any) -> None:
+    """A worker without API credentials fails now, naming the variable, not at the first call."""
+    try:
+        settings.require_credentials()
+    except ConfigError as exc:
+        sys.stderr.write(f"followup: {exc}\n")
+        sys.stderr.flush()
+        import os
+
+        os._exit(2)  # Celery logs and swallows exceptions raised in signal handlers
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    global _sweeper_stop
+    from tasks.publish import publish
+    from worker import get_runtime
+
+    _sweeper_stop = get_runtime().start_sweeper(publish)
+    log.info("worker ready", queue=settings.queue, concurrency=settings.worker_concurrency)
+
+
+@signals.worker_shutdown.connect
+def _stop(**_: Any) -> None:
+    if _sweeper_stop is not None:
+        _sweeper_stop.set()

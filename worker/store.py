@@ -1,0 +1,304 @@
+"""The status store: every request's state, attempts, outcome and history, in Redis.
+
+The store, not the broker, is the source of truth. Every transition is one Lua script
+(`worker.store_lua`), so two deliveries of one message can never both claim a request, and
+a request's record, indices and history never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel
+
+from config.redaction import mask_phone, redact
+from worker import store_lua
+
+State = Literal[
+    "queued", "scheduled", "dialing", "retrying", "placed", "failed", "unknown", "cancelled",
+    "rejected",
+]
+STATES: tuple[State, ...] = (
+    "queued", "scheduled", "dialing", "retrying", "placed", "failed", "unknown", "cancelled",
+    "rejected",
+)
+TERMINAL_STATES = frozenset({"placed", "failed", "unknown", "cancelled", "rejected"})
+
+UNKNOWN_OUTCOME = {
+    "status": None,
+    "code": "outcome.unknown",
+    "message": "the worker was lost after the call was sent, so it may have been placed; check "
+    "the agent's call log, then 'followup retry ID' to dial again",
+    "errors": [],
+}
+
+
+class ErrorInfo(BaseModel):
+    """The last error: the API's error body, or our own in the same shape."""
+
+    status: int | None = None
+    code: str
+    message: str
+    errors: list[dict[str, Any]] = []
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    event: str
+    state: str
+    attempt: int
+    detail: str | None = None
+
+
+class StatusRecord(BaseModel):
+    """What a person or a service reads about one request (phone number masked)."""
+
+    request_id: str
+    state: State
+    attempts: int
+    contact_id: str | None = None
+    user_id: str | None = None
+    phone_number: str | None = None
+    idempotency_key: str | None = None
+    queue: str | None = None
+    conversation_id: str | None = None
+    last_error: ErrorInfo | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    history: list[HistoryEntry] = []
+
+
+@dataclass(frozen=True)
+class Registered:
+    outcome: Literal["created", "exists", "duplicate", "conflict"]
+    request_id: str  # the request that holds the idempotency key, for duplicate and conflict
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: Literal["claimed", "busy", "done", "early", "missing", "unknown", "requeued", "due"]
+    state: str
+    attempts: int
+    token: str
+
+
+@dataclass(frozen=True)
+class DueRequest:
+    request_id: str
+    state: str
+    queue: str
+    request: dict[str, Any]
+
+
+def _ts(value: str | float | None) -> datetime | None:
+    if value in (None, ""):
+        return None
+    return datetime.fromtimestamp(float(value), tz=UTC)  # type: ignore[arg-type]
+
+
+class StatusStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        idempotency_ttl_s: int,
+        record_ttl_s: int,
+        redeliver_after_s: float,
+    ) -> None:
+        self.redis = client
+        self.ns = namespace
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.record_ttl_s = record_ttl_s
+        self.redeliver_after_s = redeliver_after_s
+        self._register = client.register_script(store_lua.REGISTER)
+        self._claim = client.register_script(store_lua.CLAIM)
+        self._mark_sent = client.register_script(store_lua.MARK_SENT)
+        self._finish = client.register_script(store_lua.FINISH)
+        self._manual = client.register_script(store_lua.MANUAL)
+        self._take_due = client.register_script(store_lua.TAKE_DUE)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def register(
+        self,
+        request_id: str,
+        request_json: str,
+        *,
+        digest: str,
+        idempotency_key: str | None,
+        queue: str,
+        source: str,
+        state: State = "queued",
+        last_error: ErrorInfo | None = None,
+        pipe: Any = None,
+    ) -> Registered | Any:
+        """Record a request (idempotency check, record, indices, due time) in one step.
+
+        With `pipe`, the call is queued on that pipeline; parse its result with `registered`.
+        """
+        args = [
+            self.ns, request_id, request_json, digest, idempotency_key or "",
+            self.idempotency_ttl_s, state, queue,
+            last_error.model_dump_json() if last_error else "", source, self.record_ttl_s,
+            self.redeliver_after_s,
+        ]
+        if pipe is not None:
+            return self._register(args=args, client=pipe)
+        return self.registered(self._register(args=args))
+
+    @staticmethod
+    def registered(raw: list[str]) -> Registered:
+        return Registered(outcome=raw[0], request_id=raw[1])  # type: ignore[arg-type]
+
+    def record_rejected(
+        self, request_id: str, summary: dict[str, Any], error: ErrorInfo, queue: str, source: str
+    ) -> Registered:
+        """A message that is not a valid request: kept as `rejected`, with its errors."""
+        result = self.register(
+            request_id, json.dumps(redact(summary), default=str), digest="",
+            idempotency_key=None, queue=queue, source=source, state="rejected",
+            last_error=error,
+        )
+        assert isinstance(result, Registered)
+        return result
+
+    def claim(self, request_id: str, *, lease_s: float, max_attempts: int,
+              mode: Literal["deliver", "sweep"] = "deliver") -> Claim:
+        """Atomically move a due request into `dialing`, or say why not."""
+        token = uuid.uuid4().hex
+        outcome, state, attempts = self._claim(args=[
+            self.ns, request_id, token, lease_s, mode, self.record_ttl_s, max_attempts,
+            self.redeliver_after_s, json.dumps(UNKNOWN_OUTCOME),
+        ])
+        return Claim(outcome=outcome, state=state, attempts=int(attempts), token=token)
+
+    def mark_sent(self, request_id: str, token: str) -> bool:
+        """The send marker, written just before the call leaves; False if the claim was lost."""
+        return bool(self._mark_sent(args=[self.ns, request_id, token]))
+
+    def finish(
+        self,
+        request_id: str,
+        token: str,
+        state: State,
+        *,
+        event: str,
+        detail: str = "",
+        conversation_id: str | None = None,
+        error: ErrorInfo | None = None,
+        retry_in_s: float = 0.0,
+    ) -> bool:
+        """Record an attempt's outcome; only the claim's holder may. False if it was not."""
+        fields: dict[str, Any] = {
+            "last_error": error.model_dump_json() if error else None,
+        }
+        if conversation_id:
+            fields["conversation_id"] = conversation_id
+        ok, _ = self._finish(args=[
+            self.ns, request_id, token, state, json.dumps(fields), event, detail,
+            retry_in_s, self.record_ttl_s, self.redeliver_after_s,
+        ])
+        return bool(ok)
+
+    def cancel(self, request_id: str, who: str) -> tuple[bool, str]:
+        ok, state = self._manual(args=[self.ns, self.resolve(request_id), "cancel", who,
+                                       self.record_ttl_s])
+        return bool(ok), state
+
+    def retry(self, request_id: str, who: str) -> tuple[bool, str]:
+        ok, state = self._manual(args=[self.ns, self.resolve(request_id), "retry", who,
+                                       self.record_ttl_s])
+        return bool(ok), state
+
+    def take_due(self, limit: int = 100) -> list[DueRequest]:
+        """Requests whose due time has passed, each pushed back so no other sweeper takes it."""
+        flat = self._take_due(args=[self.ns, limit, self.redeliver_after_s])
+        return [
+            DueRequest(flat[i], flat[i + 1], flat[i + 2], json.loads(flat[i + 3] or "{}"))
+            for i in range(0, len(flat), 4)
+        ]
+
+    # --- reads --------------------------------------------------------------------------
+
+    def resolve(self, request_id: str) -> str:
+        """The request an id stands for: a duplicate message's id leads to the first request."""
+        alias = self.redis.get(f"{self.ns}:alias:{request_id}")
+        return str(alias) if alias else request_id
+
+    def request_json(self, request_id: str) -> str | None:
+        value = self.redis.hget(f"{self.ns}:req:{request_id}", "request")
+        return str(value) if value is not None else None
+
+    def get(self, request_id: str, *, history: bool = True) -> StatusRecord | None:
+        records = self._load([self.resolve(request_id)], history=history)
+        return records[0] if records else None
+
+    def list(self, state: State | None = None, limit: int = 50) -> list[StatusRecord]:
+        """Most recently changed first (or newest first without a state)."""
+        index = f"{self.ns}:state:{state}" if state else f"{self.ns}:all"
+        ids = [str(i) for i in self.redis.zrevrange(index, 0, max(limit, 1) - 1)]
+        records = self._load(ids, history=False)
+        found = {r.request_id for r in records}
+        gone = [i for i in ids if i not in found]
+        if gone:  # records past their retention: drop them from the index
+            self.redis.zrem(index, *gone)
+        return records
+
+    def counts(self) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for state in STATES:
+            pipe.zcard(f"{self.ns}:state:{state}")
+        return dict(zip(STATES, (int(n) for n in pipe.execute()), strict=True))
+
+    def _load(self, ids: list[str], *, history: bool) -> list[StatusRecord]:
+        pipe = self.redis.pipeline(transaction=False)
+        for request_id in ids:
+            pipe.hgetall(f"{self.ns}:req:{request_id}")
+            if history:
+                pipe.lrange(f"{self.ns}:hist:{request_id}", 0, -1)
+        raw = pipe.execute()
+        step = 2 if history else 1
+        out = []
+        for n, request_id in enumerate(ids):
+            fields = raw[n * step]
+            if not fields:
+                continue
+            entries = raw[n * step + 1] if history else []
+            out.append(_to_record(request_id, fields, entries))
+        return out
+
+
+def _to_record(request_id: str, f: dict[str, str], history: list[str]) -> StatusRecord:
+    try:
+        request = json.loads(f.get("request") or "{}")
+    except ValueError:
+        request = {}
+    phone = request.get("phone_number")
+    last_error = f.get("last_error")
+    return StatusRecord(
+        request_id=request_id,
+        state=f["state"],  # type: ignore[arg-type]
+        attempts=int(f.get("attempts") or 0),
+        contact_id=_str_or_none(request.get("contact_id")),
+        user_id=_str_or_none(request.get("user_id")),
+        phone_number=mask_phone(phone) if isinstance(phone, str) else None,
+        idempotency_key=f.get("idempotency_key") or None,
+        queue=f.get("queue") or None,
+        conversation_id=f.get("conversation_id") or None,
+        last_error=ErrorInfo.model_validate_json(last_error) if last_error else None,
+        next_attempt_at=_ts(f.get("next_attempt_at")),
+        created_at=_ts(f.get("created_at")),
+        updated_at=_ts(f.get("updated_at")),
+        history=[HistoryEntry.model_validate(json.loads(entry)) for entry in history],
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
