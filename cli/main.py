@@ -44,7 +44,7 @@ def _report(exc: Exception) -> int:
 
 
 def _store() -> Any:
-    from worker import get_runtime
+    from worker.runtime import get_runtime
 
     return get_runtime().store
 
@@ -63,12 +63,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         for item in args.metadata:
             key, sep, value = item.partition("=")
             if not sep:
-                raise InvalidRequest([FieldError(field="metadata",
-                                                 message=f"'{key}' must be KEY=VALUE")])
+                raise InvalidRequest(
+                    [FieldError(field="metadata", message=f"'{key}' must be KEY=VALUE")]
+                )
             metadata[key] = value
-        fields = {"contact_id": args.contact_id, "user_id": args.user_id,
-                  "phone_number": args.phone_number, "reason": args.reason,
-                  "metadata": metadata, "idempotency_key": args.idempotency_key}
+        fields = {
+            "contact_id": args.contact_id,
+            "user_id": args.user_id,
+            "phone_number": args.phone_number,
+            "reason": args.reason,
+            "metadata": metadata,
+            "idempotency_key": args.idempotency_key,
+        }
         requests = [{k: v for k, v in fields.items() if v not in (None, {})}]
     ids = enqueue_many(requests, queue=args.queue)
     for request_id in ids:
@@ -88,8 +94,9 @@ def _read_requests(path: str) -> list[Any]:
             return list(loaded)
         return [json.loads(line) for line in stripped.splitlines() if line.strip()]
     except ValueError as exc:
-        raise InvalidRequest([FieldError(field="--file", message=f"not JSON lines or a JSON "
-                                         f"array ({exc})")]) from None
+        raise InvalidRequest(
+            [FieldError(field="--file", message=f"not JSON lines or a JSON array ({exc})")]
+        ) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -106,10 +113,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from cli.table import STATUS_HEADERS, render, status_rows
 
-    records = _store().list(args.state, limit=args.limit)
+    records = _store().list_requests(args.state, limit=args.limit)
     if args.json:
-        print(json.dumps([r.model_dump(mode="json", exclude={"history"}) for r in records],
-                         indent=2))
+        print(
+            json.dumps([r.model_dump(mode="json", exclude={"history"}) for r in records], indent=2)
+        )
     else:
         print(render(STATUS_HEADERS, status_rows(records)))
     return 0
@@ -188,8 +196,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_list)
 
-    for name, fn, text in (("cancel", cmd_cancel, "stop a request that has not been dialled"),
-                           ("retry", cmd_retry, "dial an unknown or failed request again")):
+    for name, fn, text in (
+        ("cancel", cmd_cancel, "stop a request that has not been dialled"),
+        ("retry", cmd_retry, "dial an unknown or failed request again"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("request_id")
         p.add_argument("--by", help="who acts (recorded in the history); default: your login")
@@ -201,8 +211,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulator", help="run the contact-center API simulator")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--client", action="append", metavar="ID:SECRET:SCOPES",
-                   help="an OAuth client (repeatable); scopes comma- or space-separated")
+    p.add_argument(
+        "--client",
+        action="append",
+        metavar="ID:SECRET:SCOPES",
+        help="an OAuth client (repeatable); scopes comma- or space-separated",
+    )
     p.add_argument("--user", action="append", metavar="USER_ID", help="a known agent (repeatable)")
     p.add_argument("--any-user", action="store_true", help="accept every agent id")
     p.add_argument("--token-ttl", type=int, default=86400)

@@ -8,8 +8,10 @@ from worker.store import StatusRecord
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 70) -> str:
-    cells = [[str(c) if len(str(c)) <= max_width else str(c)[: max_width - 1] + "…" for c in row]
-             for row in rows]
+    cells = [
+        [str(c) if len(str(c)) <= max_width else str(c)[: max_width - 1] + "…" for c in row]
+        for row in rows
+    ]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
@@ -30,8 +32,9 @@ def outcome(record: StatusRecord) -> str:
 
 
 def status_rows(records: Sequence[StatusRecord]) -> list[list[str]]:
-    return [[r.request_id, r.contact_id or "-", r.state, str(r.attempts), outcome(r)]
-            for r in records]
+    return [
+        [r.request_id, r.contact_id or "-", r.state, str(r.attempts), outcome(r)] for r in records
+    ]
 
 
 STATUS_HEADERS = ("request id", "contact", "state", "attempts", "conversation id / error")
@@ -52,13 +55,21 @@ def describe(record: StatusRecord) -> str:
         lines.append(f"call      {record.conversation_id}")
     if record.last_error:
         lines.append(f"error     {outcome(record)}")
-        lines.extend(f"          - {e.get('field') or e.get('code')}: {e.get('message')}"
-                     for e in record.last_error.errors)
+        lines.extend(
+            f"          - {e.get('field') or e.get('code')}: {e.get('message')}"
+            for e in record.last_error.errors
+        )
     if record.next_attempt_at:
         lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
     lines.append("history")
-    lines.append(render(("at (UTC)", "attempt", "state", "event", "detail"), [
-        [f"{h.at:%H:%M:%S.%f}"[:-3], str(h.attempt), h.state, h.event, h.detail or ""]
-        for h in record.history
-    ], max_width=100))
+    lines.append(
+        render(
+            ("at (UTC)", "attempt", "state", "event", "detail"),
+            [
+                [f"{h.at:%H:%M:%S.%f}"[:-3], str(h.attempt), h.state, h.event, h.detail or ""]
+                for h in record.history
+            ],
+            max_width=100,
+        )
+    )
     return "\n".join(lines)

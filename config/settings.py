@@ -110,7 +110,10 @@ class Settings(BaseSettings):
         """The API credentials a worker needs; ConfigError naming the variable if missing."""
         missing = [
             f"{ENV_PREFIX}{name.upper()}"
-            for name, value in (("client_id", self.client_id), ("client_secret", self.client_secret))
+            for name, value in (
+                ("client_id", self.client_id),
+                ("client_secret", self.client_secret),
+            )
             if not value
         ]
         if missing or self.client_id is None or self.client_secret is None:

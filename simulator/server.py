@@ -37,10 +37,21 @@ REQUIRED_SCOPE = "conversation:write"
 STATE_KEY = web.AppKey("state", SimState)
 
 
-def error(status: int, code: str, message: str, errors: list[dict[str, str]] | None = None,
-          headers: dict[str, str] | None = None) -> web.Response:
-    body = {"message": message, "status": status, "code": code, "contextId": str(uuid.uuid4()),
-            "details": [], "errors": errors or []}
+def error(
+    status: int,
+    code: str,
+    message: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {
+        "message": message,
+        "status": status,
+        "code": code,
+        "contextId": str(uuid.uuid4()),
+        "details": [],
+        "errors": errors or [],
+    }
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -62,8 +73,12 @@ def validate_call(body: Any) -> str | None:
         return "Field 'from' must have exactly id, address and addressType"
     if sender["addressType"] != "user":
         return "Field 'from.addressType' must be 'user' for a Personal Connection call"
-    if not isinstance(to, list) or len(to) != 1 or not isinstance(to[0], dict) \
-            or set(to[0]) != PARTY_FIELDS:
+    if (
+        not isinstance(to, list)
+        or len(to) != 1
+        or not isinstance(to[0], dict)
+        or set(to[0]) != PARTY_FIELDS
+    ):
         return "Field 'to' must be a list of one party with id, address and addressType"
     if to[0]["addressType"] != "phone":
         return "Field 'to[0].addressType' must be 'phone'"
@@ -83,8 +98,10 @@ def _is_e164(value: Any) -> bool:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number) and phonenumbers.format_number(
-        number, phonenumbers.PhoneNumberFormat.E164) == value
+    return (
+        phonenumbers.is_valid_number(number)
+        and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    )
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
@@ -102,11 +119,19 @@ async def token_endpoint(request: web.Request) -> web.Response:
         return web.json_response({"error": "unsupported_grant_type"}, status=400)
     client = state.clients.get(client_id or "")
     if client is None or client.secret != secret:
-        return web.json_response({"error": "invalid_client",
-                                  "error_description": "client authentication failed"}, status=401)
+        return web.json_response(
+            {"error": "invalid_client", "error_description": "client authentication failed"},
+            status=401,
+        )
     value, token = state.issue_token(client_id or "")
-    return web.json_response({"access_token": value, "token_type": "bearer",
-                              "expires_in": state.token_ttl_s, "scope": " ".join(sorted(token.scopes))})
+    return web.json_response(
+        {
+            "access_token": value,
+            "token_type": "bearer",
+            "expires_in": state.token_ttl_s,
+            "scope": " ".join(sorted(token.scopes)),
+        }
+    )
 
 
 def _basic_auth(header: str) -> tuple[str | None, str | None]:
@@ -123,14 +148,19 @@ def _basic_auth(header: str) -> tuple[str | None, str | None]:
 async def create_call(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     authorization = request.headers.get("Authorization", "")
-    token = state.token_for(authorization.removeprefix("Bearer ")) \
-        if authorization.startswith("Bearer ") else None
+    token = (
+        state.token_for(authorization.removeprefix("Bearer "))
+        if authorization.startswith("Bearer ")
+        else None
+    )
     if token is None:
-        return error(401, "authentication.required",
-                     "Authentication failed: the bearer token is missing, unknown or expired")
+        return error(
+            401,
+            "authentication.required",
+            "Authentication failed: the bearer token is missing, unknown or expired",
+        )
     if REQUIRED_SCOPE not in token.scopes:
-        return error(403, "missing.any.permissions",
-                     f"Missing required scope: {REQUIRED_SCOPE}")
+        return error(403, "missing.any.permissions", f"Missing required scope: {REQUIRED_SCOPE}")
     try:
         body = json.loads(await request.read())
     except ValueError:
@@ -140,29 +170,38 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         return invalid(problem)
     user = body["from"]["id"]
     if state.users is not None and user not in state.users:
-        return error(404, "not.found", f"User '{user}' was not found",
-                     [{"message": f"No user with id '{user}'", "code": "user.not.found"}])
+        return error(
+            404,
+            "not.found",
+            f"User '{user}' was not found",
+            [{"message": f"No user with id '{user}'", "code": "user.not.found"}],
+        )
 
     faults = state.faults
     fault = faults.next_call_fault()
     if fault == "drop_before":
         return _drop(request)
     if fault in ("429", "503"):
-        return error(int(fault), "too.many.requests" if fault == "429" else "service.unavailable",
-                     "Rate limit exceeded" if fault == "429" else "Service temporarily unavailable",
-                     headers={"Retry-After": faults.retry_after})
+        return error(
+            int(fault),
+            "too.many.requests" if fault == "429" else "service.unavailable",
+            "Rate limit exceeded" if fault == "429" else "Service temporarily unavailable",
+            headers={"Retry-After": faults.retry_after},
+        )
     if fault in ("500", "502", "504"):
         return error(int(fault), "internal.server.error", "The platform failed")
-    call = state.accept_call(body, {k.lower(): v for k, v in request.headers.items()},
-                             token.client_id, authorization)
+    call = state.accept_call(
+        body, {k.lower(): v for k, v in request.headers.items()}, token.client_id, authorization
+    )
     if faults.call_latency_s:
         await asyncio.sleep(faults.call_latency_s)
     if fault == "hang":
         await asyncio.sleep(faults.hang_s)
     if fault == "drop_after":
         return _drop(request)
-    return web.json_response({"id": call["id"], "selfUri": f"/api/v2/conversations/calls/{call['id']}"},
-                             status=201)
+    return web.json_response(
+        {"id": call["id"], "selfUri": f"/api/v2/conversations/calls/{call['id']}"}, status=201
+    )
 
 
 def _drop(request: web.Request) -> web.StreamResponse:
@@ -187,8 +226,12 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def list_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    return web.json_response({"tokens": {v: t.client_id for v, t in state.tokens.items()},
-                              "token_requests": state.token_requests})
+    return web.json_response(
+        {
+            "tokens": {v: t.client_id for v, t in state.tokens.items()},
+            "token_requests": state.token_requests,
+        }
+    )
 
 
 async def set_faults(request: web.Request) -> web.Response:
@@ -197,14 +240,18 @@ async def set_faults(request: web.Request) -> web.Response:
     kinds = tuple(spec.get("kinds", ["503"]))
     bad = [k for k in (*kinds, *spec.get("script", [])) if k not in (*FAULT_KINDS, "ok", "200")]
     if bad:
-        return web.json_response({"error": f"unknown fault kinds {bad}; use {FAULT_KINDS}"},
-                                 status=400)
+        return web.json_response(
+            {"error": f"unknown fault kinds {bad}; use {FAULT_KINDS}"}, status=400
+        )
     state.faults = Faults(
-        script=deque(spec.get("script", [])), token_script=deque(spec.get("token_script", [])),
-        rate=float(spec.get("rate", 0.0)), kinds=kinds,
+        script=deque(spec.get("script", [])),
+        token_script=deque(spec.get("token_script", [])),
+        rate=float(spec.get("rate", 0.0)),
+        kinds=kinds,
         call_latency_s=float(spec.get("call_latency_s", 0.0)),
         token_latency_s=float(spec.get("token_latency_s", 0.0)),
-        retry_after=str(spec.get("retry_after", "1")), hang_s=float(spec.get("hang_s", 30.0)),
+        retry_after=str(spec.get("retry_after", "1")),
+        hang_s=float(spec.get("hang_s", 30.0)),
         rng=random.Random(spec.get("seed")),
     )
     return web.json_response({"ok": True})
@@ -223,20 +270,23 @@ async def reset(request: web.Request) -> web.Response:
 def make_app(state: SimState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
-    app.add_routes([
-        web.post("/oauth/token", token_endpoint),
-        web.post("/api/v2/conversations/calls", create_call),
-        web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
-        web.get("/_sim/calls", list_calls),
-        web.get("/_sim/tokens", list_tokens),
-        web.post("/_sim/faults", set_faults),
-        web.post("/_sim/expire-tokens", expire_tokens),
-        web.post("/_sim/reset", reset),
-    ])
+    app.add_routes(
+        [
+            web.post("/oauth/token", token_endpoint),
+            web.post("/api/v2/conversations/calls", create_call),
+            web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
+            web.get("/_sim/calls", list_calls),
+            web.get("/_sim/tokens", list_tokens),
+            web.post("/_sim/faults", set_faults),
+            web.post("/_sim/expire-tokens", expire_tokens),
+            web.post("/_sim/reset", reset),
+        ]
+    )
     return app
 
 
 def serve(state: SimState, host: str, port: int) -> None:
     """Run until interrupted. aiohttp sets TCP_NODELAY and answers in one write."""
-    web.run_app(make_app(state), host=host, port=port, access_log=None, print=None,
-                handle_signals=True)
+    web.run_app(
+        make_app(state), host=host, port=port, access_log=None, print=None, handle_signals=True
+    )

@@ -72,8 +72,9 @@ class SimState:
             return None
         return token
 
-    def accept_call(self, body: dict[str, Any], headers: dict[str, str], client_id: str,
-                    authorization: str) -> dict[str, Any]:
+    def accept_call(
+        self, body: dict[str, Any], headers: dict[str, str], client_id: str, authorization: str
+    ) -> dict[str, Any]:
         call = {
             "id": str(uuid.uuid4()),
             "received_at": time.time(),

@@ -16,11 +16,15 @@ from celery.worker.request import Request
 
 from config.celery import TASK_NAME
 from config.redaction import mask_text
-from worker import app, get_runtime
+from worker.celery_app import app
+from worker.runtime import get_runtime
 
 
 class MaskedRequest(Request):  # type: ignore[misc]
     """Masks phone numbers in the argument reprs Flower shows, whoever sent the message."""
+
+    _argsrepr: str
+    _kwargsrepr: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -32,8 +36,9 @@ class PlaceCallTask(Task):  # type: ignore[misc]
     Request = MaskedRequest
 
 
-@app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)  # type: ignore[untyped-decorator]
+@app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)
 def place_call(self: Task, *args: Any, **kwargs: Any) -> str:
     delivery = self.request.delivery_info or {}
-    return get_runtime().pipeline.handle(self.request.id, args, kwargs,
-                                         queue=delivery.get("routing_key"))
+    return get_runtime().pipeline.handle(
+        self.request.id, args, kwargs, queue=delivery.get("routing_key")
+    )

@@ -25,15 +25,23 @@ class IdempotencyConflict(InvalidRequest):
 
     def __init__(self, key: str, first_request_id: str) -> None:
         self.first_request_id = first_request_id
-        super().__init__([FieldError(
-            field="idempotency_key",
-            message=f"'{key}' was already used by request {first_request_id} with different "
-            "content; use a new key for a different follow-up",
-        )])
+        super().__init__(
+            [
+                FieldError(
+                    field="idempotency_key",
+                    message=f"'{key}' was already used by request {first_request_id} with "
+                    "different content; use a new key for a different follow-up",
+                )
+            ]
+        )
 
 
-def enqueue_follow_up(request: FollowUpRequest | Mapping[str, Any] | None = None, *,
-                      queue: str | None = None, **fields: Any) -> str:
+def enqueue_follow_up(
+    request: FollowUpRequest | Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    **fields: Any,
+) -> str:
     """Enqueue one follow-up call; returns its request id.
 
     Give a FollowUpRequest, a dict, or the fields as keywords. The same idempotency_key
@@ -49,11 +57,13 @@ def enqueue_follow_up(request: FollowUpRequest | Mapping[str, Any] | None = None
     return enqueue_many([data], queue=queue)[0]
 
 
-def enqueue_many(requests: Iterable[FollowUpRequest | Mapping[str, Any]], *,
-                 queue: str | None = None) -> list[str]:
+def enqueue_many(
+    requests: Iterable[FollowUpRequest | Mapping[str, Any]], *, queue: str | None = None
+) -> list[str]:
     """Enqueue a batch: all are validated first (one bad request enqueues none), then
     recorded in one Redis round trip and published over one broker connection."""
-    from worker import app, get_runtime
+    from worker.celery_app import app
+    from worker.runtime import get_runtime
 
     runtime = get_runtime()
     queue = queue or runtime.settings.queue
@@ -62,9 +72,15 @@ def enqueue_many(requests: Iterable[FollowUpRequest | Mapping[str, Any]], *,
 
     pipe = runtime.redis.pipeline(transaction=False)
     for request_id, req in zip(ids, parsed, strict=True):
-        runtime.store.register(request_id, req.canonical_json(), digest=req.digest(),
-                               idempotency_key=req.idempotency_key, queue=queue,
-                               source="producer", pipe=pipe)
+        runtime.store.register(
+            request_id,
+            req.canonical_json(),
+            digest=req.digest(),
+            idempotency_key=req.idempotency_key,
+            queue=queue,
+            source="producer",
+            pipe=pipe,
+        )
     results = [runtime.store.registered(raw) for raw in pipe.execute()]
 
     out: list[str] = []
@@ -78,8 +94,11 @@ def enqueue_many(requests: Iterable[FollowUpRequest | Mapping[str, Any]], *,
             for request_id, req in to_publish:
                 publish(request_id, req.model_dump(mode="json"), queue, producer=producer)
     except Exception:
-        log.warning("publish failed; the sweeper will publish the recorded requests",
-                    count=len(to_publish), exc_info=True)
+        log.warning(
+            "publish failed; the sweeper will publish the recorded requests",
+            count=len(to_publish),
+            exc_info=True,
+        )
     for request_id, _ in to_publish:
         log.info("transition", request_id=request_id, state="queued", attempt=0)
     return out

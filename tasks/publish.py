@@ -12,9 +12,14 @@ def publish(request_id: str, request: dict[str, Any], queue: str, producer: Any 
 
     argsrepr/kwargsrepr keep the phone number out of Flower's events.
     """
-    from worker import app
+    from worker.celery_app import app
 
     app.send_task(
-        TASK_NAME, kwargs={"request": request}, task_id=request_id, queue=queue,
-        producer=producer, argsrepr="()", kwargsrepr=f"{{'request_id': '{request_id}'}}",
+        TASK_NAME,
+        kwargs={"request": request},
+        task_id=request_id,
+        queue=queue,
+        producer=producer,
+        argsrepr="()",
+        kwargsrepr=f"{{'request_id': '{request_id}'}}",
     )

@@ -7,13 +7,25 @@ import json
 from typing import Annotated, Any
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from config.redaction import mask_phone
 
 Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128,
-                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
+    ),
 ]
 MetadataValue = str | int | float | bool | None
 
@@ -40,7 +52,9 @@ class FollowUpRequest(BaseModel):
         f"{METADATA_MAX_BYTES} bytes as JSON.",
     )
     idempotency_key: str | None = Field(
-        None, min_length=1, max_length=255,
+        None,
+        min_length=1,
+        max_length=255,
         description="The caller's own id for this follow-up: the same key enqueued twice, by any "
         "path, returns the first request and never calls twice.",
     )
@@ -72,7 +86,9 @@ class FollowUpRequest(BaseModel):
             raise ValueError(f"has {len(value)} keys; at most {METADATA_MAX_KEYS} are allowed")
         for key, item in value.items():
             if not key or len(key) > METADATA_MAX_KEY_CHARS:
-                raise ValueError(f"key '{key[:20]}' must be 1 to {METADATA_MAX_KEY_CHARS} characters")
+                raise ValueError(
+                    f"key '{key[:20]}' must be 1 to {METADATA_MAX_KEY_CHARS} characters"
+                )
             if isinstance(item, str) and len(item) > METADATA_MAX_VALUE_CHARS:
                 raise ValueError(
                     f"value of '{key}' is {len(item)} characters; at most "
@@ -132,7 +148,11 @@ def parse_request(data: Any) -> FollowUpRequest:
         return data
     if not isinstance(data, dict):
         raise InvalidRequest(
-            [FieldError(field="request", message=f"must be a JSON object, not {type(data).__name__}")]
+            [
+                FieldError(
+                    field="request", message=f"must be a JSON object, not {type(data).__name__}"
+                )
+            ]
         )
     try:
         return FollowUpRequest.model_validate(data)

@@ -1,18 +1,17 @@
-"""The Celery worker: `celery -A worker worker`, and what a worker uses."""
+"""The Celery worker: `celery -A worker worker`, and what a worker uses.
+
+`worker.app` is built on first access, so importing a part (the store, the client) does not
+read settings or create the Celery app.
+"""
 
 from __future__ import annotations
 
-from functools import cache
-
-from config.settings import get_settings
-from worker.celery_app import app
-from worker.runtime import Runtime
+from typing import Any
 
 
-@cache
-def get_runtime() -> Runtime:
-    """This process's runtime (Redis, HTTP pool, token cache), built on first use."""
-    return Runtime(get_settings())
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from worker.celery_app import app
 
-
-__all__ = ["app", "get_runtime"]
+        return app
+    raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -15,16 +15,19 @@ from worker.tokens import TokenCache, TokenError
 CALLS_PATH = "/api/v2/conversations/calls"
 CORRELATION_HEADER = "ININ-Correlation-Id"
 
-LOST_CLAIM = Verdict("fail", error=ErrorInfo(
-    code="claim.lost", message="the claim expired before sending; another delivery owns it"))
+LOST_CLAIM = Verdict(
+    "fail",
+    error=ErrorInfo(
+        code="claim.lost", message="the claim expired before sending; another delivery owns it"
+    ),
+)
 
 
 def build_call_body(request: FollowUpRequest) -> dict[str, Any]:
     """A Personal Connection call: from the agent as a `user`, never a campaign `callType`."""
     return {
         "from": {"id": request.user_id, "address": request.user_id, "addressType": "user"},
-        "to": [{"id": request.contact_id, "address": request.phone_number,
-                "addressType": "phone"}],
+        "to": [{"id": request.contact_id, "address": request.phone_number, "addressType": "phone"}],
         "type": "outbound",
         "media": "audio",
     }
@@ -42,8 +45,9 @@ class ContactCenterClient:
         self._url = api_base_url + CALLS_PATH
         self._tokens = tokens
 
-    def place_call(self, request: FollowUpRequest, request_id: str,
-                   before_send: Callable[[], bool]) -> Verdict:
+    def place_call(
+        self, request: FollowUpRequest, request_id: str, before_send: Callable[[], bool]
+    ) -> Verdict:
         body = build_call_body(request)
         try:
             token = self._tokens.get()
@@ -62,9 +66,15 @@ class ContactCenterClient:
         verdict = self._post(body, token, request_id)
         if verdict.kind == "reauth":
             assert verdict.error is not None
-            return Verdict("fail", error=verdict.error.model_copy(update={
-                "message": f"{verdict.error.message}: refused twice, with a fresh token too; "
-                "check the OAuth client's grants"}))
+            return Verdict(
+                "fail",
+                error=verdict.error.model_copy(
+                    update={
+                        "message": f"{verdict.error.message}: refused twice, with a fresh "
+                        "token too; check the OAuth client's grants"
+                    }
+                ),
+            )
         return verdict
 
     def _post(self, body: dict[str, Any], token: str, request_id: str) -> Verdict:

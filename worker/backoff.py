@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 
-def retry_delay(attempt: int, *, base_s: float, max_s: float,
-                retry_after_s: float | None = None) -> float:
+def retry_delay(
+    attempt: int, *, base_s: float, max_s: float, retry_after_s: float | None = None
+) -> float:
     """Seconds to wait before attempt `attempt + 1`.
 
     Grows as base * 2^(attempt-1), capped at max_s, then jittered down by up to half so a
@@ -23,4 +24,4 @@ def retry_delay(attempt: int, *, base_s: float, max_s: float,
     delay = ceiling * random.uniform(0.5, 1.0)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
-    return delay
+    return float(delay)

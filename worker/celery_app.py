@@ -11,10 +11,10 @@ from celery import Celery, signals
 
 from config.celery import celery_config
 from config.logging import configure_logging
-from config.settings import ConfigError, load_settings
+from config.settings import ConfigError, get_settings
 
 try:
-    settings = load_settings()
+    settings = get_settings()
 except ConfigError as exc:
     sys.exit(f"followup: {exc}")
 
@@ -43,7 +43,7 @@ def _check_worker_config(**_: Any) -> None:
 def _start_sweeper(**_: Any) -> None:
     global _sweeper_stop
     from tasks.publish import publish
-    from worker import get_runtime
+    from worker.runtime import get_runtime
 
     _sweeper_stop = get_runtime().start_sweeper(publish)
     log.info("worker ready", queue=settings.queue, concurrency=settings.worker_concurrency)

@@ -49,7 +49,7 @@ class ApiErrorBody(BaseModel):
     message: str = ""
     status: int | None = None
     code: str = ""
-    contextId: str | None = None  # noqa: N815 (the API's own spelling)
+    contextId: str | None = None
     errors: list[dict[str, Any]] = []
 
 
@@ -65,7 +65,9 @@ def classify_response(response: httpx.Response) -> Verdict:
             f"the token lacks the scope or permission this call needs ({REQUIRED_SCOPE}); "
             "grant it to the OAuth client named by FOLLOWUP_CLIENT_ID"
         )
-        return Verdict("fail", error=error.model_copy(update={"message": f"{error.message}: {hint}"}))
+        return Verdict(
+            "fail", error=error.model_copy(update={"message": f"{error.message}: {hint}"})
+        )
     if status in THROTTLED:
         return Verdict("retry", retry_after_s=retry_after(response), error=error)
     if status in BACKOFF or status >= 500:
@@ -95,8 +97,11 @@ def error_info(response: httpx.Response) -> ErrorInfo:
         body = ApiErrorBody.model_validate_json(response.content)
     except ValidationError:
         text = response.text[:300].strip() or response.reason_phrase
-        return ErrorInfo(status=response.status_code, code=f"http.{response.status_code}",
-                         message=mask_text(text))
+        return ErrorInfo(
+            status=response.status_code,
+            code=f"http.{response.status_code}",
+            message=mask_text(text),
+        )
     return ErrorInfo(
         status=response.status_code,
         code=body.code or f"http.{response.status_code}",

@@ -33,8 +33,13 @@ class Pipeline:
     client: ContactCenterClient
     settings: Settings
 
-    def handle(self, request_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-               queue: str | None = None) -> str:
+    def handle(
+        self,
+        request_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        queue: str | None = None,
+    ) -> str:
         """Process one delivery; returns a short outcome word (shown in Flower)."""
         queue = queue or self.settings.queue
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -47,36 +52,56 @@ class Pipeline:
         finally:
             structlog.contextvars.clear_contextvars()
 
-    def _first_sight(self, request_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     queue: str) -> str | None:
+    def _first_sight(
+        self, request_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], queue: str
+    ) -> str | None:
         """A message the store has not seen (another service's send_task): validate it."""
         try:
             request = parse_request(_unwrap(args, kwargs))
         except InvalidRequest as exc:
             return self._reject(request_id, _summary(args, kwargs), exc.errors, queue)
         result = self.store.register(
-            request_id, request.canonical_json(), digest=request.digest(),
-            idempotency_key=request.idempotency_key, queue=queue, source="message",
+            request_id,
+            request.canonical_json(),
+            digest=request.digest(),
+            idempotency_key=request.idempotency_key,
+            queue=queue,
+            source="message",
         )
         if result.outcome == "duplicate":
             log.info("duplicate ignored", first_request_id=result.request_id)
             return "duplicate"
         if result.outcome == "conflict":
-            return self._reject(request_id, _summary(args, kwargs), [FieldError(
-                field="idempotency_key",
-                message=f"already used by request {result.request_id} with different content; "
-                "use a new key for a different follow-up")], queue)
+            return self._reject(
+                request_id,
+                _summary(args, kwargs),
+                [
+                    FieldError(
+                        field="idempotency_key",
+                        message=f"already used by request {result.request_id} with different "
+                        "content; use a new key for a different follow-up",
+                    )
+                ],
+                queue,
+            )
         log.info("transition", state="queued", attempt=0)
         return None
 
-    def _reject(self, request_id: str, summary: dict[str, Any], errors: list[FieldError],
-                queue: str) -> str:
-        self.store.record_rejected(request_id, summary, ErrorInfo(
-            code="invalid.request", message="; ".join(str(e) for e in errors),
-            errors=[{"field": e.field, "message": e.message} for e in errors],
-        ), queue, source="message")
-        log.warning("transition", state="rejected", attempt=0,
-                    errors=[str(e) for e in errors])
+    def _reject(
+        self, request_id: str, summary: dict[str, Any], errors: list[FieldError], queue: str
+    ) -> str:
+        self.store.record_rejected(
+            request_id,
+            summary,
+            ErrorInfo(
+                code="invalid.request",
+                message="; ".join(str(e) for e in errors),
+                errors=[{"field": e.field, "message": e.message} for e in errors],
+            ),
+            queue,
+            source="message",
+        )
+        log.warning("transition", state="rejected", attempt=0, errors=[str(e) for e in errors])
         return "rejected"
 
     def _attempt(self, request_id: str) -> str:
@@ -95,16 +120,31 @@ class Pipeline:
             request, request_id, before_send=lambda: self.store.mark_sent(request_id, claim.token)
         )
         state, retry_in = self._next_state(verdict, claim.attempts)
-        event = {"placed": "placed", "failed": "failed", "unknown": "outcome unknown",
-                 "retrying": "will retry"}[state]
-        detail = verdict.summary if state != "retrying" else (
-            f"{verdict.summary}; next attempt in {retry_in:.1f}s")
+        event = {
+            "placed": "placed",
+            "failed": "failed",
+            "unknown": "outcome unknown",
+            "retrying": "will retry",
+        }[state]
+        detail = (
+            verdict.summary
+            if state != "retrying"
+            else (f"{verdict.summary}; next attempt in {retry_in:.1f}s")
+        )
         if state == "failed" and verdict.kind == "retry":
             event, detail = "gave up", f"all {s.max_attempts} attempts spent; {verdict.summary}"
-        recorded = self._record(lambda: self.store.finish(
-            request_id, claim.token, state, event=event, detail=detail,
-            conversation_id=verdict.conversation_id, error=verdict.error, retry_in_s=retry_in,
-        ))
+        recorded = self._record(
+            lambda: self.store.finish(
+                request_id,
+                claim.token,
+                state,
+                event=event,
+                detail=detail,
+                conversation_id=verdict.conversation_id,
+                error=verdict.error,
+                retry_in_s=retry_in,
+            )
+        )
         log_method = log.info if state in ("placed", "retrying") else log.warning
         log_method("transition", state=state, detail=detail, recorded=recorded)
         return state
@@ -116,9 +156,12 @@ class Pipeline:
         if verdict.kind == "unknown":
             return "unknown", 0.0
         if verdict.kind == "retry" and attempts < s.max_attempts:
-            return "retrying", retry_delay(attempts, base_s=s.backoff_base_s,
-                                           max_s=s.backoff_max_s,
-                                           retry_after_s=verdict.retry_after_s)
+            return "retrying", retry_delay(
+                attempts,
+                base_s=s.backoff_base_s,
+                max_s=s.backoff_max_s,
+                retry_after_s=verdict.retry_after_s,
+            )
         return "failed", 0.0
 
     @staticmethod
@@ -141,12 +184,18 @@ def _unwrap(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return kwargs["request"]
     if len(args) == 1 and not kwargs:
         return args[0]
-    raise InvalidRequest([FieldError(field="message", message=f"unexpected arguments; {ENVELOPE_HINT}")])
+    raise InvalidRequest(
+        [FieldError(field="message", message=f"unexpected arguments; {ENVELOPE_HINT}")]
+    )
 
 
 def _summary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """What a rejected record keeps of the message (redacted by the store)."""
-    raw = kwargs.get("request") if set(kwargs) == {"request"} else (args[0] if len(args) == 1 else None)
+    raw = (
+        kwargs.get("request")
+        if set(kwargs) == {"request"}
+        else (args[0] if len(args) == 1 else None)
+    )
     if isinstance(raw, dict):
         return raw
     return {"args": repr(args)[:200], "kwargs": repr(kwargs)[:200]}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from functools import cached_property
+from functools import cache, cached_property
 
 import httpx
 import redis
 
-from config.settings import Settings
+from config.settings import Settings, get_settings
 from worker.api_client import ContactCenterClient
 from worker.pipeline import Pipeline
 from worker.store import StatusStore
@@ -22,14 +22,23 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True,
-                                    health_check_interval=30, socket_timeout=10)
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            health_check_interval=30,
+            socket_timeout=10,
+        )
 
     @cached_property
     def store(self) -> StatusStore:
         s = self.settings
-        return StatusStore(self.redis, s.namespace, idempotency_ttl_s=s.idempotency_ttl_s,
-                           record_ttl_s=s.record_ttl_s, redeliver_after_s=s.redeliver_after_s)
+        return StatusStore(
+            self.redis,
+            s.namespace,
+            idempotency_ttl_s=s.idempotency_ttl_s,
+            record_ttl_s=s.record_ttl_s,
+            redeliver_after_s=s.redeliver_after_s,
+        )
 
     @cached_property
     def http(self) -> httpx.Client:
@@ -40,8 +49,10 @@ class Runtime:
         s = self.settings
         return httpx.Client(
             timeout=httpx.Timeout(s.http_timeout_s),
-            limits=httpx.Limits(max_connections=s.worker_concurrency * 2,
-                                max_keepalive_connections=s.worker_concurrency),
+            limits=httpx.Limits(
+                max_connections=s.worker_concurrency * 2,
+                max_keepalive_connections=s.worker_concurrency,
+            ),
             transport=httpx.HTTPTransport(retries=0),
             follow_redirects=False,
         )
@@ -50,17 +61,21 @@ class Runtime:
     def pipeline(self) -> Pipeline:
         s = self.settings
         client_id, secret = s.require_credentials()
-        tokens = TokenCache(self.http, s.effective_token_url, client_id, secret,
-                            timeout_s=s.http_timeout_s)
+        tokens = TokenCache(
+            self.http, s.effective_token_url, client_id, secret, timeout_s=s.http_timeout_s
+        )
         return Pipeline(self.store, ContactCenterClient(self.http, s.api_base_url, tokens), s)
 
     def start_sweeper(self, publish: Publish) -> threading.Event:
         s = self.settings
-        sweeper = Sweeper(self.store, publish, lease_s=s.claim_lease_s,
-                          max_attempts=s.max_attempts)
+        sweeper = Sweeper(self.store, publish, lease_s=s.claim_lease_s, max_attempts=s.max_attempts)
         stop = threading.Event()
-        threading.Thread(target=sweeper.run, args=(stop, s.sweep_interval_s),
-                         name="followup-sweeper", daemon=True).start()
+        threading.Thread(
+            target=sweeper.run,
+            args=(stop, s.sweep_interval_s),
+            name="followup-sweeper",
+            daemon=True,
+        ).start()
         return stop
 
     def close(self) -> None:
@@ -68,3 +83,9 @@ class Runtime:
             self.http.close()
         if "redis" in self.__dict__:
             self.redis.close()
+
+
+@cache
+def get_runtime() -> Runtime:
+    """This process's runtime, built on first use from the environment's settings."""
+    return Runtime(get_settings())

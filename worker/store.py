@@ -11,7 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 from pydantic import BaseModel
@@ -20,16 +20,30 @@ from config.redaction import mask_phone, redact
 from worker import store_lua
 
 State = Literal[
-    "queued", "scheduled", "dialing", "retrying", "placed", "failed", "unknown", "cancelled",
+    "queued",
+    "scheduled",
+    "dialing",
+    "retrying",
+    "placed",
+    "failed",
+    "unknown",
+    "cancelled",
     "rejected",
 ]
 STATES: tuple[State, ...] = (
-    "queued", "scheduled", "dialing", "retrying", "placed", "failed", "unknown", "cancelled",
+    "queued",
+    "scheduled",
+    "dialing",
+    "retrying",
+    "placed",
+    "failed",
+    "unknown",
+    "cancelled",
     "rejected",
 )
 TERMINAL_STATES = frozenset({"placed", "failed", "unknown", "cancelled", "rejected"})
 
-UNKNOWN_OUTCOME = {
+UNKNOWN_OUTCOME: dict[str, Any] = {
     "status": None,
     "code": "outcome.unknown",
     "message": "the worker was lost after the call was sent, so it may have been placed; check "
@@ -99,7 +113,7 @@ class DueRequest:
 def _ts(value: str | float | None) -> datetime | None:
     if value in (None, ""):
         return None
-    return datetime.fromtimestamp(float(value), tz=UTC)  # type: ignore[arg-type]
+    return datetime.fromtimestamp(float(value), tz=UTC)
 
 
 class StatusStore:
@@ -143,10 +157,18 @@ class StatusStore:
 
         With `pipe`, the call is queued on that pipeline; parse its result with `registered`.
         """
-        args = [
-            self.ns, request_id, request_json, digest, idempotency_key or "",
-            self.idempotency_ttl_s, state, queue,
-            last_error.model_dump_json() if last_error else "", source, self.record_ttl_s,
+        args: list[Any] = [
+            self.ns,
+            request_id,
+            request_json,
+            digest,
+            idempotency_key or "",
+            self.idempotency_ttl_s,
+            state,
+            queue,
+            last_error.model_dump_json() if last_error else "",
+            source,
+            self.record_ttl_s,
             self.redeliver_after_s,
         ]
         if pipe is not None:
@@ -162,21 +184,41 @@ class StatusStore:
     ) -> Registered:
         """A message that is not a valid request: kept as `rejected`, with its errors."""
         result = self.register(
-            request_id, json.dumps(redact(summary), default=str), digest="",
-            idempotency_key=None, queue=queue, source=source, state="rejected",
+            request_id,
+            json.dumps(redact(summary), default=str),
+            digest="",
+            idempotency_key=None,
+            queue=queue,
+            source=source,
+            state="rejected",
             last_error=error,
         )
         assert isinstance(result, Registered)
         return result
 
-    def claim(self, request_id: str, *, lease_s: float, max_attempts: int,
-              mode: Literal["deliver", "sweep"] = "deliver") -> Claim:
+    def claim(
+        self,
+        request_id: str,
+        *,
+        lease_s: float,
+        max_attempts: int,
+        mode: Literal["deliver", "sweep"] = "deliver",
+    ) -> Claim:
         """Atomically move a due request into `dialing`, or say why not."""
         token = uuid.uuid4().hex
-        outcome, state, attempts = self._claim(args=[
-            self.ns, request_id, token, lease_s, mode, self.record_ttl_s, max_attempts,
-            self.redeliver_after_s, json.dumps(UNKNOWN_OUTCOME),
-        ])
+        outcome, state, attempts = self._claim(
+            args=[
+                self.ns,
+                request_id,
+                token,
+                lease_s,
+                mode,
+                self.record_ttl_s,
+                max_attempts,
+                self.redeliver_after_s,
+                json.dumps(UNKNOWN_OUTCOME),
+            ]
+        )
         return Claim(outcome=outcome, state=state, attempts=int(attempts), token=token)
 
     def mark_sent(self, request_id: str, token: str) -> bool:
@@ -201,20 +243,32 @@ class StatusStore:
         }
         if conversation_id:
             fields["conversation_id"] = conversation_id
-        ok, _ = self._finish(args=[
-            self.ns, request_id, token, state, json.dumps(fields), event, detail,
-            retry_in_s, self.record_ttl_s, self.redeliver_after_s,
-        ])
+        ok, _ = self._finish(
+            args=[
+                self.ns,
+                request_id,
+                token,
+                state,
+                json.dumps(fields),
+                event,
+                detail,
+                retry_in_s,
+                self.record_ttl_s,
+                self.redeliver_after_s,
+            ]
+        )
         return bool(ok)
 
     def cancel(self, request_id: str, who: str) -> tuple[bool, str]:
-        ok, state = self._manual(args=[self.ns, self.resolve(request_id), "cancel", who,
-                                       self.record_ttl_s])
+        ok, state = self._manual(
+            args=[self.ns, self.resolve(request_id), "cancel", who, self.record_ttl_s]
+        )
         return bool(ok), state
 
     def retry(self, request_id: str, who: str) -> tuple[bool, str]:
-        ok, state = self._manual(args=[self.ns, self.resolve(request_id), "retry", who,
-                                       self.record_ttl_s])
+        ok, state = self._manual(
+            args=[self.ns, self.resolve(request_id), "retry", who, self.record_ttl_s]
+        )
         return bool(ok), state
 
     def take_due(self, limit: int = 100) -> list[DueRequest]:
@@ -240,10 +294,10 @@ class StatusStore:
         records = self._load([self.resolve(request_id)], history=history)
         return records[0] if records else None
 
-    def list(self, state: State | None = None, limit: int = 50) -> list[StatusRecord]:
+    def list_requests(self, state: State | None = None, limit: int = 50) -> list[StatusRecord]:
         """Most recently changed first (or newest first without a state)."""
         index = f"{self.ns}:state:{state}" if state else f"{self.ns}:all"
-        ids = [str(i) for i in self.redis.zrevrange(index, 0, max(limit, 1) - 1)]
+        ids = [str(i) for i in cast(list[str], self.redis.zrevrange(index, 0, max(limit, 1) - 1))]
         records = self._load(ids, history=False)
         found = {r.request_id for r in records}
         gone = [i for i in ids if i not in found]
@@ -284,7 +338,7 @@ def _to_record(request_id: str, f: dict[str, str], history: list[str]) -> Status
     last_error = f.get("last_error")
     return StatusRecord(
         request_id=request_id,
-        state=f["state"],  # type: ignore[arg-type]
+        state=f["state"],
         attempts=int(f.get("attempts") or 0),
         contact_id=_str_or_none(request.get("contact_id")),
         user_id=_str_or_none(request.get("user_id")),

@@ -33,7 +33,9 @@ end
 
 # ARGV: ns, id, request, digest, idempotency_key, idem_ttl, state, queue, last_error, source, ttl,
 #       redeliver_after
-REGISTER = PRELUDE + r"""
+REGISTER = (
+    PRELUDE
+    + r"""
 local id, request, digest, key = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local idem_ttl, state, queue, last_error = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local source, ttl, redeliver_after = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
@@ -67,10 +69,13 @@ else
 end
 return {'created', id}
 """
+)
 
 # ARGV: ns, id, token, lease_s, mode ('deliver' | 'sweep'), ttl, max_attempts, redeliver_after,
 #       unknown_error
-CLAIM = PRELUDE + r"""
+CLAIM = (
+    PRELUDE
+    + r"""
 local id, token, lease, mode = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local ttl, max_attempts, redeliver_after = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local r = redis.call('HMGET', rkey(id), 'state', 'next_attempt_at', 'lease_until', 'sent_at',
@@ -120,9 +125,12 @@ redis.call('ZADD', DUE, now + lease, id)
 note(id, 'claimed', nil)
 return {'claimed', 'dialing', attempts}
 """
+)
 
 # ARGV: ns, id, token. Returns 1 when the caller still holds a live claim and may send.
-MARK_SENT = PRELUDE + r"""
+MARK_SENT = (
+    PRELUDE
+    + r"""
 local id, token = ARGV[2], ARGV[3]
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until')
 if r[1] ~= 'dialing' or r[2] ~= token or (tonumber(r[3]) or 0) <= now then return 0 end
@@ -130,10 +138,13 @@ redis.call('HSET', rkey(id), 'sent_at', now)
 note(id, 'sending', nil)
 return 1
 """
+)
 
 # ARGV: ns, id, token, new_state, fields (JSON object), event, detail, due_in, ttl, redeliver_after
 # Only the holder of the claim may finish; a late answer may also settle an 'unknown'.
-FINISH = PRELUDE + r"""
+FINISH = (
+    PRELUDE
+    + r"""
 local id, token, new = ARGV[2], ARGV[3], ARGV[4]
 local fields, event, detail = cjson.decode(ARGV[5]), ARGV[6], ARGV[7]
 local due_in, ttl, redeliver_after = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -155,9 +166,12 @@ else
 end
 return {1, new}
 """
+)
 
 # ARGV: ns, id, action ('cancel' | 'retry'), who. Returns {ok, state}.
-MANUAL = PRELUDE + r"""
+MANUAL = (
+    PRELUDE
+    + r"""
 local id, action, who = ARGV[2], ARGV[3], ARGV[4]
 local state = redis.call('HGET', rkey(id), 'state')
 if not state then return {0, ''} end
@@ -179,11 +193,14 @@ note(id, 'manual retry', 'by ' .. who .. ' after ' .. state .. ' (' .. previous 
 redis.call('ZADD', DUE, now, id)
 return {1, 'retrying'}
 """
+)
 
 # ARGV: ns, limit, redeliver_after. Returns a flat list: id, state, queue, request, ...
 # Each entry taken is pushed back by a growing step, so concurrent sweepers never both take it
 # and a request whose message is stuck in a long queue is not republished over and over.
-TAKE_DUE = PRELUDE + r"""
+TAKE_DUE = (
+    PRELUDE
+    + r"""
 local limit, step = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, limit)) do
@@ -199,3 +216,4 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, li
 end
 return out
 """
+)

@@ -27,8 +27,15 @@ Publish = Callable[[str, dict[str, Any], str], None]
 
 
 class Sweeper:
-    def __init__(self, store: StatusStore, publish: Publish, *, lease_s: float,
-                 max_attempts: int, batch: int = 200) -> None:
+    def __init__(
+        self,
+        store: StatusStore,
+        publish: Publish,
+        *,
+        lease_s: float,
+        max_attempts: int,
+        batch: int = 200,
+    ) -> None:
         self.store = store
         self.publish = publish
         self.lease_s = lease_s
@@ -40,8 +47,12 @@ class Sweeper:
         published = 0
         for due in self.store.take_due(self.batch):
             if due.state == "dialing":
-                claim = self.store.claim(due.request_id, lease_s=self.lease_s,
-                                         max_attempts=self.max_attempts, mode="sweep")
+                claim = self.store.claim(
+                    due.request_id,
+                    lease_s=self.lease_s,
+                    max_attempts=self.max_attempts,
+                    mode="sweep",
+                )
                 log.info("stale claim resolved", request_id=due.request_id, outcome=claim.outcome)
                 if claim.outcome != "requeued":
                     continue

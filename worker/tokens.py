@@ -29,8 +29,15 @@ class TokenCache:
     fetching their own. The token and the secret are never logged.
     """
 
-    def __init__(self, http: httpx.Client, token_url: str, client_id: str, client_secret: str,
-                 *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout_s: float,
+    ) -> None:
         self._http = http
         self._url = token_url
         self._auth = (client_id, client_secret)
@@ -55,19 +62,33 @@ class TokenCache:
         started = time.monotonic()
         try:
             response = self._http.post(
-                self._url, data={"grant_type": "client_credentials"}, auth=self._auth,
+                self._url,
+                data={"grant_type": "client_credentials"},
+                auth=self._auth,
                 timeout=self._timeout,
             )
         except httpx.HTTPError as exc:
             verdict = classify_exception(exc)
             # Fetching a token changes nothing at the platform: any transport error may retry.
-            raise TokenError(Verdict("retry" if verdict.kind == "unknown" else verdict.kind,
-                                     error=verdict.error)) from None
+            raise TokenError(
+                Verdict("retry" if verdict.kind == "unknown" else verdict.kind, error=verdict.error)
+            ) from None
         if response.status_code in (400, 401, 403):
             info = error_info(response)
-            raise TokenError(Verdict("fail", error=info.model_copy(update={"message": (
-                f"the token endpoint refused the client credentials ({info.message}): check "
-                "FOLLOWUP_CLIENT_ID, FOLLOWUP_CLIENT_SECRET and FOLLOWUP_TOKEN_URL")})))
+            raise TokenError(
+                Verdict(
+                    "fail",
+                    error=info.model_copy(
+                        update={
+                            "message": (
+                                "the token endpoint refused the client credentials "
+                                f"({info.message}): check FOLLOWUP_CLIENT_ID, "
+                                "FOLLOWUP_CLIENT_SECRET and FOLLOWUP_TOKEN_URL"
+                            )
+                        }
+                    ),
+                )
+            )
         if response.status_code != 200:
             raise TokenError(Verdict("retry", error=error_info(response)))
         try:
@@ -75,9 +96,16 @@ class TokenCache:
             token = str(body["access_token"])
             lifetime = float(body.get("expires_in", 3600))
         except (ValueError, KeyError, TypeError):
-            raise TokenError(Verdict("retry", error=ErrorInfo(
-                status=200, code="token.malformed",
-                message="the token endpoint answered 200 without an access_token"))) from None
+            raise TokenError(
+                Verdict(
+                    "retry",
+                    error=ErrorInfo(
+                        status=200,
+                        code="token.malformed",
+                        message="the token endpoint answered 200 without an access_token",
+                    ),
+                )
+            ) from None
         margin = min(60.0, lifetime / 10)
         log.info("token fetched", expires_in_s=lifetime)
         return token, started + lifetime - margin

@@ -1,0 +1,241 @@
+"""`followup demo`: the main job end to end against the bundled simulator.
+
+Starts what is missing (a private Redis if none answers, the simulator, two workers: one
+with good credentials, one whose token lacks conversation:write), enqueues a batch that
+includes the seed thread's own mistakes, waits, prints the status table, stops everything.
+Exit 0 when every request ended as expected and the simulator saw one call per placed request.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cli.local_stack import PrivateRedis, Simulator, Worker, redis_answers, wait_until
+from cli.table import render
+from config.settings import load_settings
+
+
+@dataclass
+class Row:
+    label: str
+    expect: str
+    request_id: str | None = None
+    note: str = ""
+
+
+def run_demo(timeout_s: float = 90.0) -> int:
+    base = load_settings()
+    run = uuid.uuid4().hex[:6]
+    with ExitStack() as stack:
+        redis_url = base.redis_url
+        if not redis_answers(redis_url):
+            private = PrivateRedis()
+            stack.callback(private.stop)
+            redis_url = private.url
+            print(f"no Redis at {base.redis_url}; started a private one at {redis_url}")
+        sim = Simulator()
+        stack.callback(sim.stop)
+        queue = f"followup-demo-{run}"
+        env = {
+            "FOLLOWUP_REDIS_URL": redis_url,
+            "FOLLOWUP_BROKER_URL": redis_url,
+            "FOLLOWUP_NAMESPACE": "followup-demo",
+            "FOLLOWUP_QUEUE": queue,
+            "FOLLOWUP_API_BASE_URL": sim.url,
+            "FOLLOWUP_CLIENT_ID": "followup-demo",
+            "FOLLOWUP_CLIENT_SECRET": "demo-secret",
+            "FOLLOWUP_HTTP_TIMEOUT_S": "5",
+            "FOLLOWUP_BACKOFF_BASE_S": "0.5",
+            "FOLLOWUP_BACKOFF_MAX_S": "5",
+            "FOLLOWUP_WORKER_CONCURRENCY": "4",
+            "FOLLOWUP_LOG_LEVEL": "WARNING",
+        }
+        os.environ.update(env)  # this process enqueues with the same settings as the workers
+        logs = Path(tempfile.mkdtemp(prefix="followup-demo-"))
+        print(f"simulator at {sim.url}; starting workers (logs in {logs})")
+        stack.callback(Worker(env, name=f"demo-{run}", log_dir=logs).stop)
+        noscope_queue = f"{queue}-noscope"
+        stack.callback(
+            Worker(
+                {**env, "FOLLOWUP_QUEUE": noscope_queue, "FOLLOWUP_CLIENT_ID": "followup-noscope"},
+                name=f"demo-noscope-{run}",
+                log_dir=logs,
+            ).stop
+        )
+        rows = _enqueue_batch(sim, run, noscope_queue)
+        return _report(rows, sim, timeout_s)
+    return 1  # unreachable; keeps type checkers content
+
+
+def _enqueue_batch(sim: Simulator, run: str, noscope_queue: str) -> list[Row]:
+    from tasks import InvalidRequest, enqueue_follow_up
+    from tasks.publish import publish
+
+    rows: list[Row] = []
+
+    def enqueue(label: str, expect: str, queue: str | None = None, **fields: Any) -> str | None:
+        row = Row(label, expect)
+        rows.append(row)
+        try:
+            row.request_id = enqueue_follow_up(queue=queue, **fields)
+        except InvalidRequest as exc:
+            row.note = "; ".join(str(e) for e in exc.errors)
+        return row.request_id
+
+    # A flaky platform first, alone, so the scripted faults are its own: 503, then 429.
+    sim.set_faults(script=["503", "429"], retry_after="1")
+    flaky = enqueue(
+        "503 then 429, then accepted",
+        "placed",
+        contact_id="c-2001",
+        user_id="u-1001",
+        phone_number="+61 2 9876 5432",
+        reason="invoice query",
+    )
+    _wait_terminal([flaky], 30)
+    sim.set_faults()
+
+    enqueue(
+        "valid request",
+        "placed",
+        contact_id="c-2002",
+        user_id="u-1002",
+        phone_number="+442079460958",
+        metadata={"ticket": "T-88"},
+    )
+    key = f"crm-ticket-{run}"
+    first = enqueue(
+        "idempotency key, first",
+        "placed",
+        contact_id="c-2003",
+        user_id="u-1003",
+        phone_number="+61298765433",
+        idempotency_key=key,
+    )
+    again = enqueue(
+        "same key again",
+        "placed",
+        contact_id="c-2003",
+        user_id="u-1003",
+        phone_number="+61298765433",
+        idempotency_key=key,
+    )
+    rows[-1].note = "same request id: not queued twice" if again == first else "NEW ID (bug)"
+    enqueue(
+        "seed: truncated +612987",
+        "rejected at enqueue",
+        contact_id="c-12345",
+        user_id="u-67890",
+        phone_number="+612987",
+    )
+    enqueue(
+        "unknown agent u-99999",
+        "failed",
+        contact_id="c-2004",
+        user_id="u-99999",
+        phone_number="+61298765434",
+    )
+    enqueue(
+        "token without conversation:write",
+        "failed",
+        queue=noscope_queue,
+        contact_id="c-2005",
+        user_id="u-1004",
+        phone_number="+61298765435",
+    )
+
+    # Another service publishing straight to the queue, with the seed's truncated number.
+    raw_id = uuid.uuid4().hex
+    publish(
+        raw_id,
+        {
+            "contact_id": "c-12345",
+            "user_id": "u-67890",
+            "phone_number": "+612987",
+            "callType": "PERSONAL_CONNECTION",
+        },
+        os.environ["FOLLOWUP_QUEUE"],
+    )
+    rows.append(Row("raw send_task, seed payload", "rejected", raw_id))
+    return rows
+
+
+def _wait_terminal(ids: list[str | None], timeout_s: float) -> bool:
+    from worker.runtime import get_runtime
+    from worker.store import TERMINAL_STATES
+
+    store = get_runtime().store
+
+    def done() -> bool:
+        records = [store.get(i, history=False) for i in ids if i]
+        return all(r is not None and r.state in TERMINAL_STATES for r in records)
+
+    try:
+        wait_until(done, timeout_s, "requests", interval_s=0.2)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _report(rows: list[Row], sim: Simulator, timeout_s: float) -> int:
+    from cli.table import outcome
+    from worker.runtime import get_runtime
+
+    started = time.monotonic()
+    finished = _wait_terminal([r.request_id for r in rows], timeout_s)
+    store = get_runtime().store
+    table, ok = [], finished
+    placed_ids = set()
+    for row in rows:
+        record = store.get(row.request_id, history=False) if row.request_id else None
+        state = record.state if record else "rejected at enqueue" if row.note else "missing"
+        detail = row.note if record is None else outcome(record)
+        if record and record.state == "placed":
+            placed_ids.add(record.request_id)
+        good = state == row.expect
+        ok = ok and good
+        table.append(
+            [
+                row.label,
+                (row.request_id or "-")[:12],
+                record.contact_id or "-" if record else "-",
+                state,
+                str(record.attempts) if record else "-",
+                detail if not (row.note and record) else f"{detail} ({row.note})",
+                "ok" if good else f"expected {row.expect}",
+            ]
+        )
+    print()
+    print(
+        render(
+            (
+                "case",
+                "request id",
+                "contact",
+                "state",
+                "attempts",
+                "conversation id / error",
+                "check",
+            ),
+            table,
+            max_width=90,
+        )
+    )
+    calls = sim.calls()
+    per_request = {c["correlation_id"] for c in calls}
+    print(
+        f"\nsimulator accepted {len(calls)} calls for {len(placed_ids)} placed requests "
+        f"({time.monotonic() - started:.1f}s to settle)"
+    )
+    if len(calls) != len(placed_ids) or per_request != placed_ids:
+        ok = False
+        print("MISMATCH: every placed request must be exactly one call at the simulator")
+    print("demo " + ("passed" if ok else "FAILED"))
+    return 0 if ok else 1

@@ -1,0 +1,197 @@
+"""Start the real local stack as subprocesses: Redis (if none answers), the simulator, workers.
+
+Used by `followup demo`, the integration tests and the benchmarks. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not ready within {timeout_s:g}s")
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class PrivateRedis:
+    """A throwaway redis-server on a free loopback port, nothing kept on disk."""
+
+    def __init__(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError(
+                "no Redis answers and redis-server is not on PATH: start Redis or "
+                "set FOLLOWUP_REDIS_URL"
+            )
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: redis_answers(self.url), 10, "private redis-server")
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+class Simulator:
+    """`followup simulator` on a free port, with its inspection and fault endpoints."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(BIN / "followup"), "simulator", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, 15, "simulator")
+
+    def _answers(self) -> bool:
+        try:
+            self.calls()
+        except OSError:
+            return False
+        return True
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(  # noqa: S310 (loopback only)
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def calls(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/_sim/calls"))
+
+    def tokens(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/_sim/tokens"))
+
+    def set_faults(self, **spec: Any) -> None:
+        self._request("POST", "/_sim/faults", spec)
+
+    def expire_tokens(self) -> None:
+        self._request("POST", "/_sim/expire-tokens", {})
+
+    def reset(self) -> None:
+        self._request("POST", "/_sim/reset", {})
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+
+
+class Worker:
+    """`celery -A worker worker` in its own process, configured by FOLLOWUP_* variables."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        name: str = "w1",
+        log_dir: Path | None = None,
+        ready_timeout_s: float = 30,
+    ) -> None:
+        self.name = name
+        self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="followup-"))) / f"{name}.log"
+        self._log = self.log_path.open("w")
+        full_env = {**os.environ, **env}
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "worker",
+                "worker",
+                "-l",
+                "INFO",
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+            ],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        # Celery's own "celery@host ready." line (printed with -l INFO, whatever our log level).
+        wait_until(
+            lambda: (
+                (f"{name}@" in self.log() and " ready." in self.log())
+                or self.proc.poll() is not None
+            ),
+            ready_timeout_s,
+            f"worker {name}",
+            interval_s=0.1,
+        )
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker {name} exited with {self.proc.returncode}:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no acks; as a crash or an OOM kill would."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self._log.close()
+
+
+def _terminate(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
