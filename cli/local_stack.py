@@ -109,6 +109,9 @@ class Simulator:
     def calls(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/_sim/calls"))
 
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/_sim/requests"))
+
     def tokens(self) -> dict[str, Any]:
         return dict(self._request("GET", "/_sim/tokens"))
 
@@ -135,6 +138,7 @@ class Worker:
         name: str = "w1",
         log_dir: Path | None = None,
         ready_timeout_s: float = 30,
+        celery_log_level: str = "INFO",
     ) -> None:
         self.name = name
         self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="followup-"))) / f"{name}.log"
@@ -147,7 +151,7 @@ class Worker:
                 "worker",
                 "worker",
                 "-l",
-                "INFO",
+                celery_log_level,
                 "-n",
                 f"{name}@%h",
                 "--without-mingle",

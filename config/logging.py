@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from config.redaction import REDACTED, is_secret_key, redact
+from config.redaction import REDACTED, is_secret_key, mask_text, redact
 from config.settings import Settings
 
 # structlog's own keys are left alone; every other value goes through redaction.
@@ -48,3 +48,21 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs every request URL at INFO; keep it quiet (headers are never logged by it).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+class RedactingFilter(logging.Filter):
+    """For stdlib log records (Celery's and kombu's own): masks phone-like text in the
+    formatted message, so even `-l DEBUG` (which prints task arguments) shows no number."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def redact_handlers(logger: logging.Logger) -> None:
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

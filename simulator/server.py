@@ -8,11 +8,13 @@ Contract endpoints (api-contract.md §1):
 Inspection and fault injection (for tests, the demo and benchmarks):
     GET  /_sim/calls        calls accepted, with body, Authorization and correlation id
     GET  /_sim/tokens       tokens issued: {token: client_id}
-    POST /_sim/faults       {"script": ["503","503"], "rate": 0.2, "kinds": ["503","429","hang"],
+    POST /_sim/faults       {"script": ["503","503"], "by_contact": {"c-1": ["hang"]},
+                             "rate": 0.2, "kinds": ["503","429","hang"],
                              "call_latency_s": 0, "token_latency_s": 0, "retry_after": "1",
                              "hang_s": 30, "seed": 1, "token_script": ["503"]}
     POST /_sim/expire-tokens   every issued token now answers 401
-    POST /_sim/reset           forget calls, tokens and faults
+    GET  /_sim/requests     every create-call request: correlation id and the status answered
+    POST /_sim/reset           forget calls, requests and faults (tokens stay valid)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import base64
 import binascii
 import json
 import random
+import time
 import uuid
 from collections import deque
 from typing import Any
@@ -146,6 +149,19 @@ def _basic_auth(header: str) -> tuple[str | None, str | None]:
 
 
 async def create_call(request: web.Request) -> web.StreamResponse:
+    """Logs every create-call request and the status it got (0: connection dropped)."""
+    entry = {
+        "correlation_id": request.headers.get("ININ-Correlation-Id"),
+        "status": 0,
+        "at": time.time(),
+    }
+    request.app[STATE_KEY].requests.append(entry)
+    response = await _create_call(request)
+    entry["status"] = response.status
+    return response
+
+
+async def _create_call(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     authorization = request.headers.get("Authorization", "")
     token = (
@@ -178,7 +194,7 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         )
 
     faults = state.faults
-    fault = faults.next_call_fault()
+    fault = faults.next_call_fault(body["to"][0]["id"])
     if fault == "drop_before":
         return _drop(request)
     if fault in ("429", "503"):
@@ -190,6 +206,13 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         )
     if fault in ("500", "502", "504"):
         return error(int(fault), "internal.server.error", "The platform failed")
+    if fault in ("400", "409", "422"):
+        return error(
+            int(fault),
+            "bad.request" if fault == "400" else "conflict",
+            "Invalid request body" if fault == "400" else "The request conflicts",
+            [{"message": f"Scripted {fault} from the simulator", "code": "scripted"}],
+        )
     call = state.accept_call(
         body, {k.lower(): v for k, v in request.headers.items()}, token.client_id, authorization
     )
@@ -224,6 +247,10 @@ async def list_calls(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE_KEY].calls)
 
 
+async def list_requests(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE_KEY].requests)
+
+
 async def list_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     return web.json_response(
@@ -238,13 +265,16 @@ async def set_faults(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     spec = await request.json()
     kinds = tuple(spec.get("kinds", ["503"]))
-    bad = [k for k in (*kinds, *spec.get("script", [])) if k not in (*FAULT_KINDS, "ok", "200")]
+    by_contact = {c: deque(s) for c, s in spec.get("by_contact", {}).items()}
+    scripted = [k for s in (spec.get("script", []), *by_contact.values()) for k in s]
+    bad = [k for k in (*kinds, *scripted) if k not in (*FAULT_KINDS, "ok", "200")]
     if bad:
         return web.json_response(
             {"error": f"unknown fault kinds {bad}; use {FAULT_KINDS}"}, status=400
         )
     state.faults = Faults(
         script=deque(spec.get("script", [])),
+        by_contact=by_contact,
         token_script=deque(spec.get("token_script", [])),
         rate=float(spec.get("rate", 0.0)),
         kinds=kinds,
@@ -276,6 +306,7 @@ def make_app(state: SimState) -> web.Application:
             web.post("/api/v2/conversations/calls", create_call),
             web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
             web.get("/_sim/calls", list_calls),
+            web.get("/_sim/requests", list_requests),
             web.get("/_sim/tokens", list_tokens),
             web.post("/_sim/faults", set_faults),
             web.post("/_sim/expire-tokens", expire_tokens),

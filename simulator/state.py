@@ -10,7 +10,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "502", "503", "504", "drop_before", "drop_after", "hang")
+FAULT_KINDS = (
+    "400",
+    "409",
+    "422",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "drop_before",
+    "drop_after",
+    "hang",
+)
 
 
 @dataclass
@@ -31,6 +43,7 @@ class Faults:
     """Faults for the create-call endpoint: a script consumed first, then random ones."""
 
     script: deque[str] = field(default_factory=deque)
+    by_contact: dict[str, deque[str]] = field(default_factory=dict)
     token_script: deque[str] = field(default_factory=deque)
     rate: float = 0.0
     kinds: tuple[str, ...] = ("503",)
@@ -40,9 +53,11 @@ class Faults:
     hang_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
 
-    def next_call_fault(self) -> str | None:
-        if self.script:
-            fault = self.script.popleft()
+    def next_call_fault(self, contact_id: str) -> str | None:
+        mine = self.by_contact.get(contact_id)
+        script = mine if mine else self.script
+        if script:
+            fault = script.popleft()
             return None if fault in ("ok", "200") else fault
         if self.rate and self.rng.random() < self.rate:
             return self.rng.choice(self.kinds)
@@ -56,6 +71,7 @@ class SimState:
     token_ttl_s: int = 86400
     tokens: dict[str, Token] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)  # every create-call, any answer
     token_requests: int = 0
     faults: Faults = field(default_factory=Faults)
 
@@ -87,8 +103,9 @@ class SimState:
         return call
 
     def reset(self) -> None:
-        self.tokens.clear()
+        """Forget calls, requests and faults; issued tokens stay valid."""
         self.calls.clear()
+        self.requests.clear()
         self.token_requests = 0
         self.faults = Faults()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -10,7 +12,7 @@ import structlog
 from celery import Celery, signals
 
 from config.celery import celery_config
-from config.logging import configure_logging
+from config.logging import configure_logging, redact_handlers
 from config.settings import ConfigError, get_settings
 
 try:
@@ -26,6 +28,13 @@ log = structlog.get_logger(__name__)
 _sweeper_stop: threading.Event | None = None
 
 
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_celery_logs(logger: logging.Logger, **_: Any) -> None:
+    redact_handlers(logger)
+    redact_handlers(logging.getLogger())
+
+
 @signals.worker_init.connect
 def _check_worker_config(**_: Any) -> None:
     """A worker without API credentials fails now, naming the variable, not at the first call."""
@@ -34,8 +43,6 @@ def _check_worker_config(**_: Any) -> None:
     except ConfigError as exc:
         sys.stderr.write(f"followup: {exc}\n")
         sys.stderr.flush()
-        import os
-
         os._exit(2)  # Celery logs and swallows exceptions raised in signal handlers
 
 

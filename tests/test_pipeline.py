@@ -1,0 +1,356 @@
+"""The core pipeline over real parts: producer -> Redis -> Celery worker -> simulator -> store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from tasks import InvalidRequest, enqueue_follow_up
+from tests.conftest import (
+    CLIENT_ID,
+    NOSCOPE_ID,
+    calls_for,
+    requests_for,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+FOLLOWUP = str(Path(sys.executable).parent / "followup")
+
+
+@pytest.fixture(scope="session")
+def foreign_app(redis_url: str) -> Celery:
+    """Another service's Celery client: it knows only the task name, queue and JSON."""
+    return Celery("crm", broker=redis_url, set_as_current=False)
+
+
+def test_valid_request_places_exactly_one_call_with_the_contract_payload(
+    worker: Any, sim: Any, wait_for: Any
+) -> None:
+    contact = unique()
+    request_id = enqueue_follow_up(
+        contact_id=contact, user_id="u-67890", phone_number="+61 2 9876 5432", reason="callback"
+    )
+
+    record = wait_for(request_id, "placed")
+
+    calls = calls_for(sim, request_id)
+    assert len(calls) == 1
+    assert calls[0]["body"] == {
+        "from": {"id": "u-67890", "address": "u-67890", "addressType": "user"},
+        "to": [{"id": contact, "address": "+61298765432", "addressType": "phone"}],
+        "type": "outbound",
+        "media": "audio",
+    }
+    issued = sim.tokens()["tokens"]
+    token = calls[0]["authorization"].removeprefix("Bearer ")
+    assert issued[token] == CLIENT_ID
+    assert record.conversation_id == calls[0]["id"]
+    assert record.attempts == 1
+    assert [h.state for h in record.history] == ["queued", "dialing", "dialing", "placed"]
+
+
+def test_400_fails_with_the_error_body_kept_and_no_retry(
+    worker: Any, sim: Any, wait_for: Any
+) -> None:
+    contact = unique()
+    sim.set_faults(by_contact={contact: ["400"]})
+    request_id = enqueue_follow_up(
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432"
+    )
+
+    record = wait_for(request_id, "failed")
+
+    assert record.attempts == 1
+    assert record.last_error.status == 400
+    assert record.last_error.code == "bad.request"
+    assert record.last_error.message == "Invalid request body"
+    assert record.last_error.errors == [
+        {"message": "Scripted 400 from the simulator", "code": "scripted"}
+    ]
+    assert [r["status"] for r in requests_for(sim, request_id)] == [400]
+
+
+def test_unknown_agent_404_fails_without_retry(worker: Any, sim: Any, wait_for: Any) -> None:
+    request_id = enqueue_follow_up(
+        contact_id=unique(), user_id="u-nobody", phone_number="+61298765432"
+    )
+
+    record = wait_for(request_id, "failed")
+
+    assert record.last_error.status == 404
+    assert "u-nobody" in record.last_error.message
+    assert [r["status"] for r in requests_for(sim, request_id)] == [404]
+
+
+def test_503_twice_then_200_is_placed_after_three_attempts(
+    worker: Any, sim: Any, wait_for: Any
+) -> None:
+    contact = unique()
+    sim.set_faults(by_contact={contact: ["503", "503"]}, retry_after="0")
+    request_id = enqueue_follow_up(
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432"
+    )
+
+    record = wait_for(request_id, "placed")
+
+    assert record.attempts == 3
+    assert [r["status"] for r in requests_for(sim, request_id)] == [503, 503, 201]
+    assert len(calls_for(sim, request_id)) == 1
+    retries = [h for h in record.history if h.event == "will retry"]
+    assert [h.attempt for h in retries] == [1, 2]
+    assert all("503 service.unavailable" in (h.detail or "") for h in retries)
+
+
+def test_429_waits_at_least_retry_after(worker: Any, sim: Any, wait_for: Any) -> None:
+    contact = unique()
+    sim.set_faults(by_contact={contact: ["429"]}, retry_after="2")
+    request_id = enqueue_follow_up(
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432"
+    )
+
+    record = wait_for(request_id, "placed")
+
+    sent = requests_for(sim, request_id)
+    assert record.attempts == 2
+    assert [r["status"] for r in sent] == [429, 201]
+    assert sent[1]["at"] - sent[0]["at"] >= 2.0
+
+
+def test_401_once_fetches_a_new_token_and_places(worker: Any, sim: Any, wait_for: Any) -> None:
+    warm = enqueue_follow_up(contact_id=unique(), user_id="u-1001", phone_number="+61298765432")
+    wait_for(warm, "placed")  # the worker now holds a cached token
+    token_requests = sim.tokens()["token_requests"]
+    sim.expire_tokens()  # ... which the platform now refuses with 401
+
+    request_id = enqueue_follow_up(
+        contact_id=unique(), user_id="u-1001", phone_number="+61298765432"
+    )
+    record = wait_for(request_id, "placed")
+
+    assert [r["status"] for r in requests_for(sim, request_id)] == [401, 201]
+    assert sim.tokens()["token_requests"] == token_requests + 1
+    new_token = calls_for(sim, request_id)[0]["authorization"].removeprefix("Bearer ")
+    assert new_token in sim.tokens()["tokens"]
+    assert record.attempts == 1
+
+
+def test_403_fails_naming_the_missing_scope(
+    worker_env: dict[str, str], log_dir: Path, sim: Any, wait_for: Any
+) -> None:
+    from cli.local_stack import Worker
+
+    queue = worker_env["FOLLOWUP_QUEUE"] + "-noscope"
+    noscope = Worker(
+        {**worker_env, "FOLLOWUP_QUEUE": queue, "FOLLOWUP_CLIENT_ID": NOSCOPE_ID},
+        name="noscope",
+        log_dir=log_dir,
+    )
+    try:
+        request_id = enqueue_follow_up(
+            contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=queue
+        )
+        record = wait_for(request_id, "failed")
+    finally:
+        noscope.stop()
+    assert record.last_error.status == 403
+    assert "conversation:write" in record.last_error.message
+    assert "FOLLOWUP_CLIENT_ID" in record.last_error.message
+    assert calls_for(sim, request_id) == []
+
+
+def test_invalid_phone_is_rejected_at_enqueue_and_nothing_is_recorded(store: Any) -> None:
+    before = store.counts()
+    with pytest.raises(InvalidRequest) as caught:
+        enqueue_follow_up(contact_id="c-12345", user_id="u-67890", phone_number="+612987")
+    assert [e.field for e in caught.value.errors] == ["phone_number"]
+    assert "not a valid E.164 number" in str(caught.value)
+    assert "'+61**87'" in str(caught.value)  # masked, even in errors
+    assert "'+612987'" not in str(caught.value)
+    assert store.counts() == before
+
+
+def test_cli_rejects_bad_input_with_exit_2_naming_the_field() -> None:
+    result = subprocess.run(
+        [
+            FOLLOWUP,
+            "enqueue",
+            "--contact-id",
+            "c-1",
+            "--user-id",
+            "u-1",
+            "--phone-number",
+            "+612987",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "phone_number" in result.stderr
+    assert "E.164" in result.stderr
+
+    missing = subprocess.run(
+        [FOLLOWUP, "enqueue", "--contact-id", "c-1"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 2
+    assert "user_id: is required" in missing.stderr
+    assert "phone_number: is required" in missing.stderr
+
+
+def test_raw_malformed_messages_are_recorded_and_the_worker_keeps_serving(
+    worker: Any, foreign_app: Celery, queue_name: str, sim: Any, wait_for: Any
+) -> None:
+    seed_payload = foreign_app.send_task(
+        "followup.place_call",
+        queue=queue_name,
+        kwargs={
+            "request": {
+                "contactId": "c-12345",
+                "userId": "u-67890",
+                "callType": "PERSONAL_CONNECTION",
+                "phoneNumber": "+61298765432",
+            }
+        },
+    )
+    wrong_envelope = foreign_app.send_task("followup.place_call", args=[1, 2], queue=queue_name)
+    not_an_object = foreign_app.send_task(
+        "followup.place_call", kwargs={"request": "call them"}, queue=queue_name
+    )
+    good = foreign_app.send_task(
+        "followup.place_call",
+        queue=queue_name,
+        kwargs={
+            "request": {"contact_id": unique(), "user_id": "u-1001", "phone_number": "+61298765432"}
+        },
+    )
+
+    rejected = wait_for(seed_payload.id, "rejected")
+    fields = {e["field"] for e in rejected.last_error.errors}
+    assert {"callType", "contact_id", "user_id", "phone_number"} <= fields
+    assert "allowed fields are contact_id, user_id" in rejected.last_error.message
+    assert "+61298765432" not in rejected.model_dump_json()
+    assert wait_for(wrong_envelope.id, "rejected").last_error.errors[0]["field"] == "message"
+    assert wait_for(not_an_object.id, "rejected").last_error.errors[0]["field"] == "request"
+    placed = wait_for(good.id, "placed")  # request id = the sender's Celery task id
+    assert len(calls_for(sim, placed.request_id)) == 1
+
+
+def test_send_task_honours_the_idempotency_key(
+    worker: Any, foreign_app: Celery, queue_name: str, sim: Any, wait_for: Any, store: Any
+) -> None:
+    request = {
+        "contact_id": unique(),
+        "user_id": "u-1001",
+        "phone_number": "+61298765432",
+        "idempotency_key": unique("ticket"),
+    }
+    first = foreign_app.send_task(
+        "followup.place_call", kwargs={"request": request}, queue=queue_name
+    )
+    wait_for(first.id, "placed")
+    second = foreign_app.send_task(
+        "followup.place_call", kwargs={"request": request}, queue=queue_name
+    )
+
+    record = wait_for(second.id, "placed")  # the duplicate's id leads to the first request
+    assert record.request_id == first.id
+    assert len(calls_for(sim, first.id)) == 1
+    assert calls_for(sim, second.id) == []
+    assert enqueue_follow_up(**request) == first.id
+    events = [h.event for h in store.get(first.id).history]
+    assert "duplicate ignored" in events
+
+
+def test_cli_enqueue_status_list_and_schema(worker: Any, wait_for: Any) -> None:
+    contact = unique()
+    out = subprocess.run(
+        [
+            FOLLOWUP,
+            "enqueue",
+            "--contact-id",
+            contact,
+            "--user-id",
+            "u-1002",
+            "--phone-number",
+            "+442079460958",
+            "--metadata",
+            "ticket=T-1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    import json
+
+    request_id = json.loads(out.stdout)["request_id"]
+    wait_for(request_id, "placed")
+
+    status = json.loads(
+        subprocess.run(
+            [FOLLOWUP, "status", request_id, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert {
+        "request_id",
+        "state",
+        "attempts",
+        "conversation_id",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "history",
+    } <= set(status)
+    assert status["state"] == "placed"
+    assert status["phone_number"] == "+44********58"
+    assert status["history"][-1]["event"] == "placed"
+
+    listed = subprocess.run(
+        [FOLLOWUP, "list", "--state", "placed", "--limit", "500"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert request_id in listed
+    schema = json.loads(
+        subprocess.run(
+            [FOLLOWUP, "schema"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"contact_id", "user_id", "phone_number"}
+
+    missing = subprocess.run(
+        [FOLLOWUP, "status", "no-such-id"], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1
+    assert "no request with id no-such-id" in missing.stderr
+
+
+def test_logs_never_show_phone_numbers_secrets_or_tokens(
+    worker: Any, sim: Any, wait_for: Any
+) -> None:
+    sim.expire_tokens()  # force a token fetch and a 401 during this test
+    request_id = enqueue_follow_up(
+        contact_id=unique(), user_id="u-1002", phone_number="+61298765499"
+    )
+    wait_for(request_id, "placed")
+
+    log = worker.log()  # the worker runs at DEBUG
+    assert request_id in log
+    assert "98765499" not in log
+    assert "test-secret-7f3a9c" not in log
+    for token in sim.tokens()["tokens"]:
+        assert token not in log
