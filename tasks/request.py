@@ -79,6 +79,18 @@ class FollowUpRequest(BaseModel):
             )
         return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(item, str | int | float | bool | None):
+                    raise ValueError(
+                        f"value of '{key}' must be a string, number, boolean or null: "
+                        "metadata is a flat map"
+                    )
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _small_and_flat(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:

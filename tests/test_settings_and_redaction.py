@@ -1,0 +1,126 @@
+"""Configuration errors name the variable; nothing secret or personal is printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.logging import redact_event
+from config.redaction import mask_phone, mask_text
+from config.settings import ConfigError, Settings, load_settings
+from worker.backoff import retry_delay
+
+CELERY = str(Path(sys.executable).parent / "celery")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "FOLLOWUP_HTTP_TIMEOUT_S",
+            "abc",
+            "FOLLOWUP_HTTP_TIMEOUT_S: Input should be a valid number",
+        ),
+        (
+            "FOLLOWUP_MAX_ATTEMPTS",
+            "0",
+            "FOLLOWUP_MAX_ATTEMPTS: Input should be greater than or equal to 1",
+        ),
+        ("FOLLOWUP_REDIS_URL", "localhost:6379", "FOLLOWUP_REDIS_URL: must start with redis://"),
+        ("FOLLOWUP_API_BASE_URL", "ftp://x", "FOLLOWUP_API_BASE_URL: must be an http"),
+        (
+            "FOLLOWUP_CLAIM_LEASE_S",
+            "3",
+            "FOLLOWUP_CLAIM_LEASE_S must be longer than 4 x FOLLOWUP_HTTP_TIMEOUT_S",
+        ),
+        ("FOLLOWUP_LOG_FORMAT", "xml", "FOLLOWUP_LOG_FORMAT: Input should be 'console' or 'json'"),
+    ],
+)
+def test_a_wrong_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert expected in str(caught.value)
+
+
+def test_defaults_follow_the_redis_and_api_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FOLLOWUP_BROKER_URL", "FOLLOWUP_TOKEN_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FOLLOWUP_REDIS_URL", "redis://r:6379/2")
+    monkeypatch.setenv("FOLLOWUP_API_BASE_URL", "https://api.example.test/")
+    settings = Settings()
+    assert settings.effective_broker_url == "redis://r:6379/2"
+    assert settings.effective_token_url == "https://api.example.test/oauth/token"
+
+
+def test_missing_credentials_name_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FOLLOWUP_CLIENT_ID", raising=False)
+    monkeypatch.delenv("FOLLOWUP_CLIENT_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="FOLLOWUP_CLIENT_ID, FOLLOWUP_CLIENT_SECRET must be set"):
+        Settings().require_credentials()
+
+
+def test_the_secret_is_never_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOLLOWUP_CLIENT_SECRET", "hunter2-very-secret")
+    assert "hunter2" not in repr(Settings())
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"FOLLOWUP_HTTP_TIMEOUT_S": "-1"}, "FOLLOWUP_HTTP_TIMEOUT_S"),
+        ({"FOLLOWUP_CLIENT_ID": ""}, "FOLLOWUP_CLIENT_ID"),
+    ],
+)
+def test_a_worker_with_bad_settings_exits_at_start_naming_the_variable(
+    env: dict[str, str], expected: str
+) -> None:
+    import os
+
+    result = subprocess.run(
+        [CELERY, "-A", "worker", "worker", "--without-mingle", "--without-gossip"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_masking() -> None:
+    assert mask_phone("+61298765432") == "+61*******32"
+    assert mask_text("call +61298765432 or +44 20 7946 0958 now") == (
+        "call +61*******32 or +44********58 now"
+    )
+
+
+def test_log_events_drop_secrets_and_mask_numbers() -> None:
+    event = redact_event(
+        None,
+        "info",
+        {
+            "event": "calling +61298765432",
+            "client_secret": "s3cr3t",
+            "authorization": "Bearer abc",
+            "access_token": "tok",
+            "detail": {"to": "+61298765432"},
+        },
+    )
+    text = repr(event)
+    for leaked in ("+61298765432", "s3cr3t", "Bearer abc", "tok'"):
+        assert leaked not in text
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
+    delays = [retry_delay(n, base_s=1, max_s=8) for n in range(1, 8)]
+    assert all(
+        0.5 * min(8, 2 ** (n - 1)) <= d <= min(8, 2 ** (n - 1)) for n, d in enumerate(delays, 1)
+    )
+    assert retry_delay(1, base_s=1, max_s=8, retry_after_s=30) >= 30
