@@ -1,0 +1,120 @@
+"""docker-compose.yml, checked without a Docker engine: it parses, names the four services,
+and every service's command starts here and answers (hosts and ports mapped to loopback)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from cli.local_stack import free_port, redis_answers, wait_until
+from config.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.integration
+
+
+def test_compose_has_the_four_services_and_only_known_settings() -> None:
+    assert set(COMPOSE["services"]) == {"redis", "worker", "flower", "simulator"}
+    known = {f"FOLLOWUP_{name.upper()}" for name in Settings.model_fields}
+    for service in COMPOSE["services"].values():
+        for name in service.get("environment", {}):
+            assert name in known or name.startswith("FLOWER_"), name
+
+
+def test_the_dockerfile_copies_every_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for package in ("config", "tasks", "worker", "simulator", "cli"):
+        assert f"COPY {package} ./{package}" in dockerfile
+        assert (ROOT / package / "__init__.py").exists()
+
+
+def _env(service: dict[str, Any], redis_url: str, sim_url: str) -> dict[str, str]:
+    env = {}
+    for name, value in service.get("environment", {}).items():
+        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))  # compose's ${X:-default}
+        env[name] = value.replace("redis://redis:6379/0", redis_url).replace(
+            "http://simulator:8765", sim_url
+        )
+    return env
+
+
+def _command(service: dict[str, Any], port: int) -> list[str]:
+    command = [str(part) for part in service["command"]]
+    command = [re.sub(r"^--port=\d+$", f"--port={port}", c) for c in command]
+    command = [re.sub(r"^--address=0\.0\.0\.0$", "--address=127.0.0.1", c) for c in command]
+    if "--port" in command:
+        command[command.index("--port") + 1] = str(port)
+    if "--host" in command:
+        command[command.index("--host") + 1] = "127.0.0.1"
+    exe = shutil.which(command[0], path=str(BIN)) or shutil.which(command[0])
+    assert exe, f"{command[0]} is not installed here"
+    return [exe, *command[1:]]
+
+
+def _run_until(command: list[str], env: dict[str, str], ready: Any, log: Path) -> None:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_until(lambda: ready() or proc.poll() is not None, 30, command[0], 0.2)
+            assert proc.poll() is None, log.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(15)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def test_every_service_command_runs_here(
+    redis_url: str, sim: Any, tmp_path: Path, worker_env: dict[str, str]
+) -> None:
+    services = COMPOSE["services"]
+    isolation = {k: worker_env[k] for k in ("FOLLOWUP_NAMESPACE", "FOLLOWUP_QUEUE")}
+
+    port = free_port()
+    redis_cmd = _command(services["redis"], port)
+    assert redis_cmd[0].endswith("redis-server")
+    _run_until(
+        [*redis_cmd, "--port", str(port), "--dir", str(tmp_path)],
+        {},
+        lambda: redis_answers(f"redis://127.0.0.1:{port}/0"),
+        tmp_path / "redis.log",
+    )
+
+    port = free_port()
+    _run_until(
+        _command(services["simulator"], port),
+        {},
+        lambda: _answers(f"http://127.0.0.1:{port}/_sim/calls"),
+        tmp_path / "sim.log",
+    )
+
+    log = tmp_path / "worker.log"
+    env = {**_env(services["worker"], redis_url, sim.url), **isolation}
+    _run_until(_command(services["worker"], 0), env, lambda: " ready." in log.read_text(), log)
+
+    port = free_port()
+    env = {**_env(services["flower"], redis_url, sim.url), **isolation}
+    _run_until(
+        _command(services["flower"], port),
+        env,
+        lambda: _answers(f"http://127.0.0.1:{port}/healthcheck"),
+        tmp_path / "flower.log",
+    )
