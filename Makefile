@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench-simulator bench-chaos clean
+.PHONY: demo test lint bench bench-simulator bench-enqueue bench-chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "followup needs Python 3.11 or newer" or 0)'
@@ -30,6 +30,11 @@ test: lint
 
 bench-simulator: $(VENV)/.installed-dev
 	$(BIN)/python bench/simulator_throughput.py
+
+bench-enqueue: $(VENV)/.installed-dev
+	$(BIN)/python bench/enqueue.py
+
+bench: bench-simulator bench-enqueue bench-chaos
 
 bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python bench/chaos.py
