@@ -193,12 +193,13 @@ def test_50_concurrent_enqueues_with_one_key_make_one_request_and_one_call(
 
 
 def test_cancel_stops_a_request_that_waits_for_its_next_attempt(
-    worker: Any, sim: Any, wait_for: Any, store: Any
+    private_queue: Any, sim: Any, wait_for: Any, store: Any
 ) -> None:
     contact = unique()
-    sim.set_faults(by_contact={contact: ["503"]}, retry_after="30")
+    sim.set_faults(by_contact={contact: ["500"]})  # no Retry-After: this request's backoff only
+    private_queue.start_worker(FOLLOWUP_BACKOFF_BASE_S="60", FOLLOWUP_BACKOFF_MAX_S="60")
     request_id = enqueue_follow_up(
-        contact_id=contact, user_id="u-1001", phone_number="+61298765432"
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
     )
     record = wait_for(request_id, "retrying")
     assert record.next_attempt_at is not None  # visibly pending, with its next attempt time

@@ -122,6 +122,25 @@ def test_429_waits_at_least_retry_after(worker: Any, sim: Any, wait_for: Any) ->
     assert sent[1]["at"] - sent[0]["at"] >= 2.0
 
 
+def test_a_429_pauses_every_worker_without_spending_attempts(
+    worker: Any, sim: Any, wait_for: Any, store: Any
+) -> None:
+    throttled, bystander = unique(), unique()
+    sim.set_faults(by_contact={throttled: ["429"]}, retry_after="2")
+    first = enqueue_follow_up(contact_id=throttled, user_id="u-1001", phone_number="+61298765432")
+    wait_for(first, "retrying")
+
+    second = enqueue_follow_up(contact_id=bystander, user_id="u-1001", phone_number="+61298765433")
+    record = wait_for(second, "placed")
+
+    pause_began = requests_for(sim, first)[0]["at"]
+    assert requests_for(sim, second)[0]["at"] >= pause_began + 2.0
+    assert "waiting for the rate limit" in [h.event for h in record.history]
+    assert "scheduled" in [h.state for h in record.history]
+    assert record.attempts == 1  # waiting for the pause spent no attempt
+    assert wait_for(first, "placed").attempts == 2
+
+
 def test_401_once_fetches_a_new_token_and_places(worker: Any, sim: Any, wait_for: Any) -> None:
     warm = enqueue_follow_up(contact_id=unique(), user_id="u-1001", phone_number="+61298765432")
     wait_for(warm, "placed")  # the worker now holds a cached token

@@ -9,18 +9,12 @@ import httpx
 
 from tasks.request import FollowUpRequest
 from worker.classify import Verdict, classify_exception, classify_response
-from worker.store import ErrorInfo
 from worker.tokens import TokenCache, TokenError
 
 CALLS_PATH = "/api/v2/conversations/calls"
 CORRELATION_HEADER = "ININ-Correlation-Id"
 
-LOST_CLAIM = Verdict(
-    "fail",
-    error=ErrorInfo(
-        code="claim.lost", message="the claim expired before sending; another delivery owns it"
-    ),
-)
+LOST_CLAIM = Verdict("lost")  # the claim expired before sending: nothing sent, not ours now
 
 
 def build_call_body(request: FollowUpRequest) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from config.redaction import mask_text
 from worker.store import ErrorInfo
 
-Kind = Literal["placed", "retry", "fail", "reauth", "unknown"]
+Kind = Literal["placed", "retry", "fail", "reauth", "unknown", "lost"]
 PERMANENT = {400, 404, 409, 422}
 BACKOFF = {500, 502, 504}
 THROTTLED = {429, 503}

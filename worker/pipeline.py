@@ -20,7 +20,7 @@ from tasks.request import FieldError, FollowUpRequest, InvalidRequest, parse_req
 from worker.api_client import ContactCenterClient
 from worker.backoff import retry_delay
 from worker.classify import Verdict
-from worker.store import ErrorInfo, State, StatusStore
+from worker.store import Claim, ErrorInfo, State, StatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -44,11 +44,13 @@ class Pipeline:
         queue = queue or self.settings.queue
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            if self.store.request_json(request_id) is None:
-                first_sight = self._first_sight(request_id, args, kwargs, queue)
-                if first_sight is not None:
-                    return first_sight
-            return self._attempt(request_id)
+            claim = self._claim(request_id)
+            if claim.outcome == "missing":  # first sight: another service's send_task
+                not_callable = self._first_sight(request_id, args, kwargs, queue)
+                if not_callable is not None:
+                    return not_callable
+                claim = self._claim(request_id)
+            return self._attempt(request_id, claim)
         finally:
             structlog.contextvars.clear_contextvars()
 
@@ -104,21 +106,25 @@ class Pipeline:
         log.warning("transition", state="rejected", attempt=0, errors=[str(e) for e in errors])
         return "rejected"
 
-    def _attempt(self, request_id: str) -> str:
+    def _claim(self, request_id: str) -> Claim:
         s = self.settings
-        claim = self.store.claim(request_id, lease_s=s.claim_lease_s, max_attempts=s.max_attempts)
+        return self.store.claim(request_id, lease_s=s.claim_lease_s, max_attempts=s.max_attempts)
+
+    def _attempt(self, request_id: str, claim: Claim) -> str:
+        s = self.settings
         structlog.contextvars.bind_contextvars(attempt=claim.attempts)
         if claim.outcome != "claimed":
             log.info("not claimed", outcome=claim.outcome, state=claim.state)
             return claim.outcome
         log.info("transition", state="dialing")
-        stored = self.store.request_json(request_id)
-        assert stored is not None
-        request = FollowUpRequest.model_validate_json(stored)
+        request = FollowUpRequest.model_validate_json(claim.request_json)
 
         verdict = self.client.place_call(
             request, request_id, before_send=lambda: self.store.mark_sent(request_id, claim.token)
         )
+        if verdict.kind == "lost":
+            log.warning("claim lost before sending; nothing sent, its new owner goes on")
+            return "lost"
         state, retry_in = self._next_state(verdict, claim.attempts)
         event = {
             "placed": "placed",
@@ -143,6 +149,8 @@ class Pipeline:
                 conversation_id=verdict.conversation_id,
                 error=verdict.error,
                 retry_in_s=retry_in,
+                # The API's Retry-After speaks to every client: all workers hold off.
+                pause_all_s=(verdict.retry_after_s or 0.0) if state == "retrying" else 0.0,
             )
         )
         log_method = log.info if state in ("placed", "retrying") else log.warning

@@ -8,6 +8,7 @@ a request's record, indices and history never disagree.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,10 +97,13 @@ class Registered:
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: Literal["claimed", "busy", "done", "early", "missing", "unknown", "requeued", "due"]
+    outcome: Literal[
+        "claimed", "busy", "done", "early", "missing", "unknown", "requeued", "due", "throttled"
+    ]
     state: str
     attempts: int
     token: str
+    request_json: str  # the stored request, when claimed
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ class StatusStore:
     ) -> Claim:
         """Atomically move a due request into `dialing`, or say why not."""
         token = uuid.uuid4().hex
-        outcome, state, attempts = self._claim(
+        outcome, state, attempts, request_json = self._claim(
             args=[
                 self.ns,
                 request_id,
@@ -217,9 +221,10 @@ class StatusStore:
                 max_attempts,
                 self.redeliver_after_s,
                 json.dumps(UNKNOWN_OUTCOME),
+                random.uniform(0, 1),
             ]
         )
-        return Claim(outcome=outcome, state=state, attempts=int(attempts), token=token)
+        return Claim(outcome, state, int(attempts), token, request_json or "")
 
     def mark_sent(self, request_id: str, token: str) -> bool:
         """The send marker, written just before the call leaves; False if the claim was lost."""
@@ -236,8 +241,12 @@ class StatusStore:
         conversation_id: str | None = None,
         error: ErrorInfo | None = None,
         retry_in_s: float = 0.0,
+        pause_all_s: float = 0.0,
     ) -> bool:
-        """Record an attempt's outcome; only the claim's holder may. False if it was not."""
+        """Record an attempt's outcome; only the claim's holder may. False if it was not.
+
+        pause_all_s > 0 (the API's Retry-After on a 429/503) holds every worker's claims.
+        """
         fields: dict[str, Any] = {
             "last_error": error.model_dump_json() if error else None,
         }
@@ -255,6 +264,7 @@ class StatusStore:
                 retry_in_s,
                 self.record_ttl_s,
                 self.redeliver_after_s,
+                pause_all_s,
             ]
         )
         return bool(ok)
@@ -285,10 +295,6 @@ class StatusStore:
         """The request an id stands for: a duplicate message's id leads to the first request."""
         alias = self.redis.get(f"{self.ns}:alias:{request_id}")
         return str(alias) if alias else request_id
-
-    def request_json(self, request_id: str) -> str | None:
-        value = self.redis.hget(f"{self.ns}:req:{request_id}", "request")
-        return str(value) if value is not None else None
 
     def get(self, request_id: str, *, history: bool = True) -> StatusRecord | None:
         records = self._load([self.resolve(request_id)], history=history)

@@ -72,7 +72,9 @@ return {'created', id}
 )
 
 # ARGV: ns, id, token, lease_s, mode ('deliver' | 'sweep'), ttl, max_attempts, redeliver_after,
-#       unknown_error
+#       unknown_error, spread_s. Returns {outcome, state, attempts, request JSON when claimed}.
+# While the API has asked every client to pause (a 429 or 503 with Retry-After), a due request
+# is not claimed: it waits in 'scheduled' until the pause ends (plus spread_s), no attempt spent.
 CLAIM = (
     PRELUDE
     + r"""
@@ -81,19 +83,19 @@ local ttl, max_attempts, redeliver_after = tonumber(ARGV[6]), tonumber(ARGV[7]),
 local r = redis.call('HMGET', rkey(id), 'state', 'next_attempt_at', 'lease_until', 'sent_at',
   'attempts')
 local state = r[1]
-if not state then return {'missing', '', 0} end
+if not state then return {'missing', '', 0, ''} end
 local attempts = tonumber(r[5]) or 0
 if state == 'dialing' then
   if (tonumber(r[3]) or 0) > now then
     if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'being dialled') end
-    return {'busy', state, attempts}
+    return {'busy', state, attempts, ''}
   end
   if r[4] and r[4] ~= '' then
     move(id, state, 'unknown')
     redis.call('HSET', rkey(id), 'last_error', ARGV[9])
     note(id, 'claim expired after sending', 'the call may have been placed; never redialled')
     settle(id, ttl)
-    return {'unknown', 'unknown', attempts}
+    return {'unknown', 'unknown', attempts, ''}
   end
   if mode == 'sweep' then
     move(id, state, 'retrying')
@@ -101,21 +103,32 @@ if state == 'dialing' then
     redis.call('HSET', rkey(id), 'next_attempt_at', now)
     redis.call('ZADD', DUE, now + redeliver_after, id)
     note(id, 'claim expired before sending', 'the worker was lost; republished')
-    return {'requeued', 'retrying', attempts}
+    return {'requeued', 'retrying', attempts, ''}
   end
   note(id, 'claim expired before sending', 'the worker was lost; claimed again')
 elseif state == 'queued' or state == 'scheduled' or state == 'retrying' then
-  if mode == 'sweep' then return {'due', state, attempts} end
-  if (tonumber(r[2]) or 0) > now then return {'early', state, attempts} end
+  if mode == 'sweep' then return {'due', state, attempts, ''} end
+  if (tonumber(r[2]) or 0) > now then return {'early', state, attempts, ''} end
 else
   if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'already ' .. state) end
-  return {'done', state, attempts}
+  return {'done', state, attempts, ''}
 end
 if attempts >= max_attempts then
   move(id, state, 'failed')
   note(id, 'gave up', 'all ' .. max_attempts .. ' attempts spent')
   settle(id, ttl)
-  return {'done', 'failed', attempts}
+  return {'done', 'failed', attempts, ''}
+end
+local pause = tonumber(redis.call('GET', ns .. ':throttle') or '0') or 0
+if pause > now then
+  local at = pause + tonumber(ARGV[10])
+  if state ~= 'scheduled' then move(id, state, 'scheduled') end
+  redis.call('HDEL', rkey(id), 'claim', 'lease_until')
+  redis.call('HSET', rkey(id), 'next_attempt_at', at)
+  redis.call('ZADD', DUE, at, id)
+  note(id, 'waiting for the rate limit',
+    string.format('the API asked every client to pause; next attempt in %.1fs', at - now))
+  return {'throttled', 'scheduled', attempts, ''}
 end
 attempts = attempts + 1
 redis.call('HSET', rkey(id), 'claim', token, 'lease_until', now + lease, 'sent_at', '',
@@ -123,7 +136,7 @@ redis.call('HSET', rkey(id), 'claim', token, 'lease_until', now + lease, 'sent_a
 move(id, state, 'dialing')
 redis.call('ZADD', DUE, now + lease, id)
 note(id, 'claimed', nil)
-return {'claimed', 'dialing', attempts}
+return {'claimed', 'dialing', attempts, redis.call('HGET', rkey(id), 'request')}
 """
 )
 
@@ -140,8 +153,9 @@ return 1
 """
 )
 
-# ARGV: ns, id, token, new_state, fields (JSON object), event, detail, due_in, ttl, redeliver_after
-# Only the holder of the claim may finish; a late answer may also settle an 'unknown'.
+# ARGV: ns, id, token, new_state, fields (JSON object), event, detail, due_in, ttl, redeliver_after,
+#       pause_s. Only the holder of the claim may finish; a late answer may also settle an
+# 'unknown'. pause_s > 0 (the API's Retry-After) pauses every worker's claims that long.
 FINISH = (
     PRELUDE
     + r"""
@@ -155,6 +169,13 @@ for k, v in pairs(fields) do
   else redis.call('HSET', rkey(id), k, v) end
 end
 redis.call('HDEL', rkey(id), 'lease_until')
+local pause_s = tonumber(ARGV[11]) or 0
+if pause_s > 0 then
+  local pkey = ns .. ':throttle'
+  if now + pause_s > (tonumber(redis.call('GET', pkey) or '0') or 0) then
+    redis.call('SET', pkey, now + pause_s, 'PX', math.ceil(pause_s * 1000) + 1000)
+  end
+end
 move(id, r[1], new)
 note(id, event, detail)
 if TERMINAL[new] then
