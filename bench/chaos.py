@@ -22,9 +22,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import redis
-
-from cli.local_stack import PrivateRedis, Simulator, Worker, redis_answers
+from cli.local_stack import PrivateRedis, Simulator, Worker, delete_keys, redis_answers
 
 REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 0.2
@@ -146,10 +144,7 @@ def main() -> int:
         for w in workers:
             w.stop()
         sim.stop()
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"*{run}*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
+        delete_keys(url, f"*{run}*")
         if private:
             private.stop()
 

@@ -15,9 +15,7 @@ import sys
 import time
 import uuid
 
-import redis
-
-from cli.local_stack import PrivateRedis, redis_answers
+from cli.local_stack import PrivateRedis, delete_keys, redis_answers
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 RUN = f"bench-{uuid.uuid4().hex[:6]}"
@@ -75,10 +73,7 @@ def main() -> None:
         many = (time.perf_counter() - start) / N
         print(f"enqueue_many, one batch          {many * 1000:7.3f} ms/message")
     finally:
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"*{RUN}*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
+        delete_keys(url, f"*{RUN}*")
         if private:
             private.stop()
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -43,6 +43,21 @@ def redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
     except redis.RedisError:
         return False
+
+
+def delete_keys(url: str, pattern: str) -> int:
+    """Delete every key matching pattern (SCAN, in batches); returns how many."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            deleted += cast(int, client.delete(*batch))
+            batch.clear()
+    if batch:
+        deleted += cast(int, client.delete(*batch))
+    return deleted
 
 
 class PrivateRedis:

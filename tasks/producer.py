@@ -72,15 +72,7 @@ def enqueue_many(
 
     pipe = runtime.redis.pipeline(transaction=False)
     for request_id, req in zip(ids, parsed, strict=True):
-        runtime.store.register(
-            request_id,
-            req.canonical_json(),
-            digest=req.digest(),
-            idempotency_key=req.idempotency_key,
-            queue=queue,
-            source="producer",
-            pipe=pipe,
-        )
+        runtime.store.register(request_id, req, queue=queue, source="producer", pipe=pipe)
     results = [runtime.store.registered(raw) for raw in pipe.execute()]
 
     out: list[str] = []

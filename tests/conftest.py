@@ -16,12 +16,20 @@ from typing import Any
 
 import pytest
 
-from cli.local_stack import PrivateRedis, Simulator, Worker, redis_answers
+from cli.local_stack import PrivateRedis, Simulator, Worker, delete_keys, redis_answers
 
 SESSION = uuid.uuid4().hex[:8]
 CLIENT_ID, CLIENT_SECRET = "followup-test", "test-secret-7f3a9c"
 NOSCOPE_ID = "followup-test-noscope"
 TEST_USERS = ("u-67890", "u-1001", "u-1002")
+# The request from the seed thread (shared/seed/): the campaign API's body, with callType.
+SEED_PAYLOAD = {
+    "contactId": "c-12345",
+    "userId": "u-67890",
+    "callType": "PERSONAL_CONNECTION",
+    "phoneNumber": "+61298765432",
+    "metadata": {"reason": "follow_up"},
+}
 
 _redis_url = os.environ.get("FOLLOWUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 _private: PrivateRedis | None = None
@@ -53,13 +61,7 @@ os.environ.update(BASE_ENV)
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     yield _redis_url
-    import redis
-
-    client = redis.Redis.from_url(_redis_url)
-    for pattern in (f"test-{SESSION}*", f"*test-{SESSION}*"):
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        if keys:
-            client.delete(*keys)
+    delete_keys(_redis_url, f"*test-{SESSION}*")
     if _private is not None:
         _private.stop()
 

@@ -68,6 +68,16 @@ def flower_task(
     raise AssertionError(f"flower never showed {task_id} as {state}")
 
 
+def send_via_flower(url: str, queue: str) -> httpx.Response:
+    """What another service does: Flower's send-task API, the request as JSON kwargs."""
+    request = {"contact_id": unique(), "user_id": "u-1002", "phone_number": NUMBER}
+    return httpx.post(
+        f"{url}/api/task/send-task/followup.place_call",
+        json={"kwargs": {"request": request}, "queue": queue},
+        timeout=10,
+    )
+
+
 def test_flower_shows_a_foreign_services_task_with_the_number_masked(
     flower: str, redis_url: str, queue_name: str, wait_for: Any
 ) -> None:
@@ -89,16 +99,7 @@ def test_flower_shows_a_foreign_services_task_with_the_number_masked(
 def test_other_services_can_enqueue_through_flowers_http_api(
     flower: str, queue_name: str, wait_for: Any
 ) -> None:
-    response = httpx.post(
-        f"{flower}/api/task/send-task/followup.place_call",
-        json={
-            "kwargs": {
-                "request": {"contact_id": unique(), "user_id": "u-1002", "phone_number": NUMBER}
-            },
-            "queue": queue_name,
-        },
-        timeout=10,
-    )
+    response = send_via_flower(flower, queue_name)
     assert response.status_code == 200
     task_id = response.json()["task-id"]
 
@@ -111,16 +112,7 @@ def test_a_task_sent_through_flower_is_masked_before_any_worker_sees_it(
     flower: str, queue_name: str
 ) -> None:
     idle_queue = f"{queue_name}-idle"  # no worker consumes it: Flower knows only the sent event
-    response = httpx.post(
-        f"{flower}/api/task/send-task/followup.place_call",
-        json={
-            "kwargs": {
-                "request": {"contact_id": unique(), "user_id": "u-1002", "phone_number": NUMBER}
-            },
-            "queue": idle_queue,
-        },
-        timeout=10,
-    )
+    response = send_via_flower(flower, idle_queue)
     task, raw = flower_task(flower, response.json()["task-id"], state="PENDING")
     assert "+61*******87" in task["kwargs"]
     assert NUMBER not in raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.request import FollowUpRequest, InvalidRequest, parse_request
+from tests.conftest import SEED_PAYLOAD
 from worker.api_client import build_call_body
 
 VALID = {"contact_id": "c-12345", "user_id": "u-67890", "phone_number": "+61 2 9876 5432"}
@@ -29,14 +30,7 @@ def test_bad_phone_numbers_are_refused_with_the_fix(number: str) -> None:
 
 
 def test_the_seed_payload_is_refused_naming_every_field() -> None:
-    seed = {
-        "contactId": "c-12345",
-        "userId": "u-67890",
-        "callType": "PERSONAL_CONNECTION",
-        "phoneNumber": "+61298765432",
-        "metadata": {"reason": "follow_up"},
-    }
-    found = errors(seed)
+    found = errors(SEED_PAYLOAD)
     assert found["callType"].startswith("unknown field; the allowed fields are contact_id")
     assert found["contact_id"] == "is required"
     assert found["phone_number"] == "is required"

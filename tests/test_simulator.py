@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, NOSCOPE_ID
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, NOSCOPE_ID, SEED_PAYLOAD
 
 GOOD = {
     "from": {"id": "u-67890", "address": "u-67890", "addressType": "user"},
@@ -35,16 +35,9 @@ def call(sim: Any, body: Any, bearer: str | None) -> httpx.Response:
 
 
 def test_the_seeds_campaign_request_gets_the_seeds_400(sim: Any) -> None:
-    seed = {
-        "contactId": "c-12345",
-        "userId": "u-67890",
-        "callType": "PERSONAL_CONNECTION",
-        "phoneNumber": "+61298765432",
-        "metadata": {"reason": "follow_up"},
-    }
     response = httpx.post(
         f"{sim.url}/api/v2/outbound/campaigns/camp-1/calls",
-        json=seed,
+        json=SEED_PAYLOAD,
         headers={"Authorization": f"Bearer {token(sim)}"},
     )
     body = response.json()

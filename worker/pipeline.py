@@ -62,14 +62,7 @@ class Pipeline:
             request = parse_request(_unwrap(args, kwargs))
         except InvalidRequest as exc:
             return self._reject(request_id, _summary(args, kwargs), exc.errors, queue)
-        result = self.store.register(
-            request_id,
-            request.canonical_json(),
-            digest=request.digest(),
-            idempotency_key=request.idempotency_key,
-            queue=queue,
-            source="message",
-        )
+        result = self.store.register(request_id, request, queue=queue, source="message")
         if result.outcome == "duplicate":
             log.info("duplicate ignored", first_request_id=result.request_id)
             return "duplicate"

@@ -12,13 +12,16 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import redis
 from pydantic import BaseModel
 
 from config.redaction import mask_phone, redact
 from worker import store_lua
+
+if TYPE_CHECKING:
+    from tasks.request import FollowUpRequest
 
 State = Literal[
     "queued",
@@ -31,17 +34,7 @@ State = Literal[
     "cancelled",
     "rejected",
 ]
-STATES: tuple[State, ...] = (
-    "queued",
-    "scheduled",
-    "dialing",
-    "retrying",
-    "placed",
-    "failed",
-    "unknown",
-    "cancelled",
-    "rejected",
-)
+STATES: tuple[State, ...] = get_args(State)
 TERMINAL_STATES = frozenset({"placed", "failed", "unknown", "cancelled", "rejected"})
 
 UNKNOWN_OUTCOME: dict[str, Any] = {
@@ -147,20 +140,39 @@ class StatusStore:
     def register(
         self,
         request_id: str,
-        request_json: str,
+        request: FollowUpRequest,
         *,
+        queue: str,
+        source: str,
+        pipe: Any = None,
+    ) -> Registered | Any:
+        """Record a valid request as `queued` (idempotency check, record, indices, due time)
+        in one step. With `pipe`, the call is queued on that pipeline; parse its result with
+        `registered`."""
+        return self._register_record(
+            request_id,
+            request.canonical_json(),
+            request.digest(),
+            request.idempotency_key,
+            queue,
+            source,
+            "queued",
+            None,
+            pipe,
+        )
+
+    def _register_record(
+        self,
+        request_id: str,
+        request_json: str,
         digest: str,
         idempotency_key: str | None,
         queue: str,
         source: str,
-        state: State = "queued",
-        last_error: ErrorInfo | None = None,
-        pipe: Any = None,
+        state: State,
+        last_error: ErrorInfo | None,
+        pipe: Any,
     ) -> Registered | Any:
-        """Record a request (idempotency check, record, indices, due time) in one step.
-
-        With `pipe`, the call is queued on that pipeline; parse its result with `registered`.
-        """
         args: list[Any] = [
             self.ns,
             request_id,
@@ -187,15 +199,16 @@ class StatusStore:
         self, request_id: str, summary: dict[str, Any], error: ErrorInfo, queue: str, source: str
     ) -> Registered:
         """A message that is not a valid request: kept as `rejected`, with its errors."""
-        result = self.register(
+        result = self._register_record(
             request_id,
             json.dumps(redact(summary), default=str),
-            digest="",
-            idempotency_key=None,
-            queue=queue,
-            source=source,
-            state="rejected",
-            last_error=error,
+            "",
+            None,
+            queue,
+            source,
+            "rejected",
+            error,
+            None,
         )
         assert isinstance(result, Registered)
         return result
