@@ -70,11 +70,16 @@ class PrivateRedis:
                 "no Redis answers and redis-server is not on PATH: start Redis or "
                 "set FOLLOWUP_REDIS_URL"
             )
+        self.server = server
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.restart()
+
+    def restart(self) -> None:
+        """Start (again) on the same port; nothing is kept from before."""
         self.proc = subprocess.Popen(
             [
-                server,
+                self.server,
                 "--port",
                 str(self.port),
                 "--bind",

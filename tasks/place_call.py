@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+import structlog
 from celery import Task
 from celery.worker.request import Request
 
@@ -18,6 +20,8 @@ from config.celery import TASK_NAME
 from config.redaction import mask_text
 from worker.celery_app import app
 from worker.runtime import get_runtime
+
+log = structlog.get_logger(__name__)
 
 
 class MaskedRequest(Request):  # type: ignore[misc]
@@ -36,9 +40,25 @@ class PlaceCallTask(Task):  # type: ignore[misc]
     Request = MaskedRequest
 
 
+STORE_RETRY_MAX_S = 60
+
+
 @app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)
 def place_call(self: Task, *args: Any, **kwargs: Any) -> str:
     delivery = self.request.delivery_info or {}
-    return get_runtime().pipeline.handle(
-        self.request.id, args, kwargs, queue=delivery.get("routing_key")
-    )
+    try:
+        return get_runtime().pipeline.handle(
+            self.request.id, args, kwargs, queue=delivery.get("routing_key")
+        )
+    except redis.ConnectionError as exc:
+        # Without the status store nothing can be claimed or recorded, and a message from
+        # another service may exist nowhere else: hand it back to the broker. The one
+        # countdown this worker sets: short and capped, far below the visibility timeout.
+        delay = min(STORE_RETRY_MAX_S, 2 ** min(self.request.retries, 6))
+        log.error(
+            "status store unreachable; message handed back to the broker",
+            request_id=self.request.id,
+            retry_in_s=delay,
+            error=str(exc),
+        )
+        raise self.retry(countdown=delay, max_retries=None) from None

@@ -220,3 +220,64 @@ def test_cancel_stops_a_request_that_waits_for_its_next_attempt(
     )
     assert retry_placed.returncode == 1
     assert calls_for(sim, request_id) == []
+
+
+def test_a_message_that_arrives_while_the_status_store_is_down_is_not_lost(
+    worker_env: dict[str, str], log_dir: Path, sim: Any, redis_url: str
+) -> None:
+    from celery import Celery
+
+    from cli.local_stack import PrivateRedis, Worker
+    from worker.store import StatusStore
+
+    store_redis = PrivateRedis()  # the status store on its own server; the broker stays up
+    queue = f"{worker_env['FOLLOWUP_QUEUE']}-outage"
+    env = {
+        **worker_env,
+        "FOLLOWUP_REDIS_URL": store_redis.url,
+        "FOLLOWUP_BROKER_URL": redis_url,
+        "FOLLOWUP_QUEUE": queue,
+    }
+    w = Worker(env, name="outage", log_dir=log_dir)
+    try:
+        store_redis.proc.kill()
+        store_redis.proc.wait(10)
+        crm = Celery("crm", broker=redis_url, set_as_current=False)
+        sent = crm.send_task(
+            "followup.place_call",
+            queue=queue,
+            kwargs={
+                "request": {
+                    "contact_id": unique(),
+                    "user_id": "u-1001",
+                    "phone_number": "+61298765432",
+                }
+            },
+        )
+        deadline = time.monotonic() + 10
+        while "status store unreachable" not in w.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "status store unreachable" in w.log()
+
+        store_redis.restart()
+        import redis
+
+        store = StatusStore(
+            redis.Redis.from_url(store_redis.url, decode_responses=True),
+            env["FOLLOWUP_NAMESPACE"],
+            idempotency_ttl_s=60,
+            record_ttl_s=60,
+            redeliver_after_s=5,
+        )
+        deadline = time.monotonic() + 30
+        record = None
+        while time.monotonic() < deadline:
+            record = store.get(sent.id)
+            if record and record.state == "placed":
+                break
+            time.sleep(0.1)
+        assert record is not None and record.state == "placed"
+        assert len(calls_for(sim, sent.id)) == 1
+    finally:
+        w.stop()
+        store_redis.stop()

@@ -110,6 +110,7 @@ class Pipeline:
             log.info("not claimed", outcome=claim.outcome, state=claim.state)
             return claim.outcome
         log.info("transition", state="dialing")
+        lease_ends = time.monotonic() + s.claim_lease_s
         request = FollowUpRequest.model_validate_json(claim.request_json)
 
         verdict = self.client.place_call(
@@ -133,6 +134,7 @@ class Pipeline:
         if state == "failed" and verdict.kind == "retry":
             event, detail = "gave up", f"all {s.max_attempts} attempts spent; {verdict.summary}"
         recorded = self._record(
+            lease_ends,
             lambda: self.store.finish(
                 request_id,
                 claim.token,
@@ -144,7 +146,7 @@ class Pipeline:
                 retry_in_s=retry_in,
                 # The API's Retry-After speaks to every client: all workers hold off.
                 pause_all_s=(verdict.retry_after_s or 0.0) if state == "retrying" else 0.0,
-            )
+            ),
         )
         log_method = log.info if state in ("placed", "retrying") else log.warning
         log_method("transition", state=state, detail=detail, recorded=recorded)
@@ -166,17 +168,19 @@ class Pipeline:
         return "failed", 0.0
 
     @staticmethod
-    def _record(write: Callable[[], bool], tries: int = 5) -> bool:
-        """The outcome must land: ride out a short Redis blip (bounded), else the lease
-        expires and the sweeper resolves the request (unknown if the call was sent)."""
-        for n in range(tries):
+    def _record(deadline: float, write: Callable[[], bool]) -> bool:
+        """The outcome is known and must land: ride out a Redis outage until the claim's
+        lease would end. Past that, the sweeper resolves the request (unknown if sent)."""
+        delay = 0.2
+        while True:
             try:
                 return write()
             except redis.ConnectionError:
-                if n == tries - 1:
+                if time.monotonic() + delay > deadline:
                     raise
-                time.sleep(0.2 * (n + 1))
-        return False
+                log.warning("status store unreachable; retrying the write", retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 def _unwrap(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
