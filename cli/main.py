@@ -113,12 +113,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from cli.table import STATUS_HEADERS, render, status_rows
 
-    records = _store().list_requests(args.state, limit=args.limit)
+    store = _store()
+    records = store.list_requests(args.state, limit=args.limit)
     if args.json:
         print(
             json.dumps([r.model_dump(mode="json", exclude={"history"}) for r in records], indent=2)
         )
     else:
+        counts = "  ".join(f"{state} {n}" for state, n in store.counts().items() if n)
+        print(f"all requests: {counts or 'none'}\n")
         print(render(STATUS_HEADERS, status_rows(records)))
     return 0
 
@@ -133,7 +136,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
     store = _store()
-    ok, state = getattr(store, action)(args.request_id, args.by or getpass.getuser())
+    ok, state = getattr(store, action)(args.request_id, args.by or _login())
     if not state:
         print(f"followup: no request with id {args.request_id}", file=sys.stderr)
         return EXIT_FAILED
@@ -142,6 +145,13 @@ def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
         return EXIT_FAILED
     print(f"{args.request_id} {state}")
     return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return "operator"
 
 
 def cmd_schema(_: argparse.Namespace) -> int:

@@ -15,16 +15,19 @@ import structlog
 
 from tasks.publish import publish
 from tasks.request import FieldError, FollowUpRequest, InvalidRequest, parse_request
-from worker.store import Registered
 
 log = structlog.get_logger(__name__)
 
 
 class IdempotencyConflict(InvalidRequest):
-    """The idempotency key was already used for a request with different content."""
+    """The idempotency key was already used for a request with different content.
 
-    def __init__(self, key: str, first_request_id: str) -> None:
+    In a batch, every other request is still enqueued; their ids are in `enqueued`.
+    """
+
+    def __init__(self, key: str, first_request_id: str, enqueued: list[str] | None = None) -> None:
         self.first_request_id = first_request_id
+        self.enqueued = enqueued or []  # the rest of a batch, recorded and published
         super().__init__(
             [
                 FieldError(
@@ -57,17 +60,31 @@ def enqueue_follow_up(
     return enqueue_many([data], queue=queue)[0]
 
 
+def _parse_all(requests: list[FollowUpRequest | Mapping[str, Any]]) -> list[FollowUpRequest]:
+    """Validate every request; in a batch, each error names its request: requests[3].user_id."""
+    parsed, errors = [], []
+    for n, raw in enumerate(requests):
+        try:
+            parsed.append(parse_request(dict(raw) if isinstance(raw, Mapping) else raw))
+        except InvalidRequest as exc:
+            prefix = f"requests[{n}]." if len(requests) > 1 else ""
+            errors += [FieldError(field=prefix + e.field, message=e.message) for e in exc.errors]
+    if errors:
+        raise InvalidRequest(errors)
+    return parsed
+
+
 def enqueue_many(
     requests: Iterable[FollowUpRequest | Mapping[str, Any]], *, queue: str | None = None
 ) -> list[str]:
-    """Enqueue a batch: all are validated first (one bad request enqueues none), then
+    """Enqueue a batch: all are validated first (one invalid request enqueues none), then
     recorded in one Redis round trip and published over one broker connection."""
     from worker.celery_app import app
     from worker.runtime import get_runtime
 
     runtime = get_runtime()
     queue = queue or runtime.settings.queue
-    parsed = [parse_request(dict(r) if isinstance(r, Mapping) else r) for r in requests]
+    parsed = _parse_all(list(requests))
     ids = [uuid.uuid4().hex for _ in parsed]
 
     pipe = runtime.redis.pipeline(transaction=False)
@@ -75,12 +92,11 @@ def enqueue_many(
         runtime.store.register(request_id, req, queue=queue, source="producer", pipe=pipe)
     results = [runtime.store.registered(raw) for raw in pipe.execute()]
 
-    out: list[str] = []
-    to_publish: list[tuple[str, FollowUpRequest]] = []
-    for request_id, req, result in zip(ids, parsed, results, strict=True):
-        out.append(_outcome(req, request_id, result))
-        if result.outcome == "created":
-            to_publish.append((request_id, req))
+    to_publish = [
+        (request_id, req)
+        for request_id, req, result in zip(ids, parsed, results, strict=True)
+        if result.outcome == "created"
+    ]
     try:
         with app.producer_or_acquire() as producer:
             for request_id, req in to_publish:
@@ -93,12 +109,20 @@ def enqueue_many(
         )
     for request_id, _ in to_publish:
         log.info("transition", request_id=request_id, state="queued", attempt=0)
-    return out
 
-
-def _outcome(req: FollowUpRequest, request_id: str, result: Registered) -> str:
-    if result.outcome == "conflict":
-        raise IdempotencyConflict(req.idempotency_key or "", result.request_id)
-    if result.outcome == "duplicate":
-        return result.request_id
-    return request_id
+    # Conflicts are raised only now: the rest of the batch is recorded and published.
+    for req, result in zip(parsed, results, strict=True):
+        if result.outcome == "conflict":
+            raise IdempotencyConflict(
+                req.idempotency_key or "",
+                result.request_id,
+                enqueued=[
+                    r.request_id if r.outcome == "duplicate" else i
+                    for i, r in zip(ids, results, strict=True)
+                    if r.outcome != "conflict"
+                ],
+            )
+    return [
+        result.request_id if result.outcome == "duplicate" else request_id
+        for request_id, result in zip(ids, results, strict=True)
+    ]

@@ -373,3 +373,59 @@ def test_logs_never_show_phone_numbers_secrets_or_tokens(
     assert "test-secret-7f3a9c" not in log
     for token in sim.tokens()["tokens"]:
         assert token not in log
+
+
+def test_cli_batch_from_a_file(
+    worker: Any, sim: Any, wait_for: Any, tmp_path: Path, store: Any
+) -> None:
+    import json
+
+    good = [
+        {"contact_id": unique(), "user_id": "u-1001", "phone_number": "+61298765432"}
+        for _ in range(3)
+    ]
+    path = tmp_path / "batch.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in good) + "\n")
+    out = subprocess.run(
+        [FOLLOWUP, "enqueue", "--file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ids = out.stdout.split()
+    assert len(ids) == 3
+    for request_id in ids:
+        wait_for(request_id, "placed")
+        assert len(calls_for(sim, request_id)) == 1
+
+    before = store.counts()
+    bad = [*good[:1], {**good[1], "phone_number": "+612987"}, {"contact_id": "c-1"}]
+    path.write_text(json.dumps(bad))
+    refused = subprocess.run(
+        [FOLLOWUP, "enqueue", "--file", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert "requests[1].phone_number" in refused.stderr
+    assert "requests[2].user_id: is required" in refused.stderr
+    assert store.counts() == before  # one invalid request enqueues none
+
+
+def test_a_key_conflict_in_a_batch_still_enqueues_the_rest(worker: Any, wait_for: Any) -> None:
+    from tasks import IdempotencyConflict, enqueue_many
+
+    key = unique("key")
+    first = {
+        "contact_id": unique(),
+        "user_id": "u-1001",
+        "phone_number": "+61298765432",
+        "idempotency_key": key,
+    }
+    other = {"contact_id": unique(), "user_id": "u-1001", "phone_number": "+61298765433"}
+    with pytest.raises(IdempotencyConflict) as conflict:
+        enqueue_many([first, other, {**first, "reason": "different"}])
+
+    assert conflict.value.errors[0].field == "idempotency_key"
+    assert len(conflict.value.enqueued) == 2
+    for request_id in conflict.value.enqueued:
+        wait_for(request_id, "placed")

@@ -296,7 +296,7 @@ class StatusStore:
 
     def take_due(self, limit: int = 100) -> list[DueRequest]:
         """Requests whose due time has passed, each pushed back so no other sweeper takes it."""
-        flat = self._take_due(args=[self.ns, limit, self.redeliver_after_s])
+        flat = self._take_due(args=[self.ns, limit, self.redeliver_after_s, self.record_ttl_s])
         return [
             DueRequest(flat[i], flat[i + 1], flat[i + 2], json.loads(flat[i + 3] or "{}"))
             for i in range(0, len(flat), 4)

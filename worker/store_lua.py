@@ -216,13 +216,22 @@ return {1, 'retrying'}
 """
 )
 
-# ARGV: ns, limit, redeliver_after. Returns a flat list: id, state, queue, request, ...
+# ARGV: ns, limit, redeliver_after, ttl. Returns a flat list: id, state, queue, request, ...
 # Each entry taken is pushed back by a growing step, so concurrent sweepers never both take it
 # and a request whose message is stuck in a long queue is not republished over and over.
+# It also trims the indices of records past their retention (they expire on their own).
 TAKE_DUE = (
     PRELUDE
     + r"""
-local limit, step = tonumber(ARGV[2]), tonumber(ARGV[3])
+local limit, step, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- A finished record expires ttl after it finished, which is its score in its state's index.
+for state, _ in pairs(TERMINAL) do
+  local index = ns .. ':state:' .. state
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now - ttl, 'LIMIT', 0, 500)) do
+    redis.call('ZREM', index, gone)
+    redis.call('ZREM', ns .. ':all', gone)
+  end
+end
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, limit)) do
   local r = redis.call('HMGET', rkey(id), 'state', 'queue', 'request', 'republished')
