@@ -107,6 +107,22 @@ def test_503_twice_then_200_is_placed_after_three_attempts(
     assert all("503 service.unavailable" in (h.detail or "") for h in retries)
 
 
+def test_transient_errors_give_up_after_max_attempts(worker: Any, sim: Any, wait_for: Any) -> None:
+    contact = unique()
+    sim.set_faults(by_contact={contact: ["502"] * 10})  # more failures than attempts
+    request_id = enqueue_follow_up(
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432"
+    )
+
+    record = wait_for(request_id, "failed")
+
+    assert record.attempts == 4  # FOLLOWUP_MAX_ATTEMPTS in conftest
+    assert [r["status"] for r in requests_for(sim, request_id)] == [502] * 4
+    assert record.history[-1].event == "gave up"
+    assert "all 4 attempts spent" in (record.history[-1].detail or "")
+    assert record.last_error.status == 502
+
+
 def test_429_waits_at_least_retry_after(worker: Any, sim: Any, wait_for: Any) -> None:
     contact = unique()
     sim.set_faults(by_contact={contact: ["429"]}, retry_after="2")

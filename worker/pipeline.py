@@ -24,8 +24,6 @@ from worker.store import Claim, ErrorInfo, State, StatusStore
 
 log = structlog.get_logger(__name__)
 
-ENVELOPE_HINT = "send kwargs={'request': {...}} (or one positional argument, the request object)"
-
 
 @dataclass
 class Pipeline:
@@ -57,28 +55,33 @@ class Pipeline:
     def _first_sight(
         self, request_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], queue: str
     ) -> str | None:
-        """A message the store has not seen (another service's send_task): validate it."""
+        """A message the store has not seen (another service's send_task): validate it.
+
+        Returns the outcome when it is not to be called (rejected, duplicate), else None.
+        """
+        raw = _request_of(args, kwargs)
+        summary = (
+            raw
+            if isinstance(raw, dict)
+            else {"args": repr(args)[:200], "kwargs": repr(kwargs)[:200]}
+        )
+        if raw is _NO_REQUEST:
+            return self._reject(request_id, summary, [ENVELOPE_ERROR], queue)
         try:
-            request = parse_request(_unwrap(args, kwargs))
+            request = parse_request(raw)
         except InvalidRequest as exc:
-            return self._reject(request_id, _summary(args, kwargs), exc.errors, queue)
+            return self._reject(request_id, summary, exc.errors, queue)
         result = self.store.register(request_id, request, queue=queue, source="message")
         if result.outcome == "duplicate":
             log.info("duplicate ignored", first_request_id=result.request_id)
             return "duplicate"
         if result.outcome == "conflict":
-            return self._reject(
-                request_id,
-                _summary(args, kwargs),
-                [
-                    FieldError(
-                        field="idempotency_key",
-                        message=f"already used by request {result.request_id} with different "
-                        "content; use a new key for a different follow-up",
-                    )
-                ],
-                queue,
+            reused = FieldError(
+                field="idempotency_key",
+                message=f"already used by request {result.request_id} with different content; "
+                "use a new key for a different follow-up",
             )
+            return self._reject(request_id, summary, [reused], queue)
         log.info("transition", state="queued", attempt=0)
         return None
 
@@ -104,13 +107,12 @@ class Pipeline:
         return self.store.claim(request_id, lease_s=s.claim_lease_s, max_attempts=s.max_attempts)
 
     def _attempt(self, request_id: str, claim: Claim) -> str:
-        s = self.settings
         structlog.contextvars.bind_contextvars(attempt=claim.attempts)
         if claim.outcome != "claimed":
             log.info("not claimed", outcome=claim.outcome, state=claim.state)
             return claim.outcome
         log.info("transition", state="dialing")
-        lease_ends = time.monotonic() + s.claim_lease_s
+        lease_ends = time.monotonic() + self.settings.claim_lease_s
         request = FollowUpRequest.model_validate_json(claim.request_json)
 
         verdict = self.client.place_call(
@@ -119,53 +121,24 @@ class Pipeline:
         if verdict.kind == "lost":
             log.warning("claim lost before sending; nothing sent, its new owner goes on")
             return "lost"
-        state, retry_in = self._next_state(verdict, claim.attempts)
-        event = {
-            "placed": "placed",
-            "failed": "failed",
-            "unknown": "outcome unknown",
-            "retrying": "will retry",
-        }[state]
-        detail = (
-            verdict.summary
-            if state != "retrying"
-            else (f"{verdict.summary}; next attempt in {retry_in:.1f}s")
-        )
-        if state == "failed" and verdict.kind == "retry":
-            event, detail = "gave up", f"all {s.max_attempts} attempts spent; {verdict.summary}"
+        outcome = decide(verdict, claim.attempts, self.settings)
         recorded = self._record(
             lease_ends,
             lambda: self.store.finish(
                 request_id,
                 claim.token,
-                state,
-                event=event,
-                detail=detail,
+                outcome.state,
+                event=outcome.event,
+                detail=outcome.detail,
                 conversation_id=verdict.conversation_id,
                 error=verdict.error,
-                retry_in_s=retry_in,
-                # The API's Retry-After speaks to every client: all workers hold off.
-                pause_all_s=(verdict.retry_after_s or 0.0) if state == "retrying" else 0.0,
+                retry_in_s=outcome.retry_in_s,
+                pause_all_s=outcome.pause_all_s,
             ),
         )
-        log_method = log.info if state in ("placed", "retrying") else log.warning
-        log_method("transition", state=state, detail=detail, recorded=recorded)
-        return state
-
-    def _next_state(self, verdict: Verdict, attempts: int) -> tuple[State, float]:
-        s = self.settings
-        if verdict.kind == "placed":
-            return "placed", 0.0
-        if verdict.kind == "unknown":
-            return "unknown", 0.0
-        if verdict.kind == "retry" and attempts < s.max_attempts:
-            return "retrying", retry_delay(
-                attempts,
-                base_s=s.backoff_base_s,
-                max_s=s.backoff_max_s,
-                retry_after_s=verdict.retry_after_s,
-            )
-        return "failed", 0.0
+        log_method = log.info if outcome.state in ("placed", "retrying") else log.warning
+        log_method("transition", state=outcome.state, detail=outcome.detail, recorded=recorded)
+        return outcome.state
 
     @staticmethod
     def _record(deadline: float, write: Callable[[], bool]) -> bool:
@@ -183,24 +156,55 @@ class Pipeline:
                 delay = min(delay * 2, 5.0)
 
 
-def _unwrap(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The request inside a task message's arguments."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt's verdict does to the request."""
+
+    state: State
+    event: str
+    detail: str
+    retry_in_s: float = 0.0
+    pause_all_s: float = 0.0  # the API's Retry-After speaks to every client: all hold off
+
+
+def decide(verdict: Verdict, attempts: int, settings: Settings) -> Outcome:
+    if verdict.kind == "placed":
+        return Outcome("placed", "placed", verdict.summary)
+    if verdict.kind == "unknown":
+        return Outcome("unknown", "outcome unknown", verdict.summary)
+    if verdict.kind != "retry":
+        return Outcome("failed", "failed", verdict.summary)
+    if attempts >= settings.max_attempts:
+        return Outcome(
+            "failed", "gave up", f"all {settings.max_attempts} attempts spent; {verdict.summary}"
+        )
+    delay = retry_delay(
+        attempts,
+        base_s=settings.backoff_base_s,
+        max_s=settings.backoff_max_s,
+        retry_after_s=verdict.retry_after_s,
+    )
+    return Outcome(
+        "retrying",
+        "will retry",
+        f"{verdict.summary}; next attempt in {delay:.1f}s",
+        retry_in_s=delay,
+        pause_all_s=verdict.retry_after_s or 0.0,
+    )
+
+
+_NO_REQUEST = object()
+ENVELOPE_ERROR = FieldError(
+    field="message",
+    message="unexpected arguments; send kwargs={'request': {...}} (or one positional argument, "
+    "the request object)",
+)
+
+
+def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The request inside a task message's arguments, or _NO_REQUEST."""
     if set(kwargs) == {"request"} and not args:
         return kwargs["request"]
     if len(args) == 1 and not kwargs:
         return args[0]
-    raise InvalidRequest(
-        [FieldError(field="message", message=f"unexpected arguments; {ENVELOPE_HINT}")]
-    )
-
-
-def _summary(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """What a rejected record keeps of the message (redacted by the store)."""
-    raw = (
-        kwargs.get("request")
-        if set(kwargs) == {"request"}
-        else (args[0] if len(args) == 1 else None)
-    )
-    if isinstance(raw, dict):
-        return raw
-    return {"args": repr(args)[:200], "kwargs": repr(kwargs)[:200]}
+    return _NO_REQUEST
