@@ -281,3 +281,51 @@ def test_a_message_that_arrives_while_the_status_store_is_down_is_not_lost(
     finally:
         w.stop()
         store_redis.stop()
+
+
+def test_a_request_recorded_but_never_published_is_published_by_the_sweeper(
+    worker: Any, sim: Any, wait_for: Any
+) -> None:
+    """The producer records, then cannot reach the broker: the request is not lost."""
+    import os
+
+    result = subprocess.run(
+        [
+            FOLLOWUP,
+            "enqueue",
+            "--contact-id",
+            unique(),
+            "--user-id",
+            "u-1001",
+            "--phone-number",
+            "+61298765432",
+        ],
+        env={**os.environ, "FOLLOWUP_BROKER_URL": "redis://127.0.0.1:1/0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "publish failed; the sweeper will publish" in result.stderr
+    request_id = result.stdout.strip()
+
+    record = wait_for(request_id, "placed", timeout_s=30)  # FOLLOWUP_REDELIVER_AFTER_S is 5
+    assert len(calls_for(sim, request_id)) == 1
+    assert record.history[0].event == "enqueued"
+
+
+def test_sigterm_lets_the_call_in_flight_finish(
+    private_queue: Any, sim: Any, store: Any, wait_for: Any
+) -> None:
+    w = private_queue.start_worker()
+    sim.set_faults(call_latency_s=0.8)
+    request_id = enqueue_follow_up(
+        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
+    )
+    wait_event(store, request_id, "sending")
+    w.stop()  # SIGTERM: Celery's warm shutdown waits for the task
+
+    assert w.proc.returncode == 0
+    record = wait_for(request_id, "placed", timeout_s=1)
+    assert len(calls_for(sim, request_id)) == 1
+    assert record.attempts == 1
