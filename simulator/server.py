@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import json
 import random
 import time
@@ -121,7 +122,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
     if form.get("grant_type") != "client_credentials":
         return web.json_response({"error": "unsupported_grant_type"}, status=400)
     client = state.clients.get(client_id or "")
-    if client is None or client.secret != secret:
+    if client is None or not hmac.compare_digest(client.secret, secret or ""):
         return web.json_response(
             {"error": "invalid_client", "error_description": "client authentication failed"},
             status=401,

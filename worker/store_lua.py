@@ -181,6 +181,9 @@ note(id, event, detail)
 if TERMINAL[new] then
   settle(id, ttl)
 else
+  -- a late answer can move an 'unknown' (which had started its retention) back to pending
+  redis.call('PERSIST', rkey(id))
+  redis.call('PERSIST', hkey(id))
   local at = now + tonumber(due_in)
   redis.call('HSET', rkey(id), 'next_attempt_at', at)
   redis.call('ZADD', DUE, at, id)
