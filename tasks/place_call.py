@@ -14,26 +14,13 @@ from typing import Any
 import redis
 import structlog
 from celery import Task
-from celery.worker.request import Request
 
 from config.celery import TASK_NAME
-from config.redaction import mask_text
 from worker.celery_app import app
+from worker.celery_masking import MaskedRequest
 from worker.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
-
-
-class MaskedRequest(Request):  # type: ignore[misc]
-    """Masks phone numbers in the argument reprs Flower shows, whoever sent the message."""
-
-    _argsrepr: str
-    _kwargsrepr: str
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._argsrepr = mask_text(self._argsrepr or "")
-        self._kwargsrepr = mask_text(self._kwargsrepr or "")
 
 
 class PlaceCallTask(Task):  # type: ignore[misc]

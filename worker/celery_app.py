@@ -10,31 +10,16 @@ from typing import Any
 
 import structlog
 from celery import Celery, signals
-from celery.app.amqp import AMQP
 
 from config.celery import celery_config
 from config.logging import configure_logging, redact_handlers
-from config.redaction import mask_text
 from config.settings import ConfigError, get_settings
+from worker.celery_masking import MaskingAMQP
 
 try:
     settings = get_settings()
 except ConfigError as exc:
     sys.exit(f"followup: {exc}")
-
-
-class MaskingAMQP(AMQP):  # type: ignore[misc]
-    """Every message this app publishes (producer, sweeper, Flower's send-task) carries
-    argument reprs with phone numbers masked, in its headers and in its task-sent event."""
-
-    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
-        message = super().as_task_v2(*args, **kwargs)
-        for key in ("argsrepr", "kwargsrepr"):
-            message.headers[key] = mask_text(str(message.headers.get(key) or ""))
-        if message.sent_event:
-            for key in ("args", "kwargs"):
-                message.sent_event[key] = mask_text(str(message.sent_event.get(key) or ""))
-        return message
 
 
 configure_logging(settings)
