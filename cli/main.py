@@ -86,7 +86,12 @@ def _read_requests(path: str) -> list[Any]:
     """JSON lines, or one JSON array; '-' reads standard input."""
     from tasks.request import FieldError, InvalidRequest
 
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise InvalidRequest(
+            [FieldError(field="--file", message=f"cannot read it ({exc})")]
+        ) from None
     stripped = text.strip()
     try:
         if stripped.startswith("["):

@@ -19,7 +19,8 @@ from worker.celery_masking import MaskingAMQP
 try:
     settings = get_settings()
 except ConfigError as exc:
-    sys.exit(f"followup: {exc}")
+    print(f"followup: {exc}", file=sys.stderr)
+    sys.exit(2)
 
 
 configure_logging(settings)
