@@ -20,7 +20,6 @@ from tests.conftest import calls_for, unique
 
 pytestmark = pytest.mark.integration
 FOLLOWUP = str(Path(sys.executable).parent / "followup")
-LEASE_S = 6.0  # FOLLOWUP_CLAIM_LEASE_S in conftest
 
 
 @pytest.fixture
@@ -97,8 +96,9 @@ def test_kill_9_while_the_platform_holds_the_call_never_redials(
 def test_kill_9_before_sending_places_exactly_once_after_restart(
     private_queue: Any, sim: Any, store: Any, wait_for: Any
 ) -> None:
-    sim.set_faults(token_latency_s=0.8)  # a fresh worker's first token fetch is slow
-    first = private_queue.start_worker()
+    sim.set_faults(token_latency_s=1.0)  # a fresh worker's first token fetch is slow
+    roomy = {"FOLLOWUP_HTTP_TIMEOUT_S": "2", "FOLLOWUP_CLAIM_LEASE_S": "9"}  # 1 s < timeout
+    first = private_queue.start_worker(**roomy)
     request_id = enqueue_follow_up(
         contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
     )
@@ -106,8 +106,8 @@ def test_kill_9_before_sending_places_exactly_once_after_restart(
     first.kill()
     sim.set_faults()
 
-    private_queue.start_worker()
-    record = wait_for(request_id, "placed", timeout_s=LEASE_S + 10)
+    private_queue.start_worker(**roomy)
+    record = wait_for(request_id, "placed", timeout_s=9 + 10)
 
     assert len(calls_for(sim, request_id)) == 1
     events = [h.event for h in record.history]
@@ -317,7 +317,7 @@ def test_a_request_recorded_but_never_published_is_published_by_the_sweeper(
 def test_sigterm_lets_the_call_in_flight_finish(
     private_queue: Any, sim: Any, store: Any, wait_for: Any
 ) -> None:
-    w = private_queue.start_worker()
+    w = private_queue.start_worker(FOLLOWUP_HTTP_TIMEOUT_S="3", FOLLOWUP_CLAIM_LEASE_S="13")
     sim.set_faults(call_latency_s=0.8)
     request_id = enqueue_follow_up(
         contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
