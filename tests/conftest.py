@@ -8,6 +8,8 @@ redis://127.0.0.1:6379/15; if nothing answers there, a private redis-server is s
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -145,3 +147,20 @@ def requests_for(sim: Simulator, request_id: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def queue_name() -> str:
     return BASE_ENV["FOLLOWUP_QUEUE"]
+
+
+FOLLOWUP_BIN = str(Path(sys.executable).parent / "followup")
+
+
+def followup(
+    *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the `followup` command as a user would (env: variables to add or override)."""
+    return subprocess.run(
+        [FOLLOWUP_BIN, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=None if env is None else {**os.environ, **env},
+    )

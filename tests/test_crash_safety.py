@@ -16,10 +16,9 @@ import pytest
 from cli.local_stack import Worker
 from tasks import IdempotencyConflict, enqueue_follow_up
 from tasks.publish import publish
-from tests.conftest import calls_for, unique
+from tests.conftest import calls_for, followup, unique
 
 pytestmark = pytest.mark.integration
-FOLLOWUP = str(Path(sys.executable).parent / "followup")
 
 
 @pytest.fixture
@@ -81,12 +80,7 @@ def test_kill_9_while_the_platform_holds_the_call_never_redials(
     assert store.get(request_id).state == "unknown"
 
     # The explicit human action dials it again, and says so in the history.
-    subprocess.run(
-        [FOLLOWUP, "retry", request_id, "--by", "ops-anna"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    followup("retry", request_id, "--by", "ops-anna", check=True)
     record = wait_for(request_id, "placed")
     assert len(calls_for(sim, request_id)) == 2
     manual = [h for h in record.history if h.event == "manual retry"]
@@ -204,20 +198,14 @@ def test_cancel_stops_a_request_that_waits_for_its_next_attempt(
     record = wait_for(request_id, "retrying")
     assert record.next_attempt_at is not None  # visibly pending, with its next attempt time
 
-    done = subprocess.run(
-        [FOLLOWUP, "cancel", request_id], capture_output=True, text=True, timeout=60
-    )
+    done = followup("cancel", request_id)
     assert done.returncode == 0
     assert store.get(request_id).state == "cancelled"
 
-    again = subprocess.run(
-        [FOLLOWUP, "cancel", request_id], capture_output=True, text=True, timeout=60
-    )
+    again = followup("cancel", request_id)
     assert again.returncode == 1
     assert "is cancelled" in again.stderr
-    retry_placed = subprocess.run(
-        [FOLLOWUP, "retry", request_id], capture_output=True, text=True, timeout=60
-    )
+    retry_placed = followup("retry", request_id)
     assert retry_placed.returncode == 1
     assert calls_for(sim, request_id) == []
 
@@ -287,22 +275,15 @@ def test_a_request_recorded_but_never_published_is_published_by_the_sweeper(
     worker: Any, sim: Any, wait_for: Any
 ) -> None:
     """The producer records, then cannot reach the broker: the request is not lost."""
-    import os
-
-    result = subprocess.run(
-        [
-            FOLLOWUP,
-            "enqueue",
-            "--contact-id",
-            unique(),
-            "--user-id",
-            "u-1001",
-            "--phone-number",
-            "+61298765432",
-        ],
-        env={**os.environ, "FOLLOWUP_BROKER_URL": "redis://127.0.0.1:1/0"},
-        capture_output=True,
-        text=True,
+    result = followup(
+        "enqueue",
+        "--contact-id",
+        unique(),
+        "--user-id",
+        "u-1001",
+        "--phone-number",
+        "+61298765432",
+        env={"FOLLOWUP_BROKER_URL": "redis://127.0.0.1:1/0"},
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +13,12 @@ from tests.conftest import (
     CLIENT_ID,
     NOSCOPE_ID,
     calls_for,
+    followup,
     requests_for,
     unique,
 )
 
 pytestmark = pytest.mark.integration
-FOLLOWUP = str(Path(sys.executable).parent / "followup")
 
 
 @pytest.fixture(scope="session")
@@ -211,28 +209,14 @@ def test_invalid_phone_is_rejected_at_enqueue_and_nothing_is_recorded(store: Any
 
 
 def test_cli_rejects_bad_input_with_exit_2_naming_the_field() -> None:
-    result = subprocess.run(
-        [
-            FOLLOWUP,
-            "enqueue",
-            "--contact-id",
-            "c-1",
-            "--user-id",
-            "u-1",
-            "--phone-number",
-            "+612987",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = followup(
+        "enqueue", "--contact-id", "c-1", "--user-id", "u-1", "--phone-number", "+612987"
     )
     assert result.returncode == 2
     assert "phone_number" in result.stderr
     assert "E.164" in result.stderr
 
-    missing = subprocess.run(
-        [FOLLOWUP, "enqueue", "--contact-id", "c-1"], capture_output=True, text=True, timeout=60
-    )
+    missing = followup("enqueue", "--contact-id", "c-1")
     assert missing.returncode == 2
     assert "user_id: is required" in missing.stderr
     assert "phone_number: is required" in missing.stderr
@@ -304,23 +288,17 @@ def test_send_task_honours_the_idempotency_key(
 
 def test_cli_enqueue_status_list_and_schema(worker: Any, wait_for: Any) -> None:
     contact = unique()
-    out = subprocess.run(
-        [
-            FOLLOWUP,
-            "enqueue",
-            "--contact-id",
-            contact,
-            "--user-id",
-            "u-1002",
-            "--phone-number",
-            "+442079460958",
-            "--metadata",
-            "ticket=T-1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = followup(
+        "enqueue",
+        "--contact-id",
+        contact,
+        "--user-id",
+        "u-1002",
+        "--phone-number",
+        "+442079460958",
+        "--metadata",
+        "ticket=T-1",
+        "--json",
         check=True,
     )
     import json
@@ -328,15 +306,7 @@ def test_cli_enqueue_status_list_and_schema(worker: Any, wait_for: Any) -> None:
     request_id = json.loads(out.stdout)["request_id"]
     wait_for(request_id, "placed")
 
-    status = json.loads(
-        subprocess.run(
-            [FOLLOWUP, "status", request_id, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    )
+    status = json.loads(followup("status", request_id, "--json", check=True).stdout)
     assert {
         "request_id",
         "state",
@@ -351,25 +321,13 @@ def test_cli_enqueue_status_list_and_schema(worker: Any, wait_for: Any) -> None:
     assert status["phone_number"] == "+44********58"
     assert status["history"][-1]["event"] == "placed"
 
-    listed = subprocess.run(
-        [FOLLOWUP, "list", "--state", "placed", "--limit", "500"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    listed = followup("list", "--state", "placed", "--limit", "500", check=True).stdout
     assert request_id in listed
-    schema = json.loads(
-        subprocess.run(
-            [FOLLOWUP, "schema"], capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    )
+    schema = json.loads(followup("schema", check=True).stdout)
     assert schema["additionalProperties"] is False
     assert set(schema["required"]) == {"contact_id", "user_id", "phone_number"}
 
-    missing = subprocess.run(
-        [FOLLOWUP, "status", "no-such-id"], capture_output=True, text=True, timeout=60
-    )
+    missing = followup("status", "no-such-id")
     assert missing.returncode == 1
     assert "no request with id no-such-id" in missing.stderr
 
@@ -402,13 +360,7 @@ def test_cli_batch_from_a_file(
     ]
     path = tmp_path / "batch.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in good) + "\n")
-    out = subprocess.run(
-        [FOLLOWUP, "enqueue", "--file", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = followup("enqueue", "--file", str(path), check=True)
     ids = out.stdout.split()
     assert len(ids) == 3
     for request_id in ids:
@@ -418,9 +370,7 @@ def test_cli_batch_from_a_file(
     before = store.counts()
     bad = [*good[:1], {**good[1], "phone_number": "+612987"}, {"contact_id": "c-1"}]
     path.write_text(json.dumps(bad))
-    refused = subprocess.run(
-        [FOLLOWUP, "enqueue", "--file", str(path)], capture_output=True, text=True, timeout=60
-    )
+    refused = followup("enqueue", "--file", str(path))
     assert refused.returncode == 2
     assert "requests[1].phone_number" in refused.stderr
     assert "requests[2].user_id: is required" in refused.stderr

@@ -11,6 +11,7 @@ import pytest
 from config.logging import redact_event
 from config.redaction import mask_phone, mask_text
 from config.settings import ConfigError, Settings, load_settings
+from tests.conftest import followup
 from worker.backoff import retry_delay
 
 CELERY = str(Path(sys.executable).parent / "celery")
@@ -126,27 +127,16 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
     assert retry_delay(1, base_s=1, max_s=8, retry_after_s=30) >= 30
 
 
-FOLLOWUP = str(Path(sys.executable).parent / "followup")
-
-
 def test_the_cli_exits_2_naming_a_bad_setting() -> None:
-    import os
-
-    result = subprocess.run(
-        [
-            FOLLOWUP,
-            "enqueue",
-            "--contact-id",
-            "c-1",
-            "--user-id",
-            "u-1",
-            "--phone-number",
-            "+61298765432",
-        ],
-        env={**os.environ, "FOLLOWUP_MAX_ATTEMPTS": "0"},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = followup(
+        "enqueue",
+        "--contact-id",
+        "c-1",
+        "--user-id",
+        "u-1",
+        "--phone-number",
+        "+61298765432",
+        env={"FOLLOWUP_MAX_ATTEMPTS": "0"},
     )
     assert result.returncode == 2
     assert "FOLLOWUP_MAX_ATTEMPTS: Input should be greater than or equal to 1" in result.stderr
@@ -154,26 +144,13 @@ def test_the_cli_exits_2_naming_a_bad_setting() -> None:
 
 
 def test_the_cli_says_when_redis_is_unreachable() -> None:
-    import os
-
-    result = subprocess.run(
-        [FOLLOWUP, "list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "FOLLOWUP_REDIS_URL": "redis://127.0.0.1:1/0"},
-    )
+    result = followup("list", env={"FOLLOWUP_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr
     assert "FOLLOWUP_REDIS_URL" in result.stderr
 
 
 def test_the_cli_names_an_unreadable_batch_file(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [FOLLOWUP, "enqueue", "--file", str(tmp_path / "missing.jsonl")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = followup("enqueue", "--file", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 2
     assert "--file: cannot read it" in result.stderr
