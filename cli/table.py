@@ -55,6 +55,8 @@ def describe(record: StatusRecord) -> str:
         lines.append(f"call      {record.conversation_id}")
     if record.last_error:
         lines.append(f"error     {outcome(record)}")
+        if record.last_error.context_id:
+            lines.append(f"          platform context id {record.last_error.context_id}")
         lines.extend(
             f"          - {e.get('field') or e.get('code')}: {e.get('message')}"
             for e in record.last_error.errors

@@ -47,6 +47,7 @@ def test_permanent_errors_fail_and_keep_the_error_body(status: int) -> None:
     assert verdict.error.errors == [
         {"message": "Field 'callType' is not valid for this endpoint", "code": "invalid.parameter"}
     ]
+    assert verdict.error.context_id == "ctx-1"
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])

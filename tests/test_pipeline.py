@@ -71,6 +71,7 @@ def test_400_fails_with_the_error_body_kept_and_no_retry(
     assert record.last_error.errors == [
         {"message": "Scripted 400 from the simulator", "code": "scripted"}
     ]
+    assert record.last_error.context_id  # the platform's id for this error, for its support
     assert [r["status"] for r in requests_for(sim, request_id)] == [400]
 
 

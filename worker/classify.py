@@ -110,6 +110,7 @@ def error_info(response: httpx.Response) -> ErrorInfo:
             {"message": mask_text(str(e.get("message", ""))), "code": str(e.get("code", ""))}
             for e in body.errors
         ],
+        context_id=body.contextId,
     )
 
 

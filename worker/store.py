@@ -53,6 +53,7 @@ class ErrorInfo(BaseModel):
     code: str
     message: str
     errors: list[dict[str, Any]] = []
+    context_id: str | None = None  # the platform's id for this error, for its support team
 
 
 class HistoryEntry(BaseModel):
