@@ -15,6 +15,8 @@ REDACTED = "[redacted]"
 
 def mask_phone(number: str) -> str:
     """'+61298765432' -> '+61*******32': keeps the country-code end and the last two digits."""
+    if "*" in number:  # already masked: masking twice would hide even the country code
+        return number
     digits = re.sub(r"\D", "", number)
     if len(digits) <= 4:
         return "*" * len(number)

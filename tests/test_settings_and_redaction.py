@@ -97,6 +97,7 @@ def test_a_worker_with_bad_settings_exits_at_start_naming_the_variable(
 
 def test_masking() -> None:
     assert mask_phone("+61298765432") == "+61*******32"
+    assert mask_phone(mask_phone("+61298765432")) == "+61*******32"
     assert mask_text("call +61298765432 or +44 20 7946 0958 now") == (
         "call +61*******32 or +44********58 now"
     )
