@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-simulator bench-enqueue bench-chaos clean
+.PHONY: demo test lint bench bench-simulator bench-enqueue bench-throughput bench-chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "followup needs Python 3.11 or newer" or 0)'
@@ -34,7 +34,11 @@ bench-simulator: $(VENV)/.installed-dev
 bench-enqueue: $(VENV)/.installed-dev
 	$(BIN)/python bench/enqueue.py
 
-bench: bench-simulator bench-enqueue bench-chaos
+bench-throughput: $(VENV)/.installed-dev
+	$(BIN)/python bench/throughput.py 2000 1 8
+	$(BIN)/python bench/throughput.py 2000 2 8
+
+bench: bench-simulator bench-enqueue bench-throughput bench-chaos
 
 bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python bench/chaos.py
