@@ -22,6 +22,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # On a broker blip, let a call in flight finish and be recorded (Celery 6 would cancel
+        # it by default); the message comes back, and the claim makes that redelivery a no-op.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # The worker waits on the API; threads suit that, prefork would waste memory.
         "worker_pool": "threads",
         "worker_concurrency": settings.worker_concurrency,
