@@ -16,13 +16,11 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
-from cli.local_stack import PrivateRedis, Simulator, Worker, delete_keys, redis_answers
+from cli.local_stack import Stack
 
 REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 0.2
@@ -34,17 +32,8 @@ PENDING = {"queued", "scheduled", "retrying"}
 
 def main() -> int:
     rng = random.Random(SEED)
-    run = f"chaos-{uuid.uuid4().hex[:6]}"
     url = os.environ.get("FOLLOWUP_REDIS_URL", "redis://localhost:6379/0")
-    private = None if redis_answers(url) else PrivateRedis()
-    url = private.url if private else url
-    env = {
-        "FOLLOWUP_REDIS_URL": url,
-        "FOLLOWUP_BROKER_URL": url,
-        "FOLLOWUP_NAMESPACE": run,
-        "FOLLOWUP_QUEUE": run,
-        "FOLLOWUP_CLIENT_ID": "followup-demo",
-        "FOLLOWUP_CLIENT_SECRET": "demo-secret",
+    settings = {
         "FOLLOWUP_HTTP_TIMEOUT_S": "1",
         "FOLLOWUP_CLAIM_LEASE_S": "5",
         "FOLLOWUP_REDELIVER_AFTER_S": "5",
@@ -53,100 +42,83 @@ def main() -> int:
         "FOLLOWUP_BACKOFF_MAX_S": "1",
         "FOLLOWUP_MAX_ATTEMPTS": "8",
         "FOLLOWUP_WORKER_CONCURRENCY": "8",
-        "FOLLOWUP_LOG_LEVEL": "WARNING",
     }
-    sim = Simulator("--any-user")
-    env["FOLLOWUP_API_BASE_URL"] = sim.url
-    os.environ.update(env)
+    with Stack(f"chaos-{uuid.uuid4().hex[:6]}", url, "--any-user", **settings) as stack:
+        return chaos(stack, rng)
+
+
+def chaos(stack: Stack, rng: random.Random) -> int:
     from tasks import enqueue_many
     from worker.runtime import get_runtime
     from worker.store import TERMINAL_STATES
 
-    logs = Path(tempfile.mkdtemp(prefix="followup-chaos-"))
+    sim = stack.sim
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
         f"{platform.python_version()}; {REQUESTS} requests, failure rate {RATE:.0%}, "
-        f"{KILLS} kills, seed {SEED}; logs in {logs}"
+        f"{KILLS} kills, seed {SEED}; logs in {stack.log_dir}"
     )
-    workers = [
-        Worker(env, name=f"{run}-a", log_dir=logs),
-        Worker(env, name=f"{run}-b", log_dir=logs),
-    ]
-    restarts = 0
-    try:
-        sim.set_faults(
-            rate=RATE, kinds=["503", "429", "hang"], retry_after="1", hang_s=3, seed=SEED
-        )
-        started = time.monotonic()
-        ids = enqueue_many(
-            [
-                {
-                    "contact_id": f"c-{i}",
-                    "user_id": f"u-{i % 50}",
-                    "phone_number": "+61298765432",
-                    "idempotency_key": f"{run}-{i}",
-                }
-                for i in range(REQUESTS)
-            ]
-        )
-        store = get_runtime().store
-        kill_times = sorted(rng.uniform(0.5, 5.0) for _ in range(KILLS))
-        for at in kill_times:
-            time.sleep(max(0.0, started + at - time.monotonic()))
-            victim = rng.randrange(len(workers))
-            workers[victim].kill()
-            restarts += 1
-            workers[victim] = Worker(env, name=f"{run}-r{restarts}", log_dir=logs)
-            print(
-                f"  t={time.monotonic() - started:5.1f}s killed worker {victim} (SIGKILL), "
-                f"restarted; states {store.counts()}"
-            )
-
-        while time.monotonic() - started < DEADLINE_S:
-            counts = store.counts()
-            if sum(counts[s] for s in TERMINAL_STATES) >= REQUESTS:
-                break
-            time.sleep(0.5)
-        elapsed = time.monotonic() - started
-
-        records = [store.get(i, history=False) for i in ids]
-        states = Counter(r.state if r else "missing" for r in records)
-        per_request = Counter(c["correlation_id"] for c in sim.calls())
-        duplicates = sum(1 for n in per_request.values() if n > 1)
-        placed = {r.request_id for r in records if r and r.state == "placed"}
-        placed_once = sum(1 for i in placed if per_request.get(i) == 1)
-        lost = [
-            r
-            for r in records
-            if r is None
-            or (r.state not in TERMINAL_STATES and not (r.state in PENDING and r.next_attempt_at))
+    workers = [stack.start_worker("a"), stack.start_worker("b")]
+    sim.set_faults(rate=RATE, kinds=["503", "429", "hang"], retry_after="1", hang_s=3, seed=SEED)
+    started = time.monotonic()
+    ids = enqueue_many(
+        [
+            {
+                "contact_id": f"c-{i}",
+                "user_id": f"u-{i % 50}",
+                "phone_number": "+61298765432",
+                "idempotency_key": f"{stack.run}-{i}",
+            }
+            for i in range(REQUESTS)
         ]
-        attempts = Counter(r["status"] for r in sim.requests())
+    )
+    store = get_runtime().store
+    for restarts, at in enumerate(sorted(rng.uniform(0.5, 5.0) for _ in range(KILLS)), 1):
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        victim = rng.randrange(len(workers))
+        workers[victim].kill()
+        workers[victim] = stack.start_worker(f"r{restarts}")
+        print(
+            f"  t={time.monotonic() - started:5.1f}s killed worker {victim} (SIGKILL), "
+            f"restarted; states {store.counts()}"
+        )
 
-        print(f"settled in {elapsed:.1f}s: states {dict(states)}")
-        print(
-            f"create-call attempts by answer: {dict(sorted(attempts.items()))} "
-            "(a hang counts as 201: the platform took the call; the worker's read timeout "
-            "cut it off)"
-        )
-        print(
-            f"simulator calls: {sum(per_request.values())} for {len(per_request)} requests; "
-            f"requests called more than once: {duplicates}"
-        )
-        print(
-            f"placed: {len(placed)}, each called exactly once: {placed_once}; "
-            f"without a terminal or pending state: {len(lost)}"
-        )
-        ok = duplicates == 0 and placed_once == len(placed) and not lost
-        print("chaos run " + ("PASSED" if ok else "FAILED"))
-        return 0 if ok else 1
-    finally:
-        for w in workers:
-            w.stop()
-        sim.stop()
-        delete_keys(url, f"*{run}*")
-        if private:
-            private.stop()
+    while time.monotonic() - started < DEADLINE_S:
+        if sum(store.counts()[s] for s in TERMINAL_STATES) >= REQUESTS:
+            break
+        time.sleep(0.5)
+    elapsed = time.monotonic() - started
+
+    records = [store.get(i, history=False) for i in ids]
+    states = Counter(r.state if r else "missing" for r in records)
+    per_request = Counter(c["correlation_id"] for c in sim.calls())
+    duplicates = sum(1 for n in per_request.values() if n > 1)
+    placed = {r.request_id for r in records if r and r.state == "placed"}
+    placed_once = sum(1 for i in placed if per_request.get(i) == 1)
+    lost = [
+        r
+        for r in records
+        if r is None
+        or (r.state not in TERMINAL_STATES and not (r.state in PENDING and r.next_attempt_at))
+    ]
+    attempts = Counter(r["status"] for r in sim.requests())
+
+    print(f"settled in {elapsed:.1f}s: states {dict(states)}")
+    print(
+        f"create-call attempts by answer: {dict(sorted(attempts.items()))} (a hang counts as "
+        "201: the platform took the call; the worker's read timeout cut it off)"
+    )
+    print(
+        f"simulator calls: {sum(per_request.values())} for {len(per_request)} requests; "
+        f"requests called more than once: {duplicates}"
+    )
+    print(
+        f"placed: {len(placed)}, each called exactly once: {placed_once}; "
+        f"without a terminal or pending state: {len(lost)}"
+    )
+    ok = duplicates == 0 and placed_once == len(placed) and not lost
+    print("chaos run " + ("PASSED" if ok else "FAILED"))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

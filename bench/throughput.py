@@ -16,15 +16,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 
-from cli.local_stack import PrivateRedis, Simulator, Worker, delete_keys, redis_answers
+from cli.local_stack import Stack
 
 REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 WORKERS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
@@ -70,83 +68,64 @@ def direct_posts(sim_url: str, n: int, threads: int) -> float:
 
 
 def main() -> int:
-    run = f"tput-{uuid.uuid4().hex[:6]}"
     url = os.environ.get("FOLLOWUP_REDIS_URL", "redis://localhost:6379/0")
-    private = None if redis_answers(url) else PrivateRedis()
-    url = private.url if private else url
-    sim = Simulator("--any-user")
-    env = {
-        "FOLLOWUP_REDIS_URL": url,
-        "FOLLOWUP_BROKER_URL": url,
-        "FOLLOWUP_NAMESPACE": run,
-        "FOLLOWUP_QUEUE": run,
-        "FOLLOWUP_API_BASE_URL": sim.url,
-        "FOLLOWUP_CLIENT_ID": "followup-demo",
-        "FOLLOWUP_CLIENT_SECRET": "demo-secret",
-        "FOLLOWUP_WORKER_CONCURRENCY": str(CONCURRENCY),
-        "FOLLOWUP_LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
+    run = f"tput-{uuid.uuid4().hex[:6]}"
+    with Stack(run, url, "--any-user", FOLLOWUP_WORKER_CONCURRENCY=str(CONCURRENCY)) as stack:
+        return measure(stack)
+
+
+def measure(stack: Stack) -> int:
     from tasks import enqueue_many
     from worker.runtime import get_runtime
 
+    sim = stack.sim
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
         f"{platform.python_version()}; {REQUESTS} requests, {WORKERS} worker(s) x "
         f"{CONCURRENCY} threads"
     )
-    logs = Path(tempfile.mkdtemp(prefix="followup-tput-"))
-    workers: list[Worker] = []
-    try:
-        seconds = direct_posts(sim.url, REQUESTS, WORKERS * CONCURRENCY)
-        print(
-            f"baseline: direct POSTs, {WORKERS * CONCURRENCY} threads   "
-            f"{REQUESTS / seconds:7.0f} calls/s"
-        )
-        sim.reset()
+    seconds = direct_posts(sim.url, REQUESTS, WORKERS * CONCURRENCY)
+    print(
+        f"baseline: direct POSTs, {WORKERS * CONCURRENCY} threads   "
+        f"{REQUESTS / seconds:7.0f} calls/s"
+    )
+    sim.reset()
 
-        ids = enqueue_many(
-            [
-                {"contact_id": f"c-{i}", "user_id": "u-1", "phone_number": "+61298765432"}
-                for i in range(REQUESTS)
-            ]
-        )
-        started = time.monotonic()
-        workers = [Worker(env, name=f"{run}-{n}", log_dir=logs) for n in range(WORKERS)]
-        ready = time.monotonic()
-        store = get_runtime().store
-        while time.monotonic() - started < DEADLINE_S:
-            if store.counts()["placed"] >= REQUESTS:
-                break
-            time.sleep(0.1)
-        elapsed = time.monotonic() - ready
-        records = [store.get(i, history=False) for i in ids]
-        placed = [r for r in records if r and r.state == "placed"]
-        calls = len(sim.calls())
+    ids = enqueue_many(
+        [
+            {"contact_id": f"c-{i}", "user_id": "u-1", "phone_number": "+61298765432"}
+            for i in range(REQUESTS)
+        ]
+    )
+    started = time.monotonic()
+    for n in range(WORKERS):
+        stack.start_worker(str(n))
+    ready = time.monotonic()
+    store = get_runtime().store
+    while time.monotonic() - started < DEADLINE_S:
+        if store.counts()["placed"] >= REQUESTS:
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - ready
+    records = [store.get(i, history=False) for i in ids]
+    placed = [r for r in records if r and r.state == "placed"]
+    calls = len(sim.calls())
+    print(
+        f"followup: enqueued -> placed           {len(placed) / elapsed:7.0f} calls/s "
+        f"({len(placed)} placed, {calls} calls, {elapsed:.1f}s after workers were ready)"
+    )
+    # From when a worker could first take it (the backlog waited for the workers to start).
+    ready_at = time.time() - (time.monotonic() - ready)
+    waits = sorted(
+        max(0.0, r.updated_at.timestamp() - max(r.created_at.timestamp(), ready_at)) for r in placed
+    )
+    if waits:
+        p95 = waits[int(0.95 * (len(waits) - 1))]
         print(
-            f"followup: enqueued -> placed           {len(placed) / elapsed:7.0f} calls/s "
-            f"({len(placed)} placed, {calls} calls, {elapsed:.1f}s after workers were ready)"
+            f"time in system (backlog of {REQUESTS}): median {statistics.median(waits):.2f}s,"
+            f" p95 {p95:.2f}s"
         )
-        # From when a worker could first take it (the backlog waited for the workers to start).
-        ready_at = time.time() - (time.monotonic() - ready)
-        waits = sorted(
-            max(0.0, r.updated_at.timestamp() - max(r.created_at.timestamp(), ready_at))
-            for r in placed
-        )
-        if waits:
-            p95 = waits[int(0.95 * (len(waits) - 1))]
-            print(
-                f"time in system (backlog of {REQUESTS}): median {statistics.median(waits):.2f}s,"
-                f" p95 {p95:.2f}s"
-            )
-        return 0 if len(placed) == REQUESTS and calls == REQUESTS else 1
-    finally:
-        for w in workers:
-            w.stop()
-        sim.stop()
-        delete_keys(url, f"*{run}*")
-        if private:
-            private.stop()
+    return 0 if len(placed) == REQUESTS and calls == REQUESTS else 1
 
 
 if __name__ == "__main__":

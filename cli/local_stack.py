@@ -219,3 +219,50 @@ def _terminate(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+class Stack:
+    """Redis (the given URL, or a private one), the simulator and workers, for one run in a
+    namespace and queue of its own; on exit everything stops and the run's keys are deleted.
+
+    Examples:
+        >>> with Stack("bench-1", "redis://localhost:6379/0", FOLLOWUP_MAX_ATTEMPTS="8") as s:
+        ...     s.start_worker("w1")
+    """
+
+    def __init__(self, run: str, redis_url: str, *sim_args: str, **settings: str) -> None:
+        self.run = run
+        self._private = None if redis_answers(redis_url) else PrivateRedis()
+        self.redis_url = self._private.url if self._private else redis_url
+        self.sim = Simulator(*sim_args)
+        self.env = {
+            "FOLLOWUP_REDIS_URL": self.redis_url,
+            "FOLLOWUP_BROKER_URL": self.redis_url,
+            "FOLLOWUP_NAMESPACE": run,
+            "FOLLOWUP_QUEUE": run,
+            "FOLLOWUP_API_BASE_URL": self.sim.url,
+            "FOLLOWUP_CLIENT_ID": "followup-demo",
+            "FOLLOWUP_CLIENT_SECRET": "demo-secret",
+            "FOLLOWUP_LOG_LEVEL": "WARNING",
+            **settings,
+        }
+        self.log_dir = Path(tempfile.mkdtemp(prefix=f"followup-{run}-"))
+        self.workers: list[Worker] = []
+
+    def start_worker(self, name: str) -> Worker:
+        worker = Worker(self.env, name=f"{self.run}-{name}", log_dir=self.log_dir)
+        self.workers.append(worker)
+        return worker
+
+    def __enter__(self) -> Stack:
+        os.environ.update(self.env)  # this process enqueues with the workers' settings
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for worker in self.workers:
+            if worker.proc.poll() is None:
+                worker.stop()
+        self.sim.stop()
+        delete_keys(self.redis_url, f"*{self.run}*")
+        if self._private:
+            self._private.stop()
