@@ -8,16 +8,12 @@ Exit 0 when every request ended as expected and the simulator saw one call per p
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from cli.local_stack import PrivateRedis, Simulator, Worker, redis_answers, wait_until
+from cli.local_stack import Simulator, Stack, wait_until
 from cli.table import render
 from config.settings import load_settings
 
@@ -31,50 +27,30 @@ class Row:
 
 
 def run_demo(timeout_s: float = 90.0) -> int:
-    base = load_settings()
+    redis_url = load_settings().redis_url
     run = uuid.uuid4().hex[:6]
-    with ExitStack() as stack:
-        redis_url = base.redis_url
-        if not redis_answers(redis_url):
-            private = PrivateRedis()
-            stack.callback(private.stop)
-            redis_url = private.url
-            print(f"no Redis at {base.redis_url}; started a private one at {redis_url}")
-        sim = Simulator()
-        stack.callback(sim.stop)
-        queue = f"followup-demo-{run}"
-        env = {
-            "FOLLOWUP_REDIS_URL": redis_url,
-            "FOLLOWUP_BROKER_URL": redis_url,
-            "FOLLOWUP_NAMESPACE": "followup-demo",
-            "FOLLOWUP_QUEUE": queue,
-            "FOLLOWUP_API_BASE_URL": sim.url,
-            "FOLLOWUP_CLIENT_ID": "followup-demo",
-            "FOLLOWUP_CLIENT_SECRET": "demo-secret",
-            "FOLLOWUP_HTTP_TIMEOUT_S": "5",
-            "FOLLOWUP_BACKOFF_BASE_S": "0.5",
-            "FOLLOWUP_BACKOFF_MAX_S": "5",
-            "FOLLOWUP_WORKER_CONCURRENCY": "4",
-            "FOLLOWUP_LOG_LEVEL": "WARNING",
-        }
-        os.environ.update(env)  # this process enqueues with the same settings as the workers
-        logs = Path(tempfile.mkdtemp(prefix="followup-demo-"))
-        print(f"simulator at {sim.url}; starting workers (logs in {logs})")
-        stack.callback(Worker(env, name=f"demo-{run}", log_dir=logs).stop)
+    queue = f"followup-demo-{run}"
+    demo_settings = {
+        "FOLLOWUP_NAMESPACE": "followup-demo",  # records stay, for `followup list` after
+        "FOLLOWUP_HTTP_TIMEOUT_S": "5",
+        "FOLLOWUP_BACKOFF_BASE_S": "0.5",
+        "FOLLOWUP_BACKOFF_MAX_S": "5",
+        "FOLLOWUP_WORKER_CONCURRENCY": "4",
+    }
+    with Stack(queue, redis_url, **demo_settings) as stack:
+        if stack.started_private_redis:
+            print(f"no Redis at {redis_url}; started a private one at {stack.redis_url}")
+        print(f"simulator at {stack.sim.url}; starting workers (logs in {stack.log_dir})")
+        stack.start_worker("main")
         noscope_queue = f"{queue}-noscope"
-        stack.callback(
-            Worker(
-                {**env, "FOLLOWUP_QUEUE": noscope_queue, "FOLLOWUP_CLIENT_ID": "followup-noscope"},
-                name=f"demo-noscope-{run}",
-                log_dir=logs,
-            ).stop
+        stack.start_worker(
+            "noscope", FOLLOWUP_QUEUE=noscope_queue, FOLLOWUP_CLIENT_ID="followup-noscope"
         )
-        rows = _enqueue_batch(sim, run, noscope_queue)
-        return _report(rows, sim, timeout_s)
-    return 1  # unreachable; keeps type checkers content
+        rows = _enqueue_batch(stack.sim, run, queue, noscope_queue)
+        return _report(rows, stack.sim, timeout_s)
 
 
-def _enqueue_batch(sim: Simulator, run: str, noscope_queue: str) -> list[Row]:
+def _enqueue_batch(sim: Simulator, run: str, queue: str, noscope_queue: str) -> list[Row]:
     from tasks import InvalidRequest, enqueue_follow_up
     from tasks.publish import publish
 
@@ -161,7 +137,7 @@ def _enqueue_batch(sim: Simulator, run: str, noscope_queue: str) -> list[Row]:
             "phone_number": "+612987",
             "callType": "PERSONAL_CONNECTION",
         },
-        os.environ["FOLLOWUP_QUEUE"],
+        queue,
     )
     rows.append(Row("raw send_task, seed payload", "rejected", raw_id))
     return rows

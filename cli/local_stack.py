@@ -92,7 +92,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: redis_answers(self.url), 10, "private redis-server")
+        _wait_ready(self.proc, lambda: redis_answers(self.url), 10, "private redis-server")
 
     def stop(self) -> None:
         _terminate(self.proc)
@@ -109,7 +109,7 @@ class Simulator:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, 15, "simulator")
+        _wait_ready(self.proc, self._answers, 15, "simulator")
 
     def _answers(self) -> bool:
         try:
@@ -184,7 +184,8 @@ class Worker:
             start_new_session=True,
         )
         # Celery's own "celery@host ready." line (printed with -l INFO, whatever our log level).
-        wait_until(
+        _wait_ready(
+            self.proc,
             lambda: (
                 (f"{name}@" in self.log() and " ready." in self.log())
                 or self.proc.poll() is not None
@@ -210,6 +211,17 @@ class Worker:
         self._log.close()
 
 
+def _wait_ready(
+    proc: subprocess.Popen[Any], check: Any, timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
+    """wait_until for a process just started: if it never gets ready, it is stopped, not left."""
+    try:
+        wait_until(check, timeout_s, what, interval_s)
+    except BaseException:
+        _terminate(proc)
+        raise
+
+
 def _terminate(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is not None:
         return
@@ -222,8 +234,9 @@ def _terminate(proc: subprocess.Popen[Any]) -> None:
 
 
 class Stack:
-    """Redis (the given URL, or a private one), the simulator and workers, for one run in a
-    namespace and queue of its own; on exit everything stops and the run's keys are deleted.
+    """Redis (the given URL, or a private one), the simulator and workers, for one run whose
+    queue (and, unless settings say otherwise, namespace) is `run`; on exit everything that
+    was started stops and the keys named after the run are deleted.
 
     Examples:
         >>> with Stack("bench-1", "redis://localhost:6379/0", FOLLOWUP_MAX_ATTEMPTS="8") as s:
@@ -232,29 +245,50 @@ class Stack:
 
     def __init__(self, run: str, redis_url: str, *sim_args: str, **settings: str) -> None:
         self.run = run
-        self._private = None if redis_answers(redis_url) else PrivateRedis()
-        self.redis_url = self._private.url if self._private else redis_url
-        self.sim = Simulator(*sim_args)
-        self.env = {
-            "FOLLOWUP_REDIS_URL": self.redis_url,
-            "FOLLOWUP_BROKER_URL": self.redis_url,
-            "FOLLOWUP_NAMESPACE": run,
-            "FOLLOWUP_QUEUE": run,
-            "FOLLOWUP_API_BASE_URL": self.sim.url,
-            "FOLLOWUP_CLIENT_ID": "followup-demo",
-            "FOLLOWUP_CLIENT_SECRET": "demo-secret",
-            "FOLLOWUP_LOG_LEVEL": "WARNING",
-            **settings,
-        }
+        self.redis_url = redis_url
+        self._sim_args = sim_args
+        self._settings = settings
+        self._private: PrivateRedis | None = None
+        self._sim: Simulator | None = None
+        self.env: dict[str, str] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix=f"followup-{run}-"))
         self.workers: list[Worker] = []
 
-    def start_worker(self, name: str) -> Worker:
-        worker = Worker(self.env, name=f"{self.run}-{name}", log_dir=self.log_dir)
+    @property
+    def sim(self) -> Simulator:
+        assert self._sim is not None, "use Stack as a context manager"
+        return self._sim
+
+    @property
+    def started_private_redis(self) -> bool:
+        return self._private is not None
+
+    def start_worker(self, name: str, **env: str) -> Worker:
+        """A worker with the run's settings, `env` overriding any of them."""
+        worker = Worker({**self.env, **env}, name=f"{self.run}-{name}", log_dir=self.log_dir)
         self.workers.append(worker)
         return worker
 
     def __enter__(self) -> Stack:
+        try:
+            if not redis_answers(self.redis_url):
+                self._private = PrivateRedis()
+                self.redis_url = self._private.url
+            self._sim = Simulator(*self._sim_args)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.env = {
+            "FOLLOWUP_REDIS_URL": self.redis_url,
+            "FOLLOWUP_BROKER_URL": self.redis_url,
+            "FOLLOWUP_NAMESPACE": self.run,
+            "FOLLOWUP_QUEUE": self.run,
+            "FOLLOWUP_API_BASE_URL": self.sim.url,
+            "FOLLOWUP_CLIENT_ID": "followup-demo",
+            "FOLLOWUP_CLIENT_SECRET": "demo-secret",
+            "FOLLOWUP_LOG_LEVEL": "WARNING",
+            **self._settings,
+        }
         os.environ.update(self.env)  # this process enqueues with the workers' settings
         return self
 
@@ -262,7 +296,9 @@ class Stack:
         for worker in self.workers:
             if worker.proc.poll() is None:
                 worker.stop()
-        self.sim.stop()
-        delete_keys(self.redis_url, f"*{self.run}*")
-        if self._private:
+        if self._sim is not None:
+            self._sim.stop()
+        if redis_answers(self.redis_url):
+            delete_keys(self.redis_url, f"*{self.run}*")
+        if self._private is not None:
             self._private.stop()
