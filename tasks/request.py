@@ -114,9 +114,10 @@ class FollowUpRequest(BaseModel):
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
-    def digest(self) -> str:
+    def digest(self, canonical_json: str | None = None) -> str:
         """Fingerprint of the content, to refuse one idempotency key used for two requests."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        text = canonical_json if canonical_json is not None else self.canonical_json()
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 class FieldError(BaseModel):

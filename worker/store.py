@@ -45,6 +45,8 @@ UNKNOWN_OUTCOME: dict[str, Any] = {
     "errors": [],
 }
 
+_UNKNOWN_OUTCOME_JSON = json.dumps(UNKNOWN_OUTCOME)
+
 
 class ErrorInfo(BaseModel):
     """The last error: the API's error body, or our own in the same shape."""
@@ -150,10 +152,11 @@ class StatusStore:
         """Record a valid request as `queued` (idempotency check, record, indices, due time)
         in one step. With `pipe`, the call is queued on that pipeline; parse its result with
         `registered`."""
+        request_json = request.canonical_json()
         return self._register_record(
             request_id,
-            request.canonical_json(),
-            request.digest(),
+            request_json,
+            request.digest(request_json),
             request.idempotency_key,
             queue,
             source,
@@ -234,7 +237,7 @@ class StatusStore:
                 self.record_ttl_s,
                 max_attempts,
                 self.redeliver_after_s,
-                json.dumps(UNKNOWN_OUTCOME),
+                _UNKNOWN_OUTCOME_JSON,
                 random.uniform(0, 1),
             ]
         )
