@@ -43,33 +43,27 @@ class ContactCenterClient:
         self, request: FollowUpRequest, request_id: str, before_send: Callable[[], bool]
     ) -> Verdict:
         body = build_call_body(request)
-        try:
-            token = self._tokens.get()
+        for _ in range(2):  # a 401 means the platform did nothing: new token, once more
+            try:
+                token = self._tokens.get()
+            except TokenError as exc:
+                return exc.verdict
             if not before_send():
                 return LOST_CLAIM
             verdict = self._post(body, token, request_id)
             if verdict.kind != "reauth":
                 return verdict
-            # 401: the platform did nothing. Drop the token, fetch a new one, try once more.
             self._tokens.invalidate(token)
-            token = self._tokens.get()
-        except TokenError as exc:
-            return exc.verdict
-        if not before_send():
-            return LOST_CLAIM
-        verdict = self._post(body, token, request_id)
-        if verdict.kind == "reauth":
-            assert verdict.error is not None
-            return Verdict(
-                "fail",
-                error=verdict.error.model_copy(
-                    update={
-                        "message": f"{verdict.error.message}: refused twice, with a fresh "
-                        "token too; check the OAuth client's grants"
-                    }
-                ),
-            )
-        return verdict
+        assert verdict.error is not None
+        return Verdict(
+            "fail",
+            error=verdict.error.model_copy(
+                update={
+                    "message": f"{verdict.error.message}: refused twice, with a fresh "
+                    "token too; check the OAuth client's grants"
+                }
+            ),
+        )
 
     def _post(self, body: dict[str, Any], token: str, request_id: str) -> Verdict:
         headers = {"Authorization": f"Bearer {token}", CORRELATION_HEADER: request_id}
