@@ -2,27 +2,39 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The folders that install as followup.<name> (pyproject.toml's package-dir).
+SUBPACKAGES := config tasks worker simulator cli
 
-.PHONY: demo test lint bench bench-simulator bench-enqueue bench-throughput bench-chaos clean
+.PHONY: demo test lint typecheck-tree bench bench-simulator bench-enqueue bench-throughput bench-chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "followup needs Python 3.11 or newer" or 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+# The demo needs the simulator extra (aiohttp); the tests need everything.
+$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[demo]'
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $@
+	@touch $@ $(VENV)/.installed-demo
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
 	$(BIN)/followup demo
 
-lint: $(VENV)/.installed-dev
+# mypy cannot follow setuptools' editable import hook; it reads the package through links
+# laid out as it installs (build/typecheck/followup/<sub-package> -> <sub-package>/).
+typecheck-tree:
+	@mkdir -p build/typecheck/followup
+	@ln -sfn ../../../followup/__init__.py build/typecheck/followup/__init__.py
+	@ln -sfn ../../../followup/py.typed build/typecheck/followup/py.typed
+	@for pkg in $(SUBPACKAGES); do ln -sfn ../../../$$pkg build/typecheck/followup/$$pkg; done
+
+lint: $(VENV)/.installed-dev typecheck-tree
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint
@@ -44,4 +56,4 @@ bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python bench/chaos.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -20,7 +20,9 @@ import time
 import uuid
 from collections import Counter
 
-from cli.local_stack import Stack
+from followup.cli.local_stack import Stack
+from followup.tasks.producer import FollowUpClient
+from followup.worker.records import TERMINAL_STATES
 
 REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 0.2
@@ -48,10 +50,7 @@ def main() -> int:
 
 
 def chaos(stack: Stack, rng: random.Random) -> int:
-    from tasks import enqueue_many
-    from worker.runtime import get_runtime
-    from worker.store import TERMINAL_STATES
-
+    client = FollowUpClient(stack.settings())
     sim = stack.sim
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
@@ -61,7 +60,7 @@ def chaos(stack: Stack, rng: random.Random) -> int:
     workers = [stack.start_worker("a"), stack.start_worker("b")]
     sim.set_faults(rate=RATE, kinds=["503", "429", "hang"], retry_after="1", hang_s=3, seed=SEED)
     started = time.monotonic()
-    ids = enqueue_many(
+    ids = client.enqueue_many(
         [
             {
                 "contact_id": f"c-{i}",
@@ -72,7 +71,7 @@ def chaos(stack: Stack, rng: random.Random) -> int:
             for i in range(REQUESTS)
         ]
     )
-    store = get_runtime().store
+    store = client.store
     for restarts, at in enumerate(sorted(rng.uniform(0.5, 5.0) for _ in range(KILLS)), 1):
         time.sleep(max(0.0, started + at - time.monotonic()))
         victim = rng.randrange(len(workers))

@@ -15,7 +15,9 @@ import sys
 import time
 import uuid
 
-from cli.local_stack import PrivateRedis, delete_keys, redis_answers
+from followup.cli.local_stack import PrivateRedis, delete_keys, redis_answers
+from followup.config.settings import load_settings
+from followup.tasks.producer import FollowUpClient
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 RUN = f"bench-{uuid.uuid4().hex[:6]}"
@@ -37,17 +39,18 @@ def main() -> None:
     url = os.environ.get("FOLLOWUP_REDIS_URL", "redis://localhost:6379/0")
     private = None if redis_answers(url) else PrivateRedis()
     url = private.url if private else url
-    os.environ.update(
-        {
-            "FOLLOWUP_REDIS_URL": url,
-            "FOLLOWUP_BROKER_URL": url,
-            "FOLLOWUP_NAMESPACE": RUN,
-            "FOLLOWUP_QUEUE": RUN,
-            "FOLLOWUP_LOG_LEVEL": "WARNING",
-        }
+    client = FollowUpClient(
+        load_settings(
+            {
+                **os.environ,
+                "FOLLOWUP_REDIS_URL": url,
+                "FOLLOWUP_BROKER_URL": url,
+                "FOLLOWUP_NAMESPACE": RUN,
+                "FOLLOWUP_QUEUE": RUN,
+            }
+        )
     )
-    from tasks import enqueue_follow_up, enqueue_many
-    from worker.celery_app import app
+    app, enqueue_follow_up, enqueue_many = client.app, client.enqueue, client.enqueue_many
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "

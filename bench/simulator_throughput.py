@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import aiohttp
 import httpx
 
-from cli.local_stack import Simulator, free_port
+from followup.cli.local_stack import Simulator, free_port
 
 BODY = {
     "from": {"id": "u-67890", "address": "u-67890", "addressType": "user"},

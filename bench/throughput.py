@@ -22,7 +22,8 @@ import uuid
 
 import httpx
 
-from cli.local_stack import Stack
+from followup.cli.local_stack import Stack
+from followup.tasks.producer import FollowUpClient
 
 REQUESTS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 WORKERS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
@@ -75,9 +76,7 @@ def main() -> int:
 
 
 def measure(stack: Stack) -> int:
-    from tasks import enqueue_many
-    from worker.runtime import get_runtime
-
+    client = FollowUpClient(stack.settings())
     sim = stack.sim
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
@@ -91,7 +90,7 @@ def measure(stack: Stack) -> int:
     )
     sim.reset()
 
-    ids = enqueue_many(
+    ids = client.enqueue_many(
         [
             {"contact_id": f"c-{i}", "user_id": "u-1", "phone_number": "+61298765432"}
             for i in range(REQUESTS)
@@ -101,7 +100,7 @@ def measure(stack: Stack) -> int:
     for n in range(WORKERS):
         stack.start_worker(str(n))
     ready = time.monotonic()
-    store = get_runtime().store
+    store = client.store
     while time.monotonic() - started < DEADLINE_S:
         if store.counts()["placed"] >= REQUESTS:
             break

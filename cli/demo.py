@@ -13,9 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cli.local_stack import Simulator, Stack, wait_until
-from cli.table import render
-from config.settings import load_settings
+from followup.cli.local_stack import Simulator, Stack, wait_until
+from followup.cli.table import outcome, render
+from followup.config.settings import Settings
+from followup.tasks.producer import FollowUpClient
+from followup.tasks.publish import publish
+from followup.tasks.request import InvalidRequest
+from followup.worker.records import TERMINAL_STATES
 
 
 @dataclass
@@ -26,8 +30,8 @@ class Row:
     note: str = ""
 
 
-def run_demo(timeout_s: float = 90.0) -> int:
-    redis_url = load_settings().redis_url
+def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
+    redis_url = settings.redis_url
     run = uuid.uuid4().hex[:6]
     queue = f"followup-demo-{run}"
     demo_settings = {
@@ -46,21 +50,24 @@ def run_demo(timeout_s: float = 90.0) -> int:
         stack.start_worker(
             "noscope", FOLLOWUP_QUEUE=noscope_queue, FOLLOWUP_CLIENT_ID="followup-noscope"
         )
-        rows = _enqueue_batch(stack.sim, run, queue, noscope_queue)
-        return _report(rows, stack.sim, timeout_s)
+        client = FollowUpClient(stack.settings())
+        try:
+            rows = _enqueue_batch(client, stack.sim, run, queue, noscope_queue)
+            return _report(client, rows, stack.sim, timeout_s)
+        finally:
+            client.close()
 
 
-def _enqueue_batch(sim: Simulator, run: str, queue: str, noscope_queue: str) -> list[Row]:
-    from tasks import InvalidRequest, enqueue_follow_up
-    from tasks.publish import publish
-
+def _enqueue_batch(
+    client: FollowUpClient, sim: Simulator, run: str, queue: str, noscope_queue: str
+) -> list[Row]:
     rows: list[Row] = []
 
     def enqueue(label: str, expect: str, queue: str | None = None, **fields: Any) -> str | None:
         row = Row(label, expect)
         rows.append(row)
         try:
-            row.request_id = enqueue_follow_up(queue=queue, **fields)
+            row.request_id = client.enqueue(queue=queue, **fields)
         except InvalidRequest as exc:
             row.note = "; ".join(str(e) for e in exc.errors)
         return row.request_id
@@ -75,7 +82,7 @@ def _enqueue_batch(sim: Simulator, run: str, queue: str, noscope_queue: str) -> 
         phone_number="+61 2 9876 5432",
         reason="invoice query",
     )
-    _wait_terminal([flaky], 30)
+    _wait_terminal(client, [flaky], 30)
     sim.set_faults()
 
     enqueue(
@@ -130,6 +137,7 @@ def _enqueue_batch(sim: Simulator, run: str, queue: str, noscope_queue: str) -> 
     # Another service publishing straight to the queue, with the seed's truncated number.
     raw_id = uuid.uuid4().hex
     publish(
+        client.app,
         raw_id,
         {
             "contact_id": "c-12345",
@@ -143,30 +151,24 @@ def _enqueue_batch(sim: Simulator, run: str, queue: str, noscope_queue: str) -> 
     return rows
 
 
-def _wait_terminal(ids: list[str | None], timeout_s: float) -> bool:
-    from worker.runtime import get_runtime
-    from worker.store import TERMINAL_STATES
-
-    store = get_runtime().store
+def _wait_terminal(client: FollowUpClient, ids: list[str | None], timeout_s: float) -> bool:
+    store = client.store
 
     def done() -> bool:
         records = [store.get(i, history=False) for i in ids if i]
         return all(r is not None and r.state in TERMINAL_STATES for r in records)
 
     try:
-        wait_until(done, timeout_s, "requests", interval_s=0.2)
+        wait_until(done, timeout_s, "every request to finish", interval_s=0.2)
     except TimeoutError:
         return False
     return True
 
 
-def _report(rows: list[Row], sim: Simulator, timeout_s: float) -> int:
-    from cli.table import outcome
-    from worker.runtime import get_runtime
-
+def _report(client: FollowUpClient, rows: list[Row], sim: Simulator, timeout_s: float) -> int:
     started = time.monotonic()
-    finished = _wait_terminal([r.request_id for r in rows], timeout_s)
-    store = get_runtime().store
+    finished = _wait_terminal(client, [r.request_id for r in rows], timeout_s)
+    store = client.store
     table, ok = [], finished
     placed_ids = set()
     for row in rows:

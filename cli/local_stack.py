@@ -15,12 +15,16 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
+from followup.config.settings import ENV_PREFIX, Settings, load_settings
+
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -29,13 +33,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+def wait_until(
+    check: Callable[[], T],
+    timeout_s: float,
+    what: str | Callable[[], str],
+    interval_s: float = 0.05,
+) -> T:
+    """Poll `check` until it returns something truthy, and return that; TimeoutError after
+    timeout_s, saying `what` was awaited (a callable is asked then, e.g. for the last state)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            awaited = what() if callable(what) else what
+            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {awaited}")
         time.sleep(interval_s)
-    raise TimeoutError(f"{what} not ready within {timeout_s:g}s")
 
 
 def redis_answers(url: str) -> bool:
@@ -149,7 +163,7 @@ class Simulator:
 
 
 class Worker:
-    """`celery -A worker worker` in its own process, configured by FOLLOWUP_* variables."""
+    """`celery -A followup worker` in its own process, configured by FOLLOWUP_* variables."""
 
     def __init__(
         self,
@@ -168,7 +182,7 @@ class Worker:
             [
                 str(BIN / "celery"),
                 "-A",
-                "worker",
+                "followup",
                 "worker",
                 "-l",
                 celery_log_level,
@@ -289,8 +303,13 @@ class Stack:
             "FOLLOWUP_LOG_LEVEL": "WARNING",
             **self._settings,
         }
-        os.environ.update(self.env)  # this process enqueues with the workers' settings
         return self
+
+    def settings(self, **env: str) -> Settings:
+        """The workers' settings (`env` overriding any), for this process to enqueue and read
+        with: the FOLLOWUP_* environment under the run's own values."""
+        merged = {**os.environ, **self.env, **env}
+        return load_settings({k: v for k, v in merged.items() if k.startswith(ENV_PREFIX)})
 
     def __exit__(self, *_: object) -> None:
         for worker in self.workers:

@@ -9,26 +9,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from followup.cli.demo import run_demo
+from followup.cli.table import STATUS_HEADERS, describe, render, status_rows
+from followup.config.logging import configure_logging
+from followup.config.settings import ConfigError, Settings, load_settings
+from followup.tasks.producer import FollowUpClient
+from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest
+from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
+from followup.worker.store import StatusStore
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line's entry point: the one place (with the worker's) that configures
+    logging, and that turns a bad setting or request into exit code 2."""
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # the known kinds get their own exit code and message
+    except (InvalidRequest, ConfigError, redis.RedisError) as exc:
         return _report(exc)
 
 
 def _report(exc: Exception) -> int:
-    import redis
-
-    from config.settings import ConfigError
-    from tasks.request import InvalidRequest
-
     if isinstance(exc, InvalidRequest):
         print("followup: invalid follow-up request", file=sys.stderr)
         for error in exc.errors:
@@ -37,25 +45,30 @@ def _report(exc: Exception) -> int:
     if isinstance(exc, ConfigError):
         print(f"followup: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if isinstance(exc, redis.ConnectionError):
-        print(f"followup: cannot reach Redis ({exc}); check FOLLOWUP_REDIS_URL", file=sys.stderr)
-        return EXIT_FAILED
-    raise exc
+    print(f"followup: cannot reach Redis ({exc}); check FOLLOWUP_REDIS_URL", file=sys.stderr)
+    return EXIT_FAILED
 
 
-def _store() -> Any:
-    from worker.runtime import get_runtime
+def _settings() -> Settings:
+    """The settings, read once; the first read also configures logging for this process."""
+    global _loaded
+    if _loaded is None:
+        _loaded = load_settings()
+        configure_logging(_loaded)
+    return _loaded
 
-    return get_runtime().store
+
+_loaded: Settings | None = None
+
+
+def _store() -> StatusStore:
+    return StatusStore.from_settings(_settings())
 
 
 # --- commands ---------------------------------------------------------------------------
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from tasks import enqueue_many
-    from tasks.request import FieldError, InvalidRequest
-
     if args.file:
         requests = _read_requests(args.file)
     else:
@@ -76,7 +89,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             "idempotency_key": args.idempotency_key,
         }
         requests = [{k: v for k, v in fields.items() if v not in (None, {})}]
-    ids = enqueue_many(requests, queue=args.queue)
+    ids = FollowUpClient(_settings()).enqueue_many(requests, queue=args.queue)
     for request_id in ids:
         print(json.dumps({"request_id": request_id}) if args.json else request_id)
     return 0
@@ -84,8 +97,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def _read_requests(path: str) -> list[Any]:
     """JSON lines, or one JSON array; '-' reads standard input."""
-    from tasks.request import FieldError, InvalidRequest
-
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
@@ -105,8 +116,6 @@ def _read_requests(path: str) -> list[Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cli.table import describe
-
     record = _store().get(args.request_id)
     if record is None:
         print(f"followup: no request with id {args.request_id}", file=sys.stderr)
@@ -116,8 +125,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cli.table import STATUS_HEADERS, render, status_rows
-
     store = _store()
     records = store.list_requests(args.state, limit=args.limit)
     if args.json:
@@ -132,11 +139,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    return _manual(args, "cancel", "can be cancelled only while queued, scheduled or retrying")
+    return _manual(args, "cancel", CANCEL_RULE)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    return _manual(args, "retry", "can be retried only when unknown or failed")
+    return _manual(args, "retry", RETRY_RULE)
 
 
 def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
@@ -146,7 +153,7 @@ def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
         print(f"followup: no request with id {args.request_id}", file=sys.stderr)
         return EXIT_FAILED
     if not ok:
-        print(f"followup: request {args.request_id} is {state}; it {rule}", file=sys.stderr)
+        print(f"followup: request {args.request_id} is {state}; {rule}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{args.request_id} {state}")
     return 0
@@ -160,14 +167,27 @@ def _login() -> str:
 
 
 def cmd_schema(_: argparse.Namespace) -> int:
-    from tasks.request import FollowUpRequest
-
     print(json.dumps(FollowUpRequest.model_json_schema(), indent=2))
     return 0
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from simulator import DEFAULT_CLIENTS, DEFAULT_USERS, SimState, parse_client, serve
+    # The simulator needs aiohttp, an extra (followup[simulator]): imported only here.
+    try:
+        from followup.simulator import (
+            DEFAULT_CLIENTS,
+            DEFAULT_USERS,
+            SimState,
+            parse_client,
+            serve,
+        )
+    except ImportError as exc:
+        print(
+            f"followup: the simulator needs the 'simulator' extra ({exc}): "
+            "pip install 'followup[simulator]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
     clients = dict(parse_client(spec) for spec in (args.client or DEFAULT_CLIENTS))
     users = None if args.any_user else frozenset(args.user or DEFAULT_USERS)
@@ -177,9 +197,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cli.demo import run_demo
-
-    return run_demo(timeout_s=args.timeout)
+    return run_demo(_settings(), timeout_s=args.timeout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,8 +220,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("request_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
-
-    from worker.store import STATES
 
     p = sub.add_parser("list", help="requests, most recently changed first")
     p.add_argument("--state", choices=STATES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker.store import StatusRecord
+from followup.worker.records import WAITING_STATES, StatusRecord
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 70) -> str:
@@ -26,7 +26,7 @@ def outcome(record: StatusRecord) -> str:
     if record.last_error:
         status = f"{record.last_error.status} " if record.last_error.status else ""
         return f"{status}{record.last_error.code}: {record.last_error.message}"
-    if record.next_attempt_at and record.state in ("retrying", "scheduled", "queued"):
+    if record.next_attempt_at and record.state in WAITING_STATES:
         return f"next attempt {record.next_attempt_at:%H:%M:%S}"
     return ""
 

@@ -1,10 +1,19 @@
-"""The Celery configuration the delivery guarantees rest on (design.md explains each)."""
+"""The Celery app, built from Settings; the settings the delivery guarantees rest on.
+
+design.md explains each setting. The app is never made Celery's current or default app, so
+a service that embeds the producer keeps its own Celery app and its `@shared_task`s.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from config.settings import Settings
+from celery import Celery
+from celery.app.amqp import AMQP
+
+from followup.config.redaction import mask_text
+from followup.config.settings import Settings
 
 TASK_NAME = "followup.place_call"
 
@@ -38,3 +47,24 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
+
+
+class MaskingAMQP(AMQP):  # type: ignore[misc]
+    """Every message this app publishes (producer, sweeper, Flower's send-task) carries
+    argument reprs with phone numbers masked, in its headers and in its task-sent event."""
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(*args, **kwargs)
+        for key in ("argsrepr", "kwargsrepr"):
+            message.headers[key] = mask_text(str(message.headers.get(key) or ""))
+        if message.sent_event:
+            for key in ("args", "kwargs"):
+                message.sent_event[key] = mask_text(str(message.sent_event.get(key) or ""))
+        return message
+
+
+def create_app(settings: Settings, include: Sequence[str] = ()) -> Celery:
+    """A Celery app for followup's queue; it never becomes the process's current app."""
+    app = Celery("followup", include=list(include), amqp=MaskingAMQP, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -9,8 +9,8 @@ from typing import Any
 
 import structlog
 
-from config.redaction import REDACTED, is_secret_key, mask_text, redact
-from config.settings import Settings
+from followup.config.redaction import REDACTED, is_secret_key, mask_text, redact
+from followup.config.settings import Settings
 
 # structlog's own keys are left alone; every other value goes through redaction.
 _STRUCTLOG_KEYS = {"event", "level", "timestamp", "logger", "exc_info", "stack_info"}

@@ -6,6 +6,7 @@ variable and what is wrong with it (never the value of a secret).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 
@@ -124,10 +125,18 @@ class Settings(BaseSettings):
         return self.client_id, self.client_secret.get_secret_value()
 
 
-def load_settings() -> Settings:
-    """Read the environment; raise ConfigError that names each bad variable."""
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the FOLLOWUP_* variables (of `environ`, default the process's environment);
+    raise ConfigError that names each bad variable."""
     try:
-        return Settings()
+        if environ is None:
+            return Settings()
+        values = {
+            name.removeprefix(ENV_PREFIX).lower(): value
+            for name, value in environ.items()
+            if name.startswith(ENV_PREFIX)
+        }
+        return Settings.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
 

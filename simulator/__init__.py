@@ -1,7 +1,7 @@
 """The bundled contact-center API simulator (demo, tests, local development)."""
 
-from simulator.server import make_app, serve
-from simulator.state import SimState, parse_client
+from followup.simulator.server import make_app, serve
+from followup.simulator.state import SimState, parse_client
 
 DEFAULT_CLIENTS = (
     "followup-demo:demo-secret:conversation:write user:call:center:write",

@@ -33,7 +33,7 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from simulator.state import FAULT_KINDS, Faults, SimState
+from followup.simulator.state import FAULT_KINDS, Faults, SimState
 
 CALL_FIELDS = {"from", "to", "type", "media"}
 PARTY_FIELDS = {"id", "address", "addressType"}

@@ -1,12 +1,4 @@
-"""The Celery tasks and the producer API that enqueues them."""
+"""The request model, the producer API and the Celery task `followup.place_call`.
 
-from tasks.producer import IdempotencyConflict, enqueue_follow_up, enqueue_many
-from tasks.request import FollowUpRequest, InvalidRequest
-
-__all__ = [
-    "FollowUpRequest",
-    "IdempotencyConflict",
-    "InvalidRequest",
-    "enqueue_follow_up",
-    "enqueue_many",
-]
+Import the public API from `followup` itself (`from followup import enqueue_follow_up`).
+"""

@@ -1,4 +1,4 @@
-"""The Celery task `followup.place_call`: a thin shell around worker.pipeline.
+"""The Celery task `followup.place_call`: a thin shell around `followup.worker.pipeline`.
 
 Any service can publish it without importing this project:
 
@@ -14,20 +14,33 @@ from typing import Any
 import redis
 import structlog
 from celery import Task
+from celery.worker.request import Request
 
-from config.celery import TASK_NAME
-from worker.celery_app import app
-from worker.celery_masking import MaskedRequest
-from worker.runtime import get_runtime
+from followup.config.celery import TASK_NAME
+from followup.config.redaction import mask_text
+from followup.worker.celery_app import app
+from followup.worker.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
+
+STORE_RETRY_MAX_S = 60
+
+
+class MaskedRequest(Request):  # type: ignore[misc]
+    """Masks the argument reprs of a message another service published (its task-received
+    event is what Flower shows)."""
+
+    _argsrepr: str
+    _kwargsrepr: str
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr = mask_text(self._argsrepr or "")
+        self._kwargsrepr = mask_text(self._kwargsrepr or "")
 
 
 class PlaceCallTask(Task):  # type: ignore[misc]
     Request = MaskedRequest
-
-
-STORE_RETRY_MAX_S = 60
 
 
 @app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)

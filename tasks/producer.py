@@ -1,5 +1,9 @@
 """The producer API: validate, record `queued`, publish. Returns the request id.
 
+It loads no worker code: the status store and a Celery app of its own that is never made
+current. Nothing here configures logging or exits the process; a bad setting raises
+ConfigError, naming the variable.
+
 The record (with its idempotency key) is written before the message. If publishing fails
 after that, the request is not lost: the sweeper publishes any `queued` request that no
 worker claimed within FOLLOWUP_REDELIVER_AFTER_S.
@@ -7,16 +11,29 @@ worker claimed within FOLLOWUP_REDELIVER_AFTER_S.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
 
-from tasks.publish import publish
-from tasks.request import FieldError, FollowUpRequest, InvalidRequest, parse_request
+from followup.config.celery import create_app
+from followup.config.settings import Settings, load_settings
+from followup.tasks.publish import publish
+from followup.tasks.request import (
+    FieldError,
+    FollowUpRequest,
+    InvalidRequest,
+    key_conflict,
+    parse_request,
+)
+from followup.worker.records import StatusRecord
+from followup.worker.store import StatusStore
 
 log = structlog.get_logger(__name__)
+
+Requestish = FollowUpRequest | Mapping[str, Any]
 
 
 class IdempotencyConflict(InvalidRequest):
@@ -28,39 +45,88 @@ class IdempotencyConflict(InvalidRequest):
     def __init__(self, key: str, first_request_id: str, enqueued: list[str] | None = None) -> None:
         self.first_request_id = first_request_id
         self.enqueued = enqueued or []  # the rest of a batch, recorded and published
-        super().__init__(
-            [
-                FieldError(
-                    field="idempotency_key",
-                    message=f"'{key}' was already used by request {first_request_id} with "
-                    "different content; use a new key for a different follow-up",
-                )
-            ]
-        )
+        super().__init__([key_conflict(key, first_request_id)])
 
 
-def enqueue_follow_up(
-    request: FollowUpRequest | Mapping[str, Any] | None = None,
-    *,
-    queue: str | None = None,
-    **fields: Any,
-) -> str:
-    """Enqueue one follow-up call; returns its request id.
-
-    Give a FollowUpRequest, a dict, or the fields as keywords. The same idempotency_key
-    again returns the first request's id and queues nothing. Raises InvalidRequest (naming
-    the field) for a bad request, IdempotencyConflict for a reused key with new content.
+class FollowUpClient:
+    """The producer API bound to one Settings: one Redis pool, one broker connection pool.
 
     Examples:
-        >>> enqueue_follow_up(contact_id="c-1", user_id="u-67890",
-        ...                   phone_number="+61298765432", idempotency_key="crm-123")
+        >>> client = FollowUpClient(Settings(redis_url="redis://redis.internal:6379/0"))
+        >>> client.enqueue(contact_id="c-1", user_id="u-67890", phone_number="+61298765432")
         '5f0c...'
     """
-    data = request if request is not None else fields
-    return enqueue_many([data], queue=queue)[0]
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.store = StatusStore.from_settings(self.settings)
+        self.app = create_app(self.settings)
+
+    def enqueue(
+        self, request: Requestish | None = None, *, queue: str | None = None, **fields: Any
+    ) -> str:
+        """Enqueue one follow-up call; see `enqueue_follow_up`."""
+        return self.enqueue_many([request if request is not None else fields], queue=queue)[0]
+
+    def enqueue_many(
+        self, requests: Iterable[Requestish], *, queue: str | None = None
+    ) -> list[str]:
+        """Enqueue a batch: all are validated first (one invalid request enqueues none), then
+        recorded in one Redis round trip and published over one broker connection."""
+        queue = queue or self.settings.queue
+        parsed = _parse_all(list(requests))
+        ids = [uuid.uuid4().hex for _ in parsed]
+
+        pipe = self.store.redis.pipeline(transaction=False)
+        for request_id, req in zip(ids, parsed, strict=True):
+            self.store.register(request_id, req, queue=queue, source="producer", pipe=pipe)
+        results = [self.store.registered(raw) for raw in pipe.execute()]
+
+        to_publish = [
+            (request_id, req)
+            for request_id, req, result in zip(ids, parsed, results, strict=True)
+            if result.outcome == "created"
+        ]
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for request_id, req in to_publish:
+                    publish(
+                        self.app, request_id, req.model_dump(mode="json"), queue, producer=producer
+                    )
+        except Exception:
+            log.warning(
+                "publish failed; the sweeper will publish the recorded requests",
+                count=len(to_publish),
+                exc_info=True,
+            )
+
+        # Conflicts are raised only now: the rest of the batch is recorded and published.
+        for req, result in zip(parsed, results, strict=True):
+            if result.outcome == "conflict":
+                raise IdempotencyConflict(
+                    req.idempotency_key or "",
+                    result.request_id,
+                    enqueued=[
+                        r.request_id if r.outcome == "duplicate" else i
+                        for i, r in zip(ids, results, strict=True)
+                        if r.outcome != "conflict"
+                    ],
+                )
+        return [
+            result.request_id if result.outcome == "duplicate" else request_id
+            for request_id, result in zip(ids, results, strict=True)
+        ]
+
+    def status(self, request_id: str) -> StatusRecord | None:
+        """One request's record and history (phone number masked); None if there is none."""
+        return self.store.get(request_id)
+
+    def close(self) -> None:
+        self.store.redis.close()
+        self.app.close()
 
 
-def _parse_all(requests: list[FollowUpRequest | Mapping[str, Any]]) -> list[FollowUpRequest]:
+def _parse_all(requests: list[Requestish]) -> list[FollowUpRequest]:
     """Validate every request; in a batch, each error names its request: requests[3].user_id."""
     parsed, errors = [], []
     for n, raw in enumerate(requests):
@@ -74,55 +140,42 @@ def _parse_all(requests: list[FollowUpRequest | Mapping[str, Any]]) -> list[Foll
     return parsed
 
 
-def enqueue_many(
-    requests: Iterable[FollowUpRequest | Mapping[str, Any]], *, queue: str | None = None
-) -> list[str]:
-    """Enqueue a batch: all are validated first (one invalid request enqueues none), then
-    recorded in one Redis round trip and published over one broker connection."""
-    from worker.celery_app import app
-    from worker.runtime import get_runtime
+_default: FollowUpClient | None = None
+_default_lock = threading.Lock()
 
-    runtime = get_runtime()
-    queue = queue or runtime.settings.queue
-    parsed = _parse_all(list(requests))
-    ids = [uuid.uuid4().hex for _ in parsed]
 
-    pipe = runtime.redis.pipeline(transaction=False)
-    for request_id, req in zip(ids, parsed, strict=True):
-        runtime.store.register(request_id, req, queue=queue, source="producer", pipe=pipe)
-    results = [runtime.store.registered(raw) for raw in pipe.execute()]
+def default_client() -> FollowUpClient:
+    """The process's client, built on first use from the FOLLOWUP_* environment."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = FollowUpClient()
+        return _default
 
-    to_publish = [
-        (request_id, req)
-        for request_id, req, result in zip(ids, parsed, results, strict=True)
-        if result.outcome == "created"
-    ]
-    try:
-        with app.producer_or_acquire() as producer:
-            for request_id, req in to_publish:
-                publish(request_id, req.model_dump(mode="json"), queue, producer=producer)
-    except Exception:
-        log.warning(
-            "publish failed; the sweeper will publish the recorded requests",
-            count=len(to_publish),
-            exc_info=True,
-        )
-    for request_id, _ in to_publish:
-        log.info("transition", request_id=request_id, state="queued", attempt=0)
 
-    # Conflicts are raised only now: the rest of the batch is recorded and published.
-    for req, result in zip(parsed, results, strict=True):
-        if result.outcome == "conflict":
-            raise IdempotencyConflict(
-                req.idempotency_key or "",
-                result.request_id,
-                enqueued=[
-                    r.request_id if r.outcome == "duplicate" else i
-                    for i, r in zip(ids, results, strict=True)
-                    if r.outcome != "conflict"
-                ],
-            )
-    return [
-        result.request_id if result.outcome == "duplicate" else request_id
-        for request_id, result in zip(ids, results, strict=True)
-    ]
+def enqueue_follow_up(
+    request: Requestish | None = None, *, queue: str | None = None, **fields: Any
+) -> str:
+    """Enqueue one follow-up call; returns its request id.
+
+    Give a FollowUpRequest, a dict, or the fields as keywords. The same idempotency_key
+    again returns the first request's id and queues nothing. Raises InvalidRequest (naming
+    the field) for a bad request, IdempotencyConflict for a reused key with new content,
+    ConfigError (naming the variable) for a bad FOLLOWUP_* setting.
+
+    Examples:
+        >>> enqueue_follow_up(contact_id="c-1", user_id="u-67890",
+        ...                   phone_number="+61298765432", idempotency_key="crm-123")
+        '5f0c...'
+    """
+    return default_client().enqueue(request, queue=queue, **fields)
+
+
+def enqueue_many(requests: Iterable[Requestish], *, queue: str | None = None) -> list[str]:
+    """Enqueue a batch; see FollowUpClient.enqueue_many."""
+    return default_client().enqueue_many(requests, queue=queue)
+
+
+def get_status(request_id: str) -> StatusRecord | None:
+    """One request's status record (state, attempts, conversation id, last error, history)."""
+    return default_client().status(request_id)

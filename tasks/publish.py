@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.celery import TASK_NAME
+from celery import Celery
+
+from followup.config.celery import TASK_NAME
 
 
-def publish(request_id: str, request: dict[str, Any], queue: str, producer: Any = None) -> None:
+def publish(
+    app: Celery, request_id: str, request: dict[str, Any], queue: str, producer: Any = None
+) -> None:
     """Publish the request; the task id is the request id, so Flower and the store agree.
 
     argsrepr/kwargsrepr keep the phone number out of Flower's events.
     """
-    from worker.celery_app import app
-
     app.send_task(
         TASK_NAME,
         kwargs={"request": request},

@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from config.redaction import mask_phone
+from followup.config.redaction import mask_phone
 
 Identifier = Annotated[
     str,
@@ -134,6 +134,15 @@ class InvalidRequest(ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("invalid follow-up request: " + "; ".join(str(e) for e in errors))
+
+
+def key_conflict(key: str, first_request_id: str) -> FieldError:
+    """The one wording for an idempotency key reused with different content, on every path."""
+    return FieldError(
+        field="idempotency_key",
+        message=f"'{key}' was already used by request {first_request_id} with different "
+        "content; use a new key for a different follow-up",
+    )
 
 
 _ALLOWED = ", ".join(FollowUpRequest.model_fields)

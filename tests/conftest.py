@@ -1,8 +1,9 @@
-"""Fixtures for the integration tests: real Redis, real Celery workers, the real simulator.
+"""Fixtures: real Redis, real Celery workers, the real simulator; nothing starts at import.
 
 Each test session gets its own status-store namespace and queue names, so it never touches
 another session's (or a deployment's) keys. Redis: FOLLOWUP_TEST_REDIS_URL, default
-redis://127.0.0.1:6379/15; if nothing answers there, a private redis-server is started.
+redis://127.0.0.1:6379/15; if nothing answers there, a private redis-server is started for
+the session and stopped after it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +18,18 @@ from typing import Any
 
 import pytest
 
-from cli.local_stack import PrivateRedis, Simulator, Worker, delete_keys, redis_answers
+from followup.cli.local_stack import (
+    PrivateRedis,
+    Simulator,
+    Worker,
+    delete_keys,
+    redis_answers,
+    wait_until,
+)
+from followup.config.settings import Settings, load_settings
+from followup.tasks.producer import FollowUpClient
+from followup.worker.records import StatusRecord
+from followup.worker.store import StatusStore
 
 SESSION = uuid.uuid4().hex[:8]
 CLIENT_ID, CLIENT_SECRET = "followup-test", "test-secret-7f3a9c"
@@ -32,21 +43,10 @@ SEED_PAYLOAD = {
     "phoneNumber": "+61298765432",
     "metadata": {"reason": "follow_up"},
 }
+FOLLOWUP_BIN = str(Path(sys.executable).parent / "followup")
 
-_redis_url = os.environ.get("FOLLOWUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-_private: PrivateRedis | None = None
-if not redis_answers(_redis_url):
-    _private = PrivateRedis()
-    _redis_url = _private.url
-
-# The test process is a producer with the same settings as the workers it starts.
-BASE_ENV = {
-    "FOLLOWUP_REDIS_URL": _redis_url,
-    "FOLLOWUP_BROKER_URL": _redis_url,
-    "FOLLOWUP_NAMESPACE": f"test-{SESSION}",
-    "FOLLOWUP_QUEUE": f"test-{SESSION}",
-    "FOLLOWUP_CLIENT_ID": CLIENT_ID,
-    "FOLLOWUP_CLIENT_SECRET": CLIENT_SECRET,
+# Short timings, so that leases, redelivery and backoff play out within a test.
+FAST = {
     "FOLLOWUP_HTTP_TIMEOUT_S": "1",
     "FOLLOWUP_CLAIM_LEASE_S": "6",
     "FOLLOWUP_REDELIVER_AFTER_S": "5",
@@ -57,15 +57,15 @@ BASE_ENV = {
     "FOLLOWUP_WORKER_CONCURRENCY": "4",
     "FOLLOWUP_LOG_LEVEL": "DEBUG",
 }
-os.environ.update(BASE_ENV)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    yield _redis_url
-    delete_keys(_redis_url, f"*test-{SESSION}*")
-    if _private is not None:
-        _private.stop()
+    url = os.environ.get("FOLLOWUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    private = None if redis_answers(url) else PrivateRedis()
+    yield private.url if private else url
+    if private:
+        private.stop()
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +82,46 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="session")
-def worker_env(sim: Simulator, redis_url: str) -> dict[str, str]:
-    return {**BASE_ENV, "FOLLOWUP_API_BASE_URL": sim.url}
+def env(redis_url: str, sim: Simulator) -> Iterator[dict[str, str]]:
+    """The session's FOLLOWUP_* settings. Workers get them; this process, a producer with
+    the same settings, gets them in its environment for the length of the session."""
+    values = {
+        **FAST,
+        "FOLLOWUP_REDIS_URL": redis_url,
+        "FOLLOWUP_BROKER_URL": redis_url,
+        "FOLLOWUP_NAMESPACE": f"test-{SESSION}",
+        "FOLLOWUP_QUEUE": f"test-{SESSION}",
+        "FOLLOWUP_CLIENT_ID": CLIENT_ID,
+        "FOLLOWUP_CLIENT_SECRET": CLIENT_SECRET,
+        "FOLLOWUP_API_BASE_URL": sim.url,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield values
+    delete_keys(redis_url, f"*test-{SESSION}*")
+
+
+@pytest.fixture(scope="session")
+def settings(env: dict[str, str]) -> Settings:
+    return load_settings(env)
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[FollowUpClient]:
+    producer = FollowUpClient(settings)
+    yield producer
+    producer.close()
+
+
+@pytest.fixture
+def store(client: FollowUpClient) -> StatusStore:
+    return client.store
+
+
+@pytest.fixture(scope="session")
+def queue_name(env: dict[str, str]) -> str:
+    return env["FOLLOWUP_QUEUE"]
 
 
 @pytest.fixture(scope="session")
@@ -92,11 +130,36 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def worker(worker_env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
-    """The session's main worker on the default test queue."""
-    w = Worker(worker_env, name=f"main-{SESSION}", log_dir=log_dir, celery_log_level="DEBUG")
+def worker(env: dict[str, str], log_dir: Path) -> Iterator[Worker]:
+    """The session's main worker on the session's queue."""
+    w = Worker(env, name=f"main-{SESSION}", log_dir=log_dir, celery_log_level="DEBUG")
     yield w
     w.stop()
+
+
+@pytest.fixture
+def start_worker(env: dict[str, str], log_dir: Path) -> Iterator[Callable[..., Worker]]:
+    """start_worker(**env) -> a worker with the session's settings, `env` overriding them;
+    every worker a test starts is stopped after it."""
+    started: list[Worker] = []
+
+    def start(**overrides: str) -> Worker:
+        w = Worker(
+            {**env, **overrides}, name=f"w{len(started)}-{uuid.uuid4().hex[:6]}", log_dir=log_dir
+        )
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.stop()
+
+
+@pytest.fixture
+def private_queue(queue_name: str) -> str:
+    """A queue of this test's own: the workers it starts there see only its messages."""
+    return f"{queue_name}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(autouse=True)
@@ -106,28 +169,35 @@ def _clean_sim(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def store(redis_url: str) -> Any:
-    from worker.runtime import get_runtime
+def wait_for(store: StatusStore) -> Callable[..., StatusRecord]:
+    """wait_for(request_id, *states, timeout_s=15) -> the record once it is in one of states."""
 
-    return get_runtime().store
+    def _wait(request_id: str, *states: str, timeout_s: float = 15) -> StatusRecord:
+        last: list[StatusRecord | None] = [None]
+
+        def reached() -> StatusRecord | None:
+            last[0] = store.get(request_id)
+            return last[0] if last[0] is not None and last[0].state in states else None
+
+        def describe() -> str:
+            shown = last[0].model_dump_json(indent=1) if last[0] else None
+            return f"request {request_id} in {states}; last: {shown}"
+
+        return wait_until(reached, timeout_s, describe)
+
+    return _wait
 
 
 @pytest.fixture
-def wait_for(store: Any) -> Callable[..., Any]:
-    """wait_for(request_id, *states, timeout_s=15) -> the record once it is in one of states."""
+def wait_event(store: StatusStore) -> Callable[..., StatusRecord]:
+    """wait_event(request_id, event, timeout_s=10) -> the record once its history has it."""
 
-    def _wait(request_id: str, *states: str, timeout_s: float = 15) -> Any:
-        deadline = time.monotonic() + timeout_s
-        record = None
-        while time.monotonic() < deadline:
+    def _wait(request_id: str, event: str, timeout_s: float = 10) -> StatusRecord:
+        def seen() -> StatusRecord | None:
             record = store.get(request_id)
-            if record is not None and record.state in states:
-                return record
-            time.sleep(0.05)
-        raise AssertionError(
-            f"request {request_id} not in {states} within {timeout_s}s; last: "
-            f"{record.model_dump_json(indent=1) if record else None}"
-        )
+            return record if record and any(h.event == event for h in record.history) else None
+
+        return wait_until(seen, timeout_s, f"'{event}' in the history of {request_id}", 0.01)
 
     return _wait
 
@@ -142,14 +212,6 @@ def calls_for(sim: Simulator, request_id: str) -> list[dict[str, Any]]:
 
 def requests_for(sim: Simulator, request_id: str) -> list[dict[str, Any]]:
     return [r for r in sim.requests() if r["correlation_id"] == request_id]
-
-
-@pytest.fixture(scope="session")
-def queue_name() -> str:
-    return BASE_ENV["FOLLOWUP_QUEUE"]
-
-
-FOLLOWUP_BIN = str(Path(sys.executable).parent / "followup")
 
 
 def followup(

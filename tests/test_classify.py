@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from worker.classify import classify_exception, classify_response, retry_after
+from followup.worker.classify import classify_exception, classify_response, retry_after
 
 URL = "https://api.example.test/api/v2/conversations/calls"
 ERROR_BODY = {

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from cli.local_stack import free_port, redis_answers, wait_until
-from config.settings import Settings
+from followup.cli.local_stack import free_port, redis_answers, wait_until
+from followup.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -34,7 +34,7 @@ def test_compose_has_the_four_services_and_only_known_settings() -> None:
 
 def test_the_dockerfile_copies_every_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("config", "tasks", "worker", "simulator", "cli"):
+    for package in ("followup", "config", "tasks", "worker", "simulator", "cli"):
         assert f"COPY {package} ./{package}" in dockerfile
         assert (ROOT / package / "__init__.py").exists()
 
@@ -83,10 +83,10 @@ def _answers(url: str) -> bool:
 
 
 def test_every_service_command_runs_here(
-    redis_url: str, sim: Any, tmp_path: Path, worker_env: dict[str, str]
+    redis_url: str, sim: Any, tmp_path: Path, env: dict[str, str]
 ) -> None:
     services = COMPOSE["services"]
-    isolation = {k: worker_env[k] for k in ("FOLLOWUP_NAMESPACE", "FOLLOWUP_QUEUE")}
+    isolation = {k: env[k] for k in ("FOLLOWUP_NAMESPACE", "FOLLOWUP_QUEUE")}
 
     port = free_port()
     redis_cmd = _command(services["redis"], port)

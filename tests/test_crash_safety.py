@@ -6,70 +6,37 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
-from cli.local_stack import Worker
-from tasks import IdempotencyConflict, enqueue_follow_up
-from tasks.publish import publish
+from followup import IdempotencyConflict, enqueue_follow_up
+from followup.cli.local_stack import PrivateRedis, wait_until
+from followup.config.settings import load_settings
+from followup.tasks.publish import publish
+from followup.worker.store import StatusStore
 from tests.conftest import calls_for, followup, unique
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def private_queue(worker_env: dict[str, str], log_dir: Path) -> Iterator[Any]:
-    """A queue of this test's own, and a way to start (and kill) workers on it."""
-    queue = f"{worker_env['FOLLOWUP_QUEUE']}-{uuid.uuid4().hex[:6]}"
-    started: list[Worker] = []
-
-    class Queue:
-        name = queue
-
-        def start_worker(self, **env: str) -> Worker:
-            w = Worker(
-                {**worker_env, "FOLLOWUP_QUEUE": queue, **env},
-                name=f"{queue}-{len(started)}",
-                log_dir=log_dir,
-            )
-            started.append(w)
-            return w
-
-    yield Queue()
-    for w in started:
-        if w.proc.poll() is None:
-            w.stop()
-
-
-def wait_event(store: Any, request_id: str, event: str, timeout_s: float = 10) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        record = store.get(request_id)
-        if record and any(h.event == event for h in record.history):
-            return record
-        time.sleep(0.01)
-    raise AssertionError(f"no '{event}' for {request_id} within {timeout_s}s")
-
-
 def test_kill_9_while_the_platform_holds_the_call_never_redials(
-    private_queue: Any, sim: Any, store: Any, wait_for: Any
+    private_queue: str, start_worker: Any, sim: Any, store: Any, wait_for: Any, wait_event: Any
 ) -> None:
     contact = unique()
     sim.set_faults(by_contact={contact: ["hang"]}, hang_s=20)
     # A 2 s read timeout leaves time to kill the worker while its request is in flight.
     slow = {"FOLLOWUP_HTTP_TIMEOUT_S": "2", "FOLLOWUP_CLAIM_LEASE_S": "9"}
-    first = private_queue.start_worker(**slow)
+    first = start_worker(FOLLOWUP_QUEUE=private_queue, **slow)
     request_id = enqueue_follow_up(
-        contact_id=contact, user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
-    wait_event(store, request_id, "sending")
+    wait_event(request_id, "sending")
     first.kill()  # the POST has left; the platform has the call and has not answered
 
-    private_queue.start_worker(**slow)
+    start_worker(FOLLOWUP_QUEUE=private_queue, **slow)
     record = wait_for(request_id, "unknown", timeout_s=9 + 10)
 
     assert len(calls_for(sim, request_id)) == 1
@@ -88,19 +55,19 @@ def test_kill_9_while_the_platform_holds_the_call_never_redials(
 
 
 def test_kill_9_before_sending_places_exactly_once_after_restart(
-    private_queue: Any, sim: Any, store: Any, wait_for: Any
+    private_queue: str, start_worker: Any, sim: Any, store: Any, wait_for: Any, wait_event: Any
 ) -> None:
     sim.set_faults(token_latency_s=1.0)  # a fresh worker's first token fetch is slow
     roomy = {"FOLLOWUP_HTTP_TIMEOUT_S": "2", "FOLLOWUP_CLAIM_LEASE_S": "9"}  # 1 s < timeout
-    first = private_queue.start_worker(**roomy)
+    first = start_worker(FOLLOWUP_QUEUE=private_queue, **roomy)
     request_id = enqueue_follow_up(
-        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
+        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
     wait_for(request_id, "dialing")  # claimed, waiting for its token, nothing sent
     first.kill()
     sim.set_faults()
 
-    private_queue.start_worker(**roomy)
+    start_worker(FOLLOWUP_QUEUE=private_queue, **roomy)
     record = wait_for(request_id, "placed", timeout_s=9 + 10)
 
     assert len(calls_for(sim, request_id)) == 1
@@ -110,10 +77,10 @@ def test_kill_9_before_sending_places_exactly_once_after_restart(
 
 
 def test_a_reserved_message_whose_worker_died_is_placed_by_the_sweeper(
-    private_queue: Any, sim: Any, wait_for: Any, redis_url: str
+    private_queue: str, start_worker: Any, sim: Any, wait_for: Any, redis_url: str
 ) -> None:
     request_id = enqueue_follow_up(
-        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
+        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
     # A consumer takes the message without acking, then dies: the message now sits in
     # kombu's unacked set until the visibility timeout (an hour by default).
@@ -126,29 +93,29 @@ def test_a_reserved_message_whose_worker_died_is_placed_by_the_sweeper(
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     died = subprocess.run(
-        [sys.executable, "-c", grab, redis_url, private_queue.name], timeout=60, capture_output=True
+        [sys.executable, "-c", grab, redis_url, private_queue], timeout=60, capture_output=True
     )
     assert died.returncode == -9
 
-    private_queue.start_worker()
+    start_worker(FOLLOWUP_QUEUE=private_queue)
     record = wait_for(request_id, "placed", timeout_s=30)  # FOLLOWUP_REDELIVER_AFTER_S is 5
     assert len(calls_for(sim, request_id)) == 1
     assert record.attempts == 1
 
 
 def test_the_same_message_delivered_twice_at_once_to_two_workers_calls_once(
-    private_queue: Any, sim: Any, store: Any, wait_for: Any
+    private_queue: str, start_worker: Any, sim: Any, store: Any, wait_for: Any, client: Any
 ) -> None:
-    private_queue.start_worker()
-    private_queue.start_worker()
+    start_worker(FOLLOWUP_QUEUE=private_queue)
+    start_worker(FOLLOWUP_QUEUE=private_queue)
     contacts = [unique() for _ in range(10)]
     sim.set_faults(call_latency_s=0.3)
     ids = []
     for contact in contacts:
         request_id = uuid.uuid4().hex
         message = {"contact_id": contact, "user_id": "u-1001", "phone_number": "+61298765432"}
-        publish(request_id, message, private_queue.name)  # as another service would, twice
-        publish(request_id, message, private_queue.name)
+        publish(client.app, request_id, message, private_queue)  # as another service would, twice
+        publish(client.app, request_id, message, private_queue)
         ids.append(request_id)
 
     for request_id in ids:
@@ -187,13 +154,15 @@ def test_50_concurrent_enqueues_with_one_key_make_one_request_and_one_call(
 
 
 def test_cancel_stops_a_request_that_waits_for_its_next_attempt(
-    private_queue: Any, sim: Any, wait_for: Any, store: Any
+    private_queue: str, start_worker: Any, sim: Any, wait_for: Any, store: Any
 ) -> None:
     contact = unique()
     sim.set_faults(by_contact={contact: ["500"]})  # no Retry-After: this request's backoff only
-    private_queue.start_worker(FOLLOWUP_BACKOFF_BASE_S="60", FOLLOWUP_BACKOFF_MAX_S="60")
+    start_worker(
+        FOLLOWUP_QUEUE=private_queue, FOLLOWUP_BACKOFF_BASE_S="60", FOLLOWUP_BACKOFF_MAX_S="60"
+    )
     request_id = enqueue_follow_up(
-        contact_id=contact, user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
     record = wait_for(request_id, "retrying")
     assert record.next_attempt_at is not None  # visibly pending, with its next attempt time
@@ -211,29 +180,18 @@ def test_cancel_stops_a_request_that_waits_for_its_next_attempt(
 
 
 def test_a_message_that_arrives_while_the_status_store_is_down_is_not_lost(
-    worker_env: dict[str, str], log_dir: Path, sim: Any, redis_url: str
+    env: dict[str, str], start_worker: Any, private_queue: str, sim: Any, redis_url: str
 ) -> None:
-    from celery import Celery
-
-    from cli.local_stack import PrivateRedis, Worker
-    from worker.store import StatusStore
-
     store_redis = PrivateRedis()  # the status store on its own server; the broker stays up
-    queue = f"{worker_env['FOLLOWUP_QUEUE']}-outage"
-    env = {
-        **worker_env,
-        "FOLLOWUP_REDIS_URL": store_redis.url,
-        "FOLLOWUP_BROKER_URL": redis_url,
-        "FOLLOWUP_QUEUE": queue,
-    }
-    w = Worker(env, name="outage", log_dir=log_dir)
     try:
+        store_env = {**env, "FOLLOWUP_REDIS_URL": store_redis.url, "FOLLOWUP_QUEUE": private_queue}
+        w = start_worker(**store_env)
         store_redis.proc.kill()
         store_redis.proc.wait(10)
         crm = Celery("crm", broker=redis_url, set_as_current=False)
         sent = crm.send_task(
             "followup.place_call",
-            queue=queue,
+            queue=private_queue,
             kwargs={
                 "request": {
                     "contact_id": unique(),
@@ -242,32 +200,18 @@ def test_a_message_that_arrives_while_the_status_store_is_down_is_not_lost(
                 }
             },
         )
-        deadline = time.monotonic() + 10
-        while "status store unreachable" not in w.log() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "status store unreachable" in w.log()
+        wait_until(lambda: "status store unreachable" in w.log(), 10, "the outage in the log")
 
         store_redis.restart()
-        import redis
-
-        store = StatusStore(
-            redis.Redis.from_url(store_redis.url, decode_responses=True),
-            env["FOLLOWUP_NAMESPACE"],
-            idempotency_ttl_s=60,
-            record_ttl_s=60,
-            redeliver_after_s=5,
+        store = StatusStore.from_settings(load_settings(store_env))
+        record = wait_until(
+            lambda: (r := store.get(sent.id)) is not None and r.state == "placed" and r,
+            30,
+            "the request placed",
         )
-        deadline = time.monotonic() + 30
-        record = None
-        while time.monotonic() < deadline:
-            record = store.get(sent.id)
-            if record and record.state == "placed":
-                break
-            time.sleep(0.1)
-        assert record is not None and record.state == "placed"
+        assert record.state == "placed"
         assert len(calls_for(sim, sent.id)) == 1
     finally:
-        w.stop()
         store_redis.stop()
 
 
@@ -296,14 +240,16 @@ def test_a_request_recorded_but_never_published_is_published_by_the_sweeper(
 
 
 def test_sigterm_lets_the_call_in_flight_finish(
-    private_queue: Any, sim: Any, store: Any, wait_for: Any
+    private_queue: str, start_worker: Any, sim: Any, store: Any, wait_for: Any, wait_event: Any
 ) -> None:
-    w = private_queue.start_worker(FOLLOWUP_HTTP_TIMEOUT_S="3", FOLLOWUP_CLAIM_LEASE_S="13")
+    w = start_worker(
+        FOLLOWUP_QUEUE=private_queue, FOLLOWUP_HTTP_TIMEOUT_S="3", FOLLOWUP_CLAIM_LEASE_S="13"
+    )
     sim.set_faults(call_latency_s=0.8)
     request_id = enqueue_follow_up(
-        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue.name
+        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
-    wait_event(store, request_id, "sending")
+    wait_event(request_id, "sending")
     w.stop()  # SIGTERM: Celery's warm shutdown waits for the task
 
     assert w.proc.returncode == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from celery import Celery
 
-from cli.local_stack import free_port, wait_until
+from followup.cli.local_stack import free_port, wait_until
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -23,7 +22,8 @@ NUMBER = "+61298765487"
 
 
 @pytest.fixture(scope="module")
-def flower(worker_env: dict[str, str], log_dir: Path, worker: Any) -> Iterator[str]:
+def flower(env: dict[str, str], log_dir: Path, worker: Any, client: Any) -> Iterator[str]:
+    """Flower for real, on the session's broker, listening to the worker's events."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (log_dir / "flower.log").open("w")
@@ -31,41 +31,57 @@ def flower(worker_env: dict[str, str], log_dir: Path, worker: Any) -> Iterator[s
         [
             str(Path(sys.executable).parent / "celery"),
             "-A",
-            "worker",
+            "followup",
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",
         ],
-        env={**os.environ, **worker_env, "FLOWER_UNAUTHENTICATED_API": "true"},
+        env={**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    try:
+        wait_until(lambda: _answers(f"{url}/healthcheck"), 30, "flower", interval_s=0.2)
+        # Flower keeps only the events it receives while listening: a task's name comes with
+        # its task-sent or task-received event. Before any test sends, one warm-up request
+        # must be seen through to success, so the event receiver is known to be listening.
+        warm_up = client.enqueue(contact_id=unique(), user_id="u-1001", phone_number=NUMBER)
+        wait_until(
+            lambda: _task(url, warm_up).get("state") == "SUCCESS",
+            30,
+            "flower to see a task through",
+            interval_s=0.2,
+        )
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
 
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{url}/healthcheck", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
 
-    wait_until(answers, 30, "flower", interval_s=0.2)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _task(url: str, task_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}/api/tasks", params={"limit": 1000}, timeout=5)
+    return dict(response.json().get(task_id) or {})
 
 
 def flower_task(
     url: str, task_id: str, state: str = "SUCCESS", timeout_s: float = 15
 ) -> tuple[dict[str, Any], str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """The task as Flower shows it once it is in `state`, and Flower's whole answer."""
+
+    def shown() -> tuple[dict[str, Any], str] | None:
         response = httpx.get(f"{url}/api/tasks", params={"limit": 1000}, timeout=5)
-        tasks = response.json()
-        task = tasks.get(task_id)
-        if task and task.get("state") == state:
-            return task, response.text
-        time.sleep(0.2)
-    raise AssertionError(f"flower never showed {task_id} as {state}")
+        task = response.json().get(task_id)
+        return (task, response.text) if task and task.get("state") == state else None
+
+    return wait_until(shown, timeout_s, f"flower to show {task_id} as {state}", 0.2)
 
 
 def send_via_flower(url: str, queue: str) -> httpx.Response:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tasks import InvalidRequest, enqueue_follow_up
+from followup import InvalidRequest, enqueue_follow_up
 from tests.conftest import (
     CLIENT_ID,
     NOSCOPE_ID,
@@ -175,23 +175,13 @@ def test_401_once_fetches_a_new_token_and_places(worker: Any, sim: Any, wait_for
 
 
 def test_403_fails_naming_the_missing_scope(
-    worker_env: dict[str, str], log_dir: Path, sim: Any, wait_for: Any
+    start_worker: Any, private_queue: str, sim: Any, wait_for: Any
 ) -> None:
-    from cli.local_stack import Worker
-
-    queue = worker_env["FOLLOWUP_QUEUE"] + "-noscope"
-    noscope = Worker(
-        {**worker_env, "FOLLOWUP_QUEUE": queue, "FOLLOWUP_CLIENT_ID": NOSCOPE_ID},
-        name="noscope",
-        log_dir=log_dir,
+    start_worker(FOLLOWUP_QUEUE=private_queue, FOLLOWUP_CLIENT_ID=NOSCOPE_ID)
+    request_id = enqueue_follow_up(
+        contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
-    try:
-        request_id = enqueue_follow_up(
-            contact_id=unique(), user_id="u-1001", phone_number="+61298765432", queue=queue
-        )
-        record = wait_for(request_id, "failed")
-    finally:
-        noscope.stop()
+    record = wait_for(request_id, "failed")
     assert record.last_error.status == 403
     assert "conversation:write" in record.last_error.message
     assert "FOLLOWUP_CLIENT_ID" in record.last_error.message
@@ -379,7 +369,7 @@ def test_cli_batch_from_a_file(
 
 
 def test_a_key_conflict_in_a_batch_still_enqueues_the_rest(worker: Any, wait_for: Any) -> None:
-    from tasks import IdempotencyConflict, enqueue_many
+    from followup import IdempotencyConflict, enqueue_many
 
     key = unique("key")
     first = {

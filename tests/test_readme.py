@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.settings import Settings
+from followup.config.settings import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.request import FollowUpRequest, InvalidRequest, parse_request
+from followup.tasks.request import FollowUpRequest, InvalidRequest, parse_request
+from followup.worker.api_client import build_call_body
 from tests.conftest import SEED_PAYLOAD
-from worker.api_client import build_call_body
 
 VALID = {"contact_id": "c-12345", "user_id": "u-67890", "phone_number": "+61 2 9876 5432"}
 

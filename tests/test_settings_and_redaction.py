@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from config.logging import redact_event
-from config.redaction import mask_phone, mask_text
-from config.settings import ConfigError, Settings, load_settings
+from followup.config.logging import redact_event
+from followup.config.redaction import mask_phone, mask_text
+from followup.config.settings import ConfigError, Settings, load_settings
+from followup.worker.backoff import retry_delay
 from tests.conftest import followup
-from worker.backoff import retry_delay
 
 CELERY = str(Path(sys.executable).parent / "celery")
 
@@ -84,7 +84,7 @@ def test_a_worker_with_bad_settings_exits_at_start_naming_the_variable(
     import os
 
     result = subprocess.run(
-        [CELERY, "-A", "worker", "worker", "--without-mingle", "--without-gossip"],
+        [CELERY, "-A", "followup", "worker", "--without-mingle", "--without-gossip"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -8,8 +8,9 @@ import uuid
 import pytest
 import redis
 
-from tasks.request import parse_request
-from worker.store import ErrorInfo, StatusStore
+from followup.tasks.request import parse_request
+from followup.worker.records import ErrorInfo
+from followup.worker.store import StatusStore
 
 pytestmark = pytest.mark.integration
 

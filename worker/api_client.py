@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 
-from tasks.request import FollowUpRequest
-from worker.classify import Verdict, classify_exception, classify_response
-from worker.tokens import TokenCache, TokenError
+from followup.tasks.request import FollowUpRequest
+from followup.worker.classify import Verdict, classify_exception, classify_response
+from followup.worker.tokens import TokenCache, TokenError
 
 CALLS_PATH = "/api/v2/conversations/calls"
 CORRELATION_HEADER = "ININ-Correlation-Id"

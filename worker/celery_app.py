@@ -1,4 +1,9 @@
-"""The Celery app, built from Settings: `celery -A worker worker` / `celery -A worker flower`."""
+"""The worker's entry point: `celery -A followup worker` and `celery -A followup flower`.
+
+Reads the settings (a bad one exits 2, naming the variable), builds the app, and ties the
+worker's life to Celery's signals: logging once Celery sets up its own, the credentials
+check at start, the sweeper while the worker runs.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ import threading
 from typing import Any
 
 import structlog
-from celery import Celery, signals
+from celery import signals
 
-from config.celery import celery_config
-from config.logging import configure_logging, redact_handlers
-from config.settings import ConfigError, get_settings
-from worker.celery_masking import MaskingAMQP
+from followup.config.celery import create_app
+from followup.config.logging import configure_logging, redact_handlers
+from followup.config.settings import ConfigError, get_settings
+from followup.tasks.publish import publish
+from followup.worker.runtime import get_runtime
 
 try:
     settings = get_settings()
@@ -22,10 +28,7 @@ except ConfigError as exc:
     print(f"followup: {exc}", file=sys.stderr)
     sys.exit(2)
 
-
-configure_logging(settings)
-app = Celery("followup", include=["tasks.place_call"], amqp=MaskingAMQP)
-app.conf.update(celery_config(settings))
+app = create_app(settings, include=["followup.tasks.place_call"])
 
 log = structlog.get_logger(__name__)
 _sweeper_stop: threading.Event | None = None
@@ -33,7 +36,8 @@ _sweeper_stop: threading.Event | None = None
 
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
-def _redact_celery_logs(logger: logging.Logger, **_: Any) -> None:
+def _setup_logging(logger: logging.Logger, **_: Any) -> None:
+    configure_logging(settings)
     redact_handlers(logger)
     redact_handlers(logging.getLogger())
 
@@ -52,10 +56,9 @@ def _check_worker_config(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper_stop
-    from tasks.publish import publish
-    from worker.runtime import get_runtime
-
-    _sweeper_stop = get_runtime().start_sweeper(publish)
+    _sweeper_stop = get_runtime().start_sweeper(
+        lambda request_id, request, queue: publish(app, request_id, request, queue)
+    )
     log.info("worker ready", queue=settings.queue, concurrency=settings.worker_concurrency)
 
 

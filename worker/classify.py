@@ -14,8 +14,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from config.redaction import mask_text
-from worker.store import ErrorInfo
+from followup.config.redaction import mask_text
+from followup.worker.records import ErrorInfo
 
 Kind = Literal["placed", "retry", "fail", "reauth", "unknown", "lost"]
 PERMANENT = {400, 404, 409, 422}

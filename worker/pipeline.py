@@ -15,12 +15,19 @@ from typing import Any
 import redis
 import structlog
 
-from config.settings import Settings
-from tasks.request import FieldError, FollowUpRequest, InvalidRequest, parse_request
-from worker.api_client import ContactCenterClient
-from worker.backoff import retry_delay
-from worker.classify import Verdict
-from worker.store import Claim, ErrorInfo, State, StatusStore
+from followup.config.settings import Settings
+from followup.tasks.request import (
+    FieldError,
+    FollowUpRequest,
+    InvalidRequest,
+    key_conflict,
+    parse_request,
+)
+from followup.worker.api_client import ContactCenterClient
+from followup.worker.backoff import retry_delay
+from followup.worker.classify import Verdict
+from followup.worker.records import ErrorInfo, State
+from followup.worker.store import Claim, StatusStore
 
 log = structlog.get_logger(__name__)
 
@@ -76,12 +83,8 @@ class Pipeline:
             log.info("duplicate ignored", first_request_id=result.request_id)
             return "duplicate"
         if result.outcome == "conflict":
-            reused = FieldError(
-                field="idempotency_key",
-                message=f"already used by request {result.request_id} with different content; "
-                "use a new key for a different follow-up",
-            )
-            return self._reject(request_id, summary, [reused], queue)
+            conflict = key_conflict(request.idempotency_key or "", result.request_id)
+            return self._reject(request_id, summary, [conflict], queue)
         log.info("transition", state="queued", attempt=0)
         return None
 
@@ -136,7 +139,7 @@ class Pipeline:
                 pause_all_s=outcome.pause_all_s,
             ),
         )
-        log_method = log.info if outcome.state in ("placed", "retrying") else log.warning
+        log_method = log.info if outcome.state in (State.PLACED, State.RETRYING) else log.warning
         log_method("transition", state=outcome.state, detail=outcome.detail, recorded=recorded)
         return outcome.state
 
@@ -169,14 +172,16 @@ class Outcome:
 
 def decide(verdict: Verdict, attempts: int, settings: Settings) -> Outcome:
     if verdict.kind == "placed":
-        return Outcome("placed", "placed", verdict.summary)
+        return Outcome(State.PLACED, "placed", verdict.summary)
     if verdict.kind == "unknown":
-        return Outcome("unknown", "outcome unknown", verdict.summary)
+        return Outcome(State.UNKNOWN, "outcome unknown", verdict.summary)
     if verdict.kind != "retry":
-        return Outcome("failed", "failed", verdict.summary)
+        return Outcome(State.FAILED, "failed", verdict.summary)
     if attempts >= settings.max_attempts:
         return Outcome(
-            "failed", "gave up", f"all {settings.max_attempts} attempts spent; {verdict.summary}"
+            State.FAILED,
+            "gave up",
+            f"all {settings.max_attempts} attempts spent; {verdict.summary}",
         )
     delay = retry_delay(
         attempts,
@@ -185,7 +190,7 @@ def decide(verdict: Verdict, attempts: int, settings: Settings) -> Outcome:
         retry_after_s=verdict.retry_after_s,
     )
     return Outcome(
-        "retrying",
+        State.RETRYING,
         "will retry",
         f"{verdict.summary}; next attempt in {delay:.1f}s",
         retry_in_s=delay,

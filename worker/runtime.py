@@ -6,14 +6,13 @@ import threading
 from functools import cache, cached_property
 
 import httpx
-import redis
 
-from config.settings import Settings, get_settings
-from worker.api_client import ContactCenterClient
-from worker.pipeline import Pipeline
-from worker.store import StatusStore
-from worker.sweeper import Publish, Sweeper
-from worker.tokens import TokenCache
+from followup.config.settings import Settings, get_settings
+from followup.worker.api_client import ContactCenterClient
+from followup.worker.pipeline import Pipeline
+from followup.worker.store import StatusStore
+from followup.worker.sweeper import Publish, Sweeper
+from followup.worker.tokens import TokenCache
 
 
 class Runtime:
@@ -21,24 +20,8 @@ class Runtime:
         self.settings = settings
 
     @cached_property
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            decode_responses=True,
-            health_check_interval=30,
-            socket_timeout=10,
-        )
-
-    @cached_property
     def store(self) -> StatusStore:
-        s = self.settings
-        return StatusStore(
-            self.redis,
-            s.namespace,
-            idempotency_ttl_s=s.idempotency_ttl_s,
-            record_ttl_s=s.record_ttl_s,
-            redeliver_after_s=s.redeliver_after_s,
-        )
+        return StatusStore.from_settings(self.settings)
 
     @cached_property
     def http(self) -> httpx.Client:
@@ -81,8 +64,8 @@ class Runtime:
     def close(self) -> None:
         if "http" in self.__dict__:
             self.http.close()
-        if "redis" in self.__dict__:
-            self.redis.close()
+        if "store" in self.__dict__:
+            self.store.redis.close()
 
 
 @cache

@@ -1,8 +1,8 @@
 """The status store: every request's state, attempts, outcome and history, in Redis.
 
 The store, not the broker, is the source of truth. Every transition is one Lua script
-(`worker.store_lua`), so two deliveries of one message can never both claim a request, and
-a request's record, indices and history never disagree.
+(`followup.worker.store_lua`), so two deliveries of one message can never both claim a
+request, and a request's record, indices and history never disagree.
 """
 
 from __future__ import annotations
@@ -12,77 +12,25 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import Any, Literal, cast
 
 import redis
-from pydantic import BaseModel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from config.redaction import mask_phone, redact
-from worker import store_lua
-
-if TYPE_CHECKING:
-    from tasks.request import FollowUpRequest
-
-State = Literal[
-    "queued",
-    "scheduled",
-    "dialing",
-    "retrying",
-    "placed",
-    "failed",
-    "unknown",
-    "cancelled",
-    "rejected",
-]
-STATES: tuple[State, ...] = get_args(State)
-TERMINAL_STATES = frozenset({"placed", "failed", "unknown", "cancelled", "rejected"})
-
-UNKNOWN_OUTCOME: dict[str, Any] = {
-    "status": None,
-    "code": "outcome.unknown",
-    "message": "the worker was lost after the call was sent, so it may have been placed; check "
-    "the agent's call log, then 'followup retry ID' to dial again",
-    "errors": [],
-}
-
-_UNKNOWN_OUTCOME_JSON = json.dumps(UNKNOWN_OUTCOME)
-
-
-class ErrorInfo(BaseModel):
-    """The last error: the API's error body, or our own in the same shape."""
-
-    status: int | None = None
-    code: str
-    message: str
-    errors: list[dict[str, Any]] = []
-    context_id: str | None = None  # the platform's id for this error, for its support team
-
-
-class HistoryEntry(BaseModel):
-    at: datetime
-    event: str
-    state: str
-    attempt: int
-    detail: str | None = None
-
-
-class StatusRecord(BaseModel):
-    """What a person or a service reads about one request (phone number masked)."""
-
-    request_id: str
-    state: State
-    attempts: int
-    contact_id: str | None = None
-    user_id: str | None = None
-    phone_number: str | None = None
-    idempotency_key: str | None = None
-    queue: str | None = None
-    conversation_id: str | None = None
-    last_error: ErrorInfo | None = None
-    next_attempt_at: datetime | None = None
-    created_at: datetime
-    updated_at: datetime
-    history: list[HistoryEntry] = []
+from followup.config.redaction import mask_phone, redact
+from followup.config.settings import Settings
+from followup.tasks.request import FollowUpRequest
+from followup.worker import store_lua
+from followup.worker.records import (
+    STATES,
+    UNKNOWN_OUTCOME,
+    ErrorInfo,
+    HistoryEntry,
+    State,
+    StatusRecord,
+)
+from followup.worker.store_lua import LuaScript
 
 
 @dataclass(frozen=True)
@@ -116,6 +64,19 @@ def _ts(value: str | float | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
+def connect(url: str, *, timeout_s: float) -> redis.Redis:
+    """A Redis client for the status store. No silent command retries: a Lua transition
+    that may have run must never be run again blindly; callers decide what an error means."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
 class StatusStore:
     def __init__(
         self,
@@ -131,12 +92,21 @@ class StatusStore:
         self.idempotency_ttl_s = idempotency_ttl_s
         self.record_ttl_s = record_ttl_s
         self.redeliver_after_s = redeliver_after_s
-        self._register = client.register_script(store_lua.REGISTER)
-        self._claim = client.register_script(store_lua.CLAIM)
-        self._mark_sent = client.register_script(store_lua.MARK_SENT)
-        self._finish = client.register_script(store_lua.FINISH)
-        self._manual = client.register_script(store_lua.MANUAL)
-        self._take_due = client.register_script(store_lua.TAKE_DUE)
+        self._scripts = {s.name: client.register_script(s.source) for s in store_lua.SCRIPTS}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StatusStore:
+        return cls(
+            connect(settings.redis_url, timeout_s=10),
+            settings.namespace,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            record_ttl_s=settings.record_ttl_s,
+            redeliver_after_s=settings.redeliver_after_s,
+        )
+
+    def _run(self, script: LuaScript, pipe: Any = None, **values: Any) -> Any:
+        """Run a transition (or queue it on `pipe`), its arguments by name."""
+        return self._scripts[script.name](args=script.args(ns=self.ns, **values), client=pipe)
 
     # --- writes -------------------------------------------------------------------------
 
@@ -156,44 +126,44 @@ class StatusStore:
         return self._register_record(
             request_id,
             request_json,
-            request.digest(request_json),
-            request.idempotency_key,
-            queue,
-            source,
-            "queued",
-            None,
-            pipe,
+            digest=request.digest(request_json),
+            key=request.idempotency_key,
+            queue=queue,
+            source=source,
+            state=State.QUEUED,
+            last_error=None,
+            pipe=pipe,
         )
 
     def _register_record(
         self,
         request_id: str,
         request_json: str,
+        *,
         digest: str,
-        idempotency_key: str | None,
+        key: str | None,
         queue: str,
         source: str,
         state: State,
         last_error: ErrorInfo | None,
         pipe: Any,
     ) -> Registered | Any:
-        args: list[Any] = [
-            self.ns,
-            request_id,
-            request_json,
-            digest,
-            idempotency_key or "",
-            self.idempotency_ttl_s,
-            state,
-            queue,
-            last_error.model_dump_json() if last_error else "",
-            source,
-            self.record_ttl_s,
-            self.redeliver_after_s,
-        ]
-        if pipe is not None:
-            return self._register(args=args, client=pipe)
-        return self.registered(self._register(args=args))
+        result = self._run(
+            store_lua.REGISTER,
+            pipe,
+            id=request_id,
+            request=request_json,
+            digest=digest,
+            key=key,
+            idem_ttl=self.idempotency_ttl_s,
+            state=state,
+            queue=queue,
+            last_error=last_error.model_dump_json() if last_error else None,
+            source=source,
+            ttl=self.record_ttl_s,
+            redeliver_after=self.redeliver_after_s,
+        )
+        return result if pipe is not None else self.registered(result)
 
     @staticmethod
     def registered(raw: list[str]) -> Registered:
@@ -206,13 +176,13 @@ class StatusStore:
         result = self._register_record(
             request_id,
             json.dumps(redact(summary), default=str),
-            "",
-            None,
-            queue,
-            source,
-            "rejected",
-            error,
-            None,
+            digest="",
+            key=None,
+            queue=queue,
+            source=source,
+            state=State.REJECTED,
+            last_error=error,
+            pipe=None,
         )
         assert isinstance(result, Registered)
         return result
@@ -227,25 +197,23 @@ class StatusStore:
     ) -> Claim:
         """Atomically move a due request into `dialing`, or say why not."""
         token = uuid.uuid4().hex
-        outcome, state, attempts, request_json = self._claim(
-            args=[
-                self.ns,
-                request_id,
-                token,
-                lease_s,
-                mode,
-                self.record_ttl_s,
-                max_attempts,
-                self.redeliver_after_s,
-                _UNKNOWN_OUTCOME_JSON,
-                random.uniform(0, 1),
-            ]
+        outcome, state, attempts, request_json = self._run(
+            store_lua.CLAIM,
+            id=request_id,
+            token=token,
+            lease=lease_s,
+            mode=mode,
+            ttl=self.record_ttl_s,
+            max_attempts=max_attempts,
+            redeliver_after=self.redeliver_after_s,
+            unknown_error=UNKNOWN_OUTCOME.model_dump_json(),
+            spread=random.uniform(0, 1),
         )
         return Claim(outcome, state, int(attempts), token, request_json or "")
 
     def mark_sent(self, request_id: str, token: str) -> bool:
         """The send marker, written just before the call leaves; False if the claim was lost."""
-        return bool(self._mark_sent(args=[self.ns, request_id, token]))
+        return bool(self._run(store_lua.MARK_SENT, id=request_id, token=token))
 
     def finish(
         self,
@@ -269,38 +237,41 @@ class StatusStore:
         }
         if conversation_id:
             fields["conversation_id"] = conversation_id
-        ok, _ = self._finish(
-            args=[
-                self.ns,
-                request_id,
-                token,
-                state,
-                json.dumps(fields),
-                event,
-                detail,
-                retry_in_s,
-                self.record_ttl_s,
-                self.redeliver_after_s,
-                pause_all_s,
-            ]
+        ok, _ = self._run(
+            store_lua.FINISH,
+            id=request_id,
+            token=token,
+            state=state,
+            fields=json.dumps(fields),
+            event=event,
+            detail=detail,
+            due_in=retry_in_s,
+            ttl=self.record_ttl_s,
+            pause=pause_all_s,
         )
         return bool(ok)
 
     def cancel(self, request_id: str, who: str) -> tuple[bool, str]:
-        ok, state = self._manual(
-            args=[self.ns, self.resolve(request_id), "cancel", who, self.record_ttl_s]
-        )
-        return bool(ok), state
+        return self._manual(request_id, "cancel", who)
 
     def retry(self, request_id: str, who: str) -> tuple[bool, str]:
-        ok, state = self._manual(
-            args=[self.ns, self.resolve(request_id), "retry", who, self.record_ttl_s]
+        return self._manual(request_id, "retry", who)
+
+    def _manual(self, request_id: str, action: str, who: str) -> tuple[bool, str]:
+        ok, state = self._run(
+            store_lua.MANUAL,
+            id=self.resolve(request_id),
+            action=action,
+            who=who,
+            ttl=self.record_ttl_s,
         )
         return bool(ok), state
 
     def take_due(self, limit: int = 100) -> list[DueRequest]:
         """Requests whose due time has passed, each pushed back so no other sweeper takes it."""
-        flat = self._take_due(args=[self.ns, limit, self.redeliver_after_s, self.record_ttl_s])
+        flat = self._run(
+            store_lua.TAKE_DUE, limit=limit, step=self.redeliver_after_s, ttl=self.record_ttl_s
+        )
         return [
             DueRequest(flat[i], flat[i + 1], flat[i + 2], json.loads(flat[i + 3] or "{}"))
             for i in range(0, len(flat), 4)

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from worker.store import StatusStore
+from followup.worker.store import StatusStore
 
 log = structlog.get_logger(__name__)
 

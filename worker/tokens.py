@@ -8,8 +8,8 @@ import time
 import httpx
 import structlog
 
-from worker.classify import Verdict, classify_exception, error_info
-from worker.store import ErrorInfo
+from followup.worker.classify import Verdict, classify_exception, error_info
+from followup.worker.records import ErrorInfo
 
 log = structlog.get_logger(__name__)
 

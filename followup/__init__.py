@@ -1,0 +1,50 @@
+"""followup: places follow-up phone calls for contact-center agents.
+
+The producer API, for services that embed it (it loads no worker code, configures no
+logging and leaves the host's current Celery app alone):
+
+    from followup import enqueue_follow_up
+    request_id = enqueue_follow_up(contact_id="c-12345", user_id="u-67890",
+                                   phone_number="+61298765432", idempotency_key="crm-881")
+
+`followup.app` is the worker's Celery app (`celery -A followup worker`, `celery -A followup
+flower`); it is built only when that attribute is first read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from followup.config.settings import ConfigError, Settings
+from followup.tasks.producer import (
+    FollowUpClient,
+    IdempotencyConflict,
+    enqueue_follow_up,
+    enqueue_many,
+    get_status,
+)
+from followup.tasks.request import FollowUpRequest, InvalidRequest
+from followup.worker.records import State, StatusRecord
+
+__all__ = [
+    "ConfigError",
+    "FollowUpClient",
+    "FollowUpRequest",
+    "IdempotencyConflict",
+    "InvalidRequest",
+    "Settings",
+    "State",
+    "StatusRecord",
+    "enqueue_follow_up",
+    "enqueue_many",
+    "get_status",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The worker's entry point is loaded on demand, so that a producer never loads it.
+    if name == "app":
+        from followup.worker.celery_app import app
+
+        return app
+    raise AttributeError(f"module 'followup' has no attribute {name!r}")

@@ -1,0 +1,88 @@
+"""What the status store holds and returns: the states, the last error, a request's record.
+
+The states and the sets that group them are defined here once; the Lua scripts
+(`followup.worker.store_lua`) are built from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    DIALING = "dialing"
+    RETRYING = "retrying"
+    PLACED = "placed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+STATES: tuple[State, ...] = tuple(State)
+TERMINAL_STATES = frozenset(
+    {State.PLACED, State.FAILED, State.UNKNOWN, State.CANCELLED, State.REJECTED}
+)
+# Waiting for a due time; the only states a person may cancel (nothing has been sent).
+WAITING_STATES = frozenset({State.QUEUED, State.SCHEDULED, State.RETRYING})
+# A person may dial these again (`followup retry`).
+RETRYABLE_STATES = frozenset({State.UNKNOWN, State.FAILED})
+
+
+def _either(states: frozenset[State]) -> str:
+    names = [s.value for s in STATES if s in states]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+CANCEL_RULE = f"it can be cancelled only while {_either(WAITING_STATES)}"
+RETRY_RULE = f"it can be retried only when {_either(RETRYABLE_STATES)}"
+
+
+class ErrorInfo(BaseModel):
+    """The last error: the API's error body, or our own in the same shape."""
+
+    status: int | None = None
+    code: str
+    message: str
+    errors: list[dict[str, Any]] = []
+    context_id: str | None = None  # the platform's id for this error, for its support team
+
+
+UNKNOWN_OUTCOME = ErrorInfo(
+    code="outcome.unknown",
+    message="the worker was lost after the call was sent, so it may have been placed; check "
+    "the agent's call log, then 'followup retry ID' to dial again",
+)
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    event: str
+    state: str
+    attempt: int
+    detail: str | None = None
+
+
+class StatusRecord(BaseModel):
+    """What a person or a service reads about one request (phone number masked)."""
+
+    request_id: str
+    state: State
+    attempts: int
+    contact_id: str | None = None
+    user_id: str | None = None
+    phone_number: str | None = None
+    idempotency_key: str | None = None
+    queue: str | None = None
+    conversation_id: str | None = None
+    last_error: ErrorInfo | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    history: list[HistoryEntry] = []
