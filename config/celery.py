@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.app.amqp import AMQP
 
+from followup.config.broker import TRANSPORT as REDIS_TRANSPORT
 from followup.config.redaction import mask_text
 from followup.config.settings import Settings
 
@@ -21,6 +22,7 @@ TASK_NAME = "followup.place_call"
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.effective_broker_url,
+        "broker_transport": REDIS_TRANSPORT,
         "broker_connection_retry_on_startup": True,
         # Longer than any wait: the worker never sets a countdown (waits go through the
         # status store's due set), so a task holds its message only for one attempt.

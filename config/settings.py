@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis for the status store (and the broker)."
     )
+    redis_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="A status-store command unanswered this long is an outage."
+    )
     broker_url: str | None = Field(None, description="Celery broker; defaults to the Redis URL.")
     namespace: str = Field(
         "followup", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Prefix of status-store keys."
@@ -91,6 +94,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FOLLOWUP_VISIBILITY_TIMEOUT_S must be more than 2 x FOLLOWUP_CLAIM_LEASE_S "
                 f"(> {2 * self.claim_lease_s:g})"
+            )
+        if self.record_ttl_s <= 2 * self.visibility_timeout_s:
+            raise ValueError(
+                "FOLLOWUP_RECORD_TTL_S must be more than 2 x FOLLOWUP_VISIBILITY_TIMEOUT_S "
+                f"(> {2 * self.visibility_timeout_s}): a message the broker gives back after the "
+                "visibility timeout must still find its record, or it would be dialled again"
             )
         if self.record_ttl_s < self.idempotency_ttl_s:
             raise ValueError(

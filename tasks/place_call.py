@@ -9,11 +9,13 @@ Any service can publish it without importing this project:
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 import redis
 import structlog
 from celery import Task
+from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from followup.config.celery import TASK_NAME
@@ -23,7 +25,13 @@ from followup.worker.runtime import get_runtime
 
 log = structlog.get_logger(__name__)
 
+# Handing a message back: a countdown of 1, 2, 4 ... seconds, capped (the only countdown the
+# worker ever sets, far below the visibility timeout). If the hand-back itself cannot be
+# published (the broker shares the store's Redis, and that Redis is restarting), the worker
+# holds the message and tries again for up to HOLD_FOR_S, then requeues it: it is never
+# acked without a record.
 STORE_RETRY_MAX_S = 60
+HOLD_FOR_S = 300
 
 
 class MaskedRequest(Request):  # type: ignore[misc]
@@ -41,6 +49,7 @@ class MaskedRequest(Request):  # type: ignore[misc]
 
 class PlaceCallTask(Task):  # type: ignore[misc]
     Request = MaskedRequest
+    max_retries = None  # a hand-back is not a failure: it may take as many as an outage does
 
 
 @app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)
@@ -50,15 +59,35 @@ def place_call(self: Task, *args: Any, **kwargs: Any) -> str:
         return get_runtime().pipeline.handle(
             self.request.id, args, kwargs, queue=delivery.get("routing_key")
         )
-    except redis.ConnectionError as exc:
-        # Without the status store nothing can be claimed or recorded, and a message from
-        # another service may exist nowhere else: hand it back to the broker. The one
-        # countdown this worker sets: short and capped, far below the visibility timeout.
-        delay = min(STORE_RETRY_MAX_S, 2 ** min(self.request.retries, 6))
-        log.error(
-            "status store unreachable; message handed back to the broker",
-            request_id=self.request.id,
-            retry_in_s=delay,
-            error=str(exc),
-        )
-        raise self.retry(countdown=delay, max_retries=None) from None
+    except redis.RedisError as exc:
+        # Refused, reset, stalled or read-only: without the status store nothing can be
+        # claimed or recorded, and a message from another service may exist nowhere else.
+        hand_back(self, exc)
+
+
+def hand_back(task: Task, error: Exception) -> NoReturn:
+    """Give the message back to the broker with a short countdown; raises Retry once it is
+    published, or Reject(requeue=True) if it could not be for HOLD_FOR_S."""
+    delay = min(STORE_RETRY_MAX_S, 2 ** min(task.request.retries, 6))
+    log.error(
+        "status store unavailable; message handed back to the broker",
+        request_id=task.request.id,
+        retry_in_s=delay,
+        error=type(error).__name__,
+    )
+    held_until = time.monotonic() + HOLD_FOR_S
+    pause = 0.5
+    while True:
+        try:
+            raise task.retry(countdown=delay)
+        except Reject as refused:  # the broker did not take it either
+            if time.monotonic() + pause > held_until:
+                log.error("hand-back not published; message requeued", request_id=task.request.id)
+                raise Reject(refused.reason, requeue=True) from None
+            log.warning(
+                "hand-back not published; holding the message",
+                retry_in_s=pause,
+                request_id=task.request.id,
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)

@@ -24,7 +24,10 @@ SUBPACKAGES = ("config", "tasks", "worker", "simulator", "cli")
 
 # Dependencies run one way: a module may import from its own layer and the layers before it.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("config", {"config.settings", "config.redaction", "config.logging", "config.celery"}),
+    (
+        "config",
+        {"config.settings", "config.redaction", "config.logging", "config.broker", "config.celery"},
+    ),
     ("request model", {"tasks.request"}),
     ("status store", {"worker.records", "worker.store_lua", "worker.store"}),
     ("producer", {"tasks.publish", "tasks.producer", "followup"}),
@@ -121,9 +124,11 @@ def test_the_lua_scripts_are_built_from_the_python_state_sets() -> None:
             s.value for s in states
         }
     with pytest.raises(TypeError, match="missing \\['token'\\]"):
-        store_lua.MARK_SENT.args(ns="x", id="r-1")
+        store_lua.SEND.args(ns="x", ttl=1, idem_ttl=1, redeliver_after=1, id="r-1")
     with pytest.raises(TypeError, match="unexpected \\['tokn'\\]"):
-        store_lua.MARK_SENT.args(ns="x", id="r-1", token="t", tokn="t")
+        store_lua.SEND.args(
+            ns="x", ttl=1, idem_ttl=1, redeliver_after=1, id="r-1", token="t", tokn="t"
+        )
 
 
 IMPORT_EVERYTHING = """

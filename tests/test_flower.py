@@ -67,8 +67,13 @@ def _answers(url: str) -> bool:
 
 
 def _task(url: str, task_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/api/tasks", params={"limit": 1000}, timeout=5)
-    return dict(response.json().get(task_id) or {})
+    """The task as Flower holds it; {} while Flower's API is not up yet (it answers its
+    healthcheck a moment before the API answers)."""
+    try:
+        response = httpx.get(f"{url}/api/tasks", params={"limit": 1000}, timeout=5)
+        return dict(response.json().get(task_id) or {})
+    except (httpx.HTTPError, ValueError):
+        return {}
 
 
 def flower_task(

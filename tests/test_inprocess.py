@@ -83,11 +83,11 @@ def test_the_sweeper_publishes_a_due_retry_and_resolves_a_lost_sent_claim(
 ) -> None:
     store = client.store
     retry_id = client.enqueue(_request(), queue=private_queue)
-    claim = store.claim(retry_id, lease_s=30, max_attempts=4)
+    claim = store.claim(retry_id, lease_s=30)
     store.finish(retry_id, claim.token, "retrying", event="will retry", retry_in_s=0)
 
     sent_id = client.enqueue(_request(), queue=private_queue)
-    claim = store.claim(sent_id, lease_s=30, max_attempts=4)
+    claim = store.claim(sent_id, lease_s=30)
     assert store.mark_sent(sent_id, claim.token)
     # The worker is lost with the call sent; its lease runs out (made to, here, at once).
     store.redis.hset(f"{store.ns}:req:{sent_id}", "lease_until", 0)
@@ -98,7 +98,6 @@ def test_the_sweeper_publishes_a_due_retry_and_resolves_a_lost_sent_claim(
         store,
         lambda request_id, request, queue: published.append(request_id),
         lease_s=settings.claim_lease_s,
-        max_attempts=settings.max_attempts,
     )
     sweeper.sweep_once()
 
@@ -107,6 +106,27 @@ def test_the_sweeper_publishes_a_due_retry_and_resolves_a_lost_sent_claim(
     record = client.status(sent_id)
     assert record is not None and record.state == "unknown"
     assert "claim expired after sending" in [h.event for h in record.history]
+
+
+def test_a_401_takes_the_send_marker_back_so_a_lost_lease_is_not_called_unknown(
+    client: FollowUpClient, private_queue: str, settings: Settings
+) -> None:
+    store = client.store
+    request_id = client.enqueue(_request(), queue=private_queue)
+    claim = store.claim(request_id, lease_s=30)
+    assert store.mark_sent(request_id, claim.token) == 1
+    assert store.unsend(request_id, claim.token, "401 authentication.required")
+
+    record = client.status(request_id)
+    assert record is not None and record.attempts == 0  # refunded: the platform did nothing
+    assert record.history[-1].event == "not processed"
+    # The token refresh outlives the lease; the sweeper must not call this one unknown.
+    store.redis.hset(f"{store.ns}:req:{request_id}", "lease_until", 0)
+    store.redis.zadd(f"{store.ns}:due", {request_id: 0})
+    Sweeper(store, lambda *_: None, lease_s=settings.claim_lease_s).sweep_once()
+    record = client.status(request_id)
+    assert record is not None and record.state == "retrying"
+    assert record.history[-1].event == "claim expired before sending"
 
 
 def test_the_token_cache_fetches_once_for_many_threads_and_again_after_invalidate(

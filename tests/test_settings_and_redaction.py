@@ -38,6 +38,11 @@ CELERY = str(Path(sys.executable).parent / "celery")
             "FOLLOWUP_CLAIM_LEASE_S must be longer than 4 x FOLLOWUP_HTTP_TIMEOUT_S",
         ),
         ("FOLLOWUP_LOG_FORMAT", "xml", "FOLLOWUP_LOG_FORMAT: Input should be 'console' or 'json'"),
+        (
+            "FOLLOWUP_RECORD_TTL_S",
+            "7000",
+            "FOLLOWUP_RECORD_TTL_S must be more than 2 x FOLLOWUP_VISIBILITY_TIMEOUT_S",
+        ),
     ],
 )
 def test_a_wrong_value_names_the_variable(

@@ -8,8 +8,9 @@ import uuid
 import pytest
 import redis
 
+from followup.cli.local_stack import delete_keys
 from followup.tasks.request import parse_request
-from followup.worker.records import ErrorInfo
+from followup.worker.records import ErrorInfo, State
 from followup.worker.store import StatusStore
 
 pytestmark = pytest.mark.integration
@@ -51,3 +52,39 @@ def test_finished_records_expire_and_leave_no_index_entries(short_lived: StatusS
     keys = store.redis.keys(f"{store.ns}:*")
     assert not [k for k in keys if "r-1" in k]
     store.redis.delete(*keys)
+
+
+def test_an_idempotency_key_lasts_while_its_request_is_pending_or_unknown(
+    short_lived: StatusStore, redis_url: str
+) -> None:
+    store = short_lived  # the key's TTL is one second, counted from when the request finished
+    request = parse_request(
+        {
+            "contact_id": "c-1",
+            "user_id": "u-1",
+            "phone_number": "+61298765432",
+            "idempotency_key": "crm-1",
+        }
+    )
+    try:
+        assert store.register("a", request, queue="q", source="producer").outcome == "created"
+        time.sleep(1.5)  # pending, well past the key's TTL
+        again = store.register("b", request, queue="q", source="producer")
+        assert (again.outcome, again.request_id) == ("duplicate", "a")
+
+        claim = store.claim("a", lease_s=30)
+        assert store.mark_sent("a", claim.token)
+        store.redis.hset(f"{store.ns}:req:a", "lease_until", 0)  # its worker was lost
+        assert store.claim("a", lease_s=30, mode="sweep").outcome == "unknown"
+        time.sleep(1.5)  # unknown: a person decides, and the key still guards it
+        assert store.get("a").state == "unknown"
+        assert store.register("c", request, queue="q", source="producer").outcome == "duplicate"
+
+        assert store.retry("a", "ops")[0]
+        claim = store.claim("a", lease_s=30)
+        store.mark_sent("a", claim.token)
+        assert store.finish("a", claim.token, State.PLACED, event="placed")
+        time.sleep(1.5)  # finished: now the key's TTL runs out
+        assert store.register("d", request, queue="q", source="producer").outcome == "created"
+    finally:
+        delete_keys(redis_url, f"{store.ns}:*")

@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+import redis
 import structlog
 from celery import signals
 
@@ -56,10 +57,20 @@ def _check_worker_config(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper_stop
-    _sweeper_stop = get_runtime().start_sweeper(
+    runtime = get_runtime()
+    _sweeper_stop = runtime.start_sweeper(
         lambda request_id, request, queue: publish(app, request_id, request, queue)
     )
-    log.info("worker ready", queue=settings.queue, concurrency=settings.worker_concurrency)
+    try:
+        durability = runtime.store.check_durability()
+    except redis.RedisError as exc:
+        durability = f"unknown: the status store did not answer ({type(exc).__name__})"
+    log.info(
+        "worker ready",
+        queue=settings.queue,
+        concurrency=settings.worker_concurrency,
+        status_store=durability,
+    )
 
 
 @signals.worker_shutdown.connect

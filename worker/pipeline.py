@@ -23,11 +23,12 @@ from followup.tasks.request import (
     key_conflict,
     parse_request,
 )
-from followup.worker.api_client import ContactCenterClient
+from followup.worker.api_client import LOST_CLAIM, ContactCenterClient, build_call_body
 from followup.worker.backoff import retry_delay
 from followup.worker.classify import Verdict
 from followup.worker.records import ErrorInfo, State
 from followup.worker.store import Claim, StatusStore
+from followup.worker.tokens import TokenCache, TokenError
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 class Pipeline:
     store: StatusStore
     client: ContactCenterClient
+    tokens: TokenCache
     settings: Settings
 
     def handle(
@@ -106,8 +108,7 @@ class Pipeline:
         return "rejected"
 
     def _claim(self, request_id: str) -> Claim:
-        s = self.settings
-        return self.store.claim(request_id, lease_s=s.claim_lease_s, max_attempts=s.max_attempts)
+        return self.store.claim(request_id, lease_s=self.settings.claim_lease_s)
 
     def _attempt(self, request_id: str, claim: Claim) -> str:
         structlog.contextvars.bind_contextvars(attempt=claim.attempts)
@@ -115,18 +116,14 @@ class Pipeline:
             log.info("not claimed", outcome=claim.outcome, state=claim.state)
             return claim.outcome
         log.info("transition", state="dialing")
-        lease_ends = time.monotonic() + self.settings.claim_lease_s
         request = FollowUpRequest.model_validate_json(claim.request_json)
-
-        verdict = self.client.place_call(
-            request, request_id, before_send=lambda: self.store.mark_sent(request_id, claim.token)
-        )
+        attempts, verdict = self._send(request_id, claim, build_call_body(request))
         if verdict.kind == "lost":
             log.warning("claim lost before sending; nothing sent, its new owner goes on")
             return "lost"
-        outcome = decide(verdict, claim.attempts, self.settings)
+        structlog.contextvars.bind_contextvars(attempt=attempts)
+        outcome = decide(verdict, attempts, self.settings)
         recorded = self._record(
-            lease_ends,
             lambda: self.store.finish(
                 request_id,
                 claim.token,
@@ -143,18 +140,59 @@ class Pipeline:
         log_method("transition", state=outcome.state, detail=outcome.detail, recorded=recorded)
         return outcome.state
 
-    @staticmethod
-    def _record(deadline: float, write: Callable[[], bool]) -> bool:
-        """The outcome is known and must land: ride out a Redis outage until the claim's
-        lease would end. Past that, the sweeper resolves the request (unknown if sent)."""
+    def _send(self, request_id: str, claim: Claim, body: dict[str, Any]) -> tuple[int, Verdict]:
+        """Token, send marker, POST; a 401 (the platform did nothing) takes the marker back
+        and goes once more with a fresh token. Returns (attempts spent, the answer).
+
+        A Redis error here, before or at the marker, propagates: nothing was sent, and the
+        task hands the message back to the broker.
+        """
+        attempts = claim.attempts
+        for first_pass in (True, False):
+            try:
+                token = self.tokens.get()
+            except TokenError as exc:
+                return attempts, exc.verdict  # nothing was sent
+            attempts = self.store.mark_sent(request_id, claim.token)
+            if not attempts:
+                return claim.attempts, LOST_CLAIM
+            verdict = self.client.post_call(body, token, request_id)
+            if verdict.kind != "reauth":
+                return attempts, verdict
+            self.tokens.invalidate(token)
+            if first_pass and not self.store.unsend(
+                request_id, claim.token, f"{verdict.summary}; sending again with a new token"
+            ):
+                return attempts - 1, LOST_CLAIM
+        assert verdict.error is not None
+        return attempts, Verdict(
+            "fail",
+            error=verdict.error.model_copy(
+                update={
+                    "message": f"{verdict.error.message}: refused twice, with a fresh "
+                    "token too; check the OAuth client's grants"
+                }
+            ),
+        )
+
+    def _record(self, write: Callable[[], bool]) -> bool:
+        """The outcome is known and must land: ride out any Redis error (refused, reset,
+        stalled) for up to half the visibility timeout. The claim's token stays valid past
+        its lease, so a write that lands after the sweeper called the request `unknown`
+        still settles it with the platform's answer."""
+        deadline = time.monotonic() + self.settings.visibility_timeout_s / 2
         delay = 0.2
         while True:
             try:
                 return write()
-            except redis.ConnectionError:
+            except redis.RedisError as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("status store unreachable; retrying the write", retry_in_s=delay)
+                log.warning(
+                    "status store unavailable; retrying the write",
+                    retry_in_s=delay,
+                    error=type(exc).__name__,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -47,11 +47,11 @@ class Runtime:
         tokens = TokenCache(
             self.http, s.effective_token_url, client_id, secret, timeout_s=s.http_timeout_s
         )
-        return Pipeline(self.store, ContactCenterClient(self.http, s.api_base_url, tokens), s)
+        return Pipeline(self.store, ContactCenterClient(self.http, s.api_base_url), tokens, s)
 
     def start_sweeper(self, publish: Publish) -> threading.Event:
         s = self.settings
-        sweeper = Sweeper(self.store, publish, lease_s=s.claim_lease_s, max_attempts=s.max_attempts)
+        sweeper = Sweeper(self.store, publish, lease_s=s.claim_lease_s)
         stop = threading.Event()
         threading.Thread(
             target=sweeper.run,

@@ -33,6 +33,10 @@ from followup.worker.records import (
 from followup.worker.store_lua import LuaScript
 
 
+class UnconfirmedWrite(redis.RedisError):
+    """A write the store could not confirm as durable: handled as a store outage."""
+
+
 @dataclass(frozen=True)
 class Registered:
     outcome: Literal["created", "exists", "duplicate", "conflict"]
@@ -48,6 +52,17 @@ class Claim:
     attempts: int
     token: str
     request_json: str  # the stored request, when claimed
+
+
+WAITAOF_TIMEOUT_MS = 1000
+
+
+def _at_least(version: str, wanted: tuple[int, int]) -> bool:
+    parts = version.split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) >= wanted
+    except (ValueError, IndexError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -93,11 +108,12 @@ class StatusStore:
         self.record_ttl_s = record_ttl_s
         self.redeliver_after_s = redeliver_after_s
         self._scripts = {s.name: client.register_script(s.source) for s in store_lua.SCRIPTS}
+        self._fsync_markers = False  # see check_durability()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatusStore:
         return cls(
-            connect(settings.redis_url, timeout_s=10),
+            connect(settings.redis_url, timeout_s=settings.redis_timeout_s),
             settings.namespace,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             record_ttl_s=settings.record_ttl_s,
@@ -106,7 +122,14 @@ class StatusStore:
 
     def _run(self, script: LuaScript, pipe: Any = None, **values: Any) -> Any:
         """Run a transition (or queue it on `pipe`), its arguments by name."""
-        return self._scripts[script.name](args=script.args(ns=self.ns, **values), client=pipe)
+        args = script.args(
+            ns=self.ns,
+            ttl=self.record_ttl_s,
+            idem_ttl=self.idempotency_ttl_s,
+            redeliver_after=self.redeliver_after_s,
+            **values,
+        )
+        return self._scripts[script.name](args=args, client=pipe)
 
     # --- writes -------------------------------------------------------------------------
 
@@ -155,13 +178,10 @@ class StatusStore:
             request=request_json,
             digest=digest,
             key=key,
-            idem_ttl=self.idempotency_ttl_s,
             state=state,
             queue=queue,
             last_error=last_error.model_dump_json() if last_error else None,
             source=source,
-            ttl=self.record_ttl_s,
-            redeliver_after=self.redeliver_after_s,
         )
         return result if pipe is not None else self.registered(result)
 
@@ -188,14 +208,9 @@ class StatusStore:
         return result
 
     def claim(
-        self,
-        request_id: str,
-        *,
-        lease_s: float,
-        max_attempts: int,
-        mode: Literal["deliver", "sweep"] = "deliver",
+        self, request_id: str, *, lease_s: float, mode: Literal["deliver", "sweep"] = "deliver"
     ) -> Claim:
-        """Atomically move a due request into `dialing`, or say why not."""
+        """Atomically move a due request into `dialing`, or say why not. Spends no attempt."""
         token = uuid.uuid4().hex
         outcome, state, attempts, request_json = self._run(
             store_lua.CLAIM,
@@ -203,17 +218,61 @@ class StatusStore:
             token=token,
             lease=lease_s,
             mode=mode,
-            ttl=self.record_ttl_s,
-            max_attempts=max_attempts,
-            redeliver_after=self.redeliver_after_s,
             unknown_error=UNKNOWN_OUTCOME.model_dump_json(),
             spread=random.uniform(0, 1),
         )
         return Claim(outcome, state, int(attempts), token, request_json or "")
 
-    def mark_sent(self, request_id: str, token: str) -> bool:
-        """The send marker, written just before the call leaves; False if the claim was lost."""
-        return bool(self._run(store_lua.MARK_SENT, id=request_id, token=token))
+    def mark_sent(self, request_id: str, token: str) -> int:
+        """The send marker, written just before the call leaves. Returns the attempts spent,
+        counting this one; 0 if the claim was lost (then nothing may be sent).
+
+        Where the server can (WAITAOF), the marker is on disk before this returns, in the
+        same round trip; a marker not confirmed in time raises UnconfirmedWrite."""
+        if not self._fsync_markers:
+            return int(self._run(store_lua.SEND, id=request_id, token=token))
+        pipe = self.redis.pipeline(transaction=False)
+        self._run(store_lua.SEND, pipe, id=request_id, token=token)
+        pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
+        attempts, (local, _) = pipe.execute()
+        if attempts and int(local) < 1:
+            raise UnconfirmedWrite("the send marker was not on disk in time; not sending")
+        return int(attempts)
+
+    def check_durability(self) -> str:
+        """What a machine crash can cost, read from the server; turns on WAITAOF for send
+        markers where it exists (Redis >= 7.2, Valkey) and the AOF is on. Returns a sentence
+        for the worker's start-up log."""
+        info = cast(dict[str, Any], self.redis.info("server"))
+        version = str(info.get("redis_version", "0"))
+        try:
+            config = cast(dict[str, str], self.redis.config_get("append*"))
+        except redis.ResponseError:  # CONFIG is disabled on some managed services
+            return (
+                f"Redis {version}: CONFIG is not allowed, so durability is unknown; run it "
+                "with appendonly yes and appendfsync always (README: Delivery guarantees)"
+            )
+        aof, fsync = config.get("appendonly") == "yes", config.get("appendfsync")
+        self._fsync_markers = aof and _at_least(version, (7, 2))
+        if self._fsync_markers:
+            return f"Redis {version}, AOF on: each send marker waits for its fsync (WAITAOF)"
+        if aof and fsync == "always":
+            return f"Redis {version}, AOF with appendfsync always: every write is on disk"
+        if aof:
+            return (
+                f"Redis {version}, AOF with appendfsync {fsync}: a machine crash can lose the "
+                "last second of send markers, and such a request could be dialled again; use "
+                "appendfsync always or Redis >= 7.2"
+            )
+        return (
+            f"Redis {version} without AOF: a Redis restart loses every record and message; "
+            "use appendonly yes with appendfsync always"
+        )
+
+    def unsend(self, request_id: str, token: str, detail: str) -> bool:
+        """The platform did nothing with the request (a 401): take the marker back and refund
+        the attempt. False if the claim was lost."""
+        return bool(self._run(store_lua.UNSEND, id=request_id, token=token, detail=detail))
 
     def finish(
         self,
@@ -246,7 +305,6 @@ class StatusStore:
             event=event,
             detail=detail,
             due_in=retry_in_s,
-            ttl=self.record_ttl_s,
             pause=pause_all_s,
         )
         return bool(ok)
@@ -258,20 +316,12 @@ class StatusStore:
         return self._manual(request_id, "retry", who)
 
     def _manual(self, request_id: str, action: str, who: str) -> tuple[bool, str]:
-        ok, state = self._run(
-            store_lua.MANUAL,
-            id=self.resolve(request_id),
-            action=action,
-            who=who,
-            ttl=self.record_ttl_s,
-        )
+        ok, state = self._run(store_lua.MANUAL, id=self.resolve(request_id), action=action, who=who)
         return bool(ok), state
 
     def take_due(self, limit: int = 100) -> list[DueRequest]:
         """Requests whose due time has passed, each pushed back so no other sweeper takes it."""
-        flat = self._run(
-            store_lua.TAKE_DUE, limit=limit, step=self.redeliver_after_s, ttl=self.record_ttl_s
-        )
+        flat = self._run(store_lua.TAKE_DUE, limit=limit)
         return [
             DueRequest(flat[i], flat[i + 1], flat[i + 2], json.loads(flat[i + 3] or "{}"))
             for i in range(0, len(flat), 4)

@@ -25,6 +25,8 @@ PRELUDE = (
     + _lua_set("WAITING", WAITING_STATES)
     + r"""
 local ns = ARG.ns
+local TTL, IDEM_TTL = tonumber(ARG.ttl), tonumber(ARG.idem_ttl)
+local REDELIVER_AFTER = tonumber(ARG.redeliver_after)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local DUE = ns .. ':due'
@@ -41,19 +43,46 @@ local function move(id, old, new)
   redis.call('ZADD', ns .. ':state:' .. new, now, id)
   redis.call('HSET', rkey(id), 'state', new, 'updated_at', now)
 end
-local function settle(id, ttl)
+-- The idempotency key of a request, if it still points to that request.
+local function ikey_of(id)
+  local key = redis.call('HGET', rkey(id), 'idempotency_key')
+  if not key or key == '' then return nil end
+  local ikey = ns .. ':idem:' .. key
+  if redis.call('GET', ikey) ~= id then return nil end
+  return ikey
+end
+-- Pending again (a person's retry, a late answer): the record and its key are kept.
+local function keep(id)
+  redis.call('PERSIST', rkey(id))
+  redis.call('PERSIST', hkey(id))
+  local ikey = ikey_of(id)
+  if ikey then redis.call('PERSIST', ikey) end
+end
+-- A terminal state: retention starts, except for 'unknown', which waits for a person (or a
+-- late answer), its idempotency key still guarding against a second request.
+local function settle(id)
   redis.call('ZREM', DUE, id)
   redis.call('HDEL', rkey(id), 'lease_until', 'next_attempt_at')
-  redis.call('EXPIRE', rkey(id), ttl)
-  redis.call('EXPIRE', hkey(id), ttl)
+  local state = redis.call('HGET', rkey(id), 'state')
+  if state == 'unknown' then keep(id); return end
+  redis.call('EXPIRE', rkey(id), TTL)
+  redis.call('EXPIRE', hkey(id), TTL)
+  local ikey = ikey_of(id)
+  if ikey then redis.call('EXPIRE', ikey, IDEM_TTL) end
 end
 """
 )
 
 
+# Every script gets these first: the namespace, how long a finished record is kept, how long
+# an idempotency key outlives its finished request, and when an unclaimed request is
+# published again.
+COMMON = ("ns", "ttl", "idem_ttl", "redeliver_after")
+
+
 @dataclass(frozen=True)
 class LuaScript:
-    """A Lua transition with named arguments (`ns` first, always)."""
+    """A Lua transition with named arguments (COMMON first, always)."""
 
     name: str
     params: tuple[str, ...]
@@ -61,13 +90,13 @@ class LuaScript:
 
     @property
     def source(self) -> str:
-        names = ("ns", *self.params)
+        names = (*COMMON, *self.params)
         binding = ", ".join(f"{p} = ARGV[{i}]" for i, p in enumerate(names, 1))
         return f"local ARG = {{{binding}}}\n{PRELUDE}{self.body}"
 
     def args(self, **values: Any) -> list[Any]:
         """ARGV in the script's order; every parameter must be given, and nothing else."""
-        names = ("ns", *self.params)
+        names = (*COMMON, *self.params)
         missing, extra = set(names) - set(values), set(values) - set(names)
         if missing or extra:
             raise TypeError(
@@ -109,12 +138,12 @@ if key ~= '' then
   if first and redis.call('EXISTS', rkey(first)) == 1 then
     if redis.call('HGET', rkey(first), 'digest') ~= ARG.digest then return {'conflict', first} end
     if ARG.source == 'message' then
-      redis.call('SET', ns .. ':alias:' .. id, first, 'EX', tonumber(ARG.idem_ttl))
+      redis.call('SET', ns .. ':alias:' .. id, first, 'EX', IDEM_TTL + TTL)
       note(first, 'duplicate ignored', 'message ' .. id .. ' carried the same idempotency key')
     end
     return {'duplicate', first}
   end
-  redis.call('SET', ikey, id, 'EX', tonumber(ARG.idem_ttl))
+  redis.call('SET', ikey, id)  -- no expiry while the request is pending: see settle()
 end
 redis.call('HSET', rkey(id), 'request', ARG.request, 'digest', ARG.digest, 'idempotency_key', key,
   'attempts', 0, 'created_at', now, 'queue', ARG.queue, 'source', ARG.source, 'republished', 0)
@@ -123,11 +152,11 @@ move(id, nil, ARG.state)
 redis.call('ZADD', ns .. ':all', now, id)
 if TERMINAL[ARG.state] then
   note(id, ARG.state, 'from ' .. ARG.source)
-  settle(id, tonumber(ARG.ttl))
+  settle(id)
 else
   redis.call('HSET', rkey(id), 'next_attempt_at', now)
   -- If no worker claims it by then (message lost, worker died holding it), the sweeper republishes.
-  redis.call('ZADD', DUE, now + tonumber(ARG.redeliver_after), id)
+  redis.call('ZADD', DUE, now + REDELIVER_AFTER, id)
   note(id, 'enqueued', 'from ' .. ARG.source)
 end
 return {'created', id}
@@ -135,24 +164,15 @@ return {'created', id}
 )
 
 # Returns {outcome, state, attempts, request JSON when claimed}. mode: 'deliver' | 'sweep'.
-# While the API has asked every client to pause (a 429 or 503 with Retry-After), a due request
-# is not claimed: it waits in 'scheduled' until the pause ends (plus spread), no attempt spent.
+# A claim spends no attempt: the send marker does (SEND), so a worker lost before sending
+# costs the request nothing. While the API has asked every client to pause (a 429 or 503
+# with Retry-After), a due request is not claimed: it waits in 'scheduled' until the pause
+# ends (plus spread).
 CLAIM = LuaScript(
     "claim",
-    (
-        "id",
-        "token",
-        "lease",
-        "mode",
-        "ttl",
-        "max_attempts",
-        "redeliver_after",
-        "unknown_error",
-        "spread",
-    ),
+    ("id", "token", "lease", "mode", "unknown_error", "spread"),
     r"""
 local id, mode = ARG.id, ARG.mode
-local ttl, max_attempts = tonumber(ARG.ttl), tonumber(ARG.max_attempts)
 local r = redis.call('HMGET', rkey(id), 'state', 'next_attempt_at', 'lease_until', 'sent_at',
   'attempts')
 local state = r[1]
@@ -167,14 +187,14 @@ if state == 'dialing' then
     move(id, state, 'unknown')
     redis.call('HSET', rkey(id), 'last_error', ARG.unknown_error)
     note(id, 'claim expired after sending', 'the call may have been placed; never redialled')
-    settle(id, ttl)
+    settle(id)
     return {'unknown', 'unknown', attempts, ''}
   end
   if mode == 'sweep' then
     move(id, state, 'retrying')
     redis.call('HDEL', rkey(id), 'claim', 'lease_until')
     redis.call('HSET', rkey(id), 'next_attempt_at', now)
-    redis.call('ZADD', DUE, now + tonumber(ARG.redeliver_after), id)
+    redis.call('ZADD', DUE, now + REDELIVER_AFTER, id)
     note(id, 'claim expired before sending', 'the worker was lost; republished')
     return {'requeued', 'retrying', attempts, ''}
   end
@@ -185,12 +205,6 @@ elseif WAITING[state] then
 else
   if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'already ' .. state) end
   return {'done', state, attempts, ''}
-end
-if attempts >= max_attempts then
-  move(id, state, 'failed')
-  note(id, 'gave up', 'all ' .. max_attempts .. ' attempts spent')
-  settle(id, ttl)
-  return {'done', 'failed', attempts, ''}
 end
 local pause = tonumber(redis.call('GET', ns .. ':throttle') or '0') or 0
 if pause > now then
@@ -203,9 +217,8 @@ if pause > now then
     string.format('the API asked every client to pause; next attempt in %.1fs', at - now))
   return {'throttled', 'scheduled', attempts, ''}
 end
-attempts = attempts + 1
 redis.call('HSET', rkey(id), 'claim', ARG.token, 'lease_until', now + tonumber(ARG.lease),
-  'sent_at', '', 'attempts', attempts, 'republished', 0)
+  'sent_at', '', 'republished', 0)
 move(id, state, 'dialing')
 redis.call('ZADD', DUE, now + tonumber(ARG.lease), id)
 note(id, 'claimed', nil)
@@ -213,34 +226,58 @@ return {'claimed', 'dialing', attempts, redis.call('HGET', rkey(id), 'request')}
 """,
 )
 
-# Returns 1 when the caller still holds a live claim and may send.
-MARK_SENT = LuaScript(
-    "mark_sent",
+# The send marker, written just before the create-call request leaves. Returns the attempts
+# spent, counting this one, or 0 when the caller no longer holds a live claim (send nothing).
+SEND = LuaScript(
+    "send",
     ("id", "token"),
     r"""
 local id = ARG.id
-local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until')
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then return 0 end
-redis.call('HSET', rkey(id), 'sent_at', now)
+local attempts = (tonumber(r[4]) or 0) + 1
+redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
 note(id, 'sending', nil)
+return attempts
+""",
+)
+
+# The platform answered that it did nothing (a 401: the token was refused), before the
+# caller sends again with a new token: the marker is taken back and the attempt refunded,
+# so a lease that runs out meanwhile is not mistaken for a call that may have been placed.
+# Returns 1 if the caller still holds the claim.
+UNSEND = LuaScript(
+    "unsend",
+    ("id", "token", "detail"),
+    r"""
+local id = ARG.id
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at', 'attempts')
+if r[1] ~= 'dialing' or r[2] ~= ARG.token then return 0 end
+if r[3] and r[3] ~= '' then
+  redis.call('HSET', rkey(id), 'sent_at', '', 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
+  note(id, 'not processed', ARG.detail)
+end
 return 1
 """,
 )
 
 # Returns {ok, state}. Only the holder of the claim may finish; a late answer may also settle
-# an 'unknown'. fields: a JSON object of record fields to set ('' or null deletes). pause > 0
-# (the API's Retry-After) pauses every worker's claims that long.
+# an 'unknown'. Running it again after it landed (its reply was lost in an outage) is a no-op
+# that reports success. fields: a JSON object of record fields to set ('' or null deletes).
+# pause > 0 (the API's Retry-After) pauses every worker's claims that long.
 FINISH = LuaScript(
     "finish",
-    ("id", "token", "state", "fields", "event", "detail", "due_in", "ttl", "pause"),
+    ("id", "token", "state", "fields", "event", "detail", "due_in", "pause"),
     r"""
 local id, new = ARG.id, ARG.state
-local r = redis.call('HMGET', rkey(id), 'state', 'claim')
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'finished')
+if r[2] == ARG.token and r[3] == ARG.token then return {1, r[1]} end
 if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then return {0, r[1] or ''} end
 for k, v in pairs(cjson.decode(ARG.fields)) do
   if v == cjson.null or v == '' then redis.call('HDEL', rkey(id), k)
   else redis.call('HSET', rkey(id), k, v) end
 end
+redis.call('HSET', rkey(id), 'finished', ARG.token)
 redis.call('HDEL', rkey(id), 'lease_until')
 local pause = tonumber(ARG.pause) or 0
 if pause > 0 then
@@ -252,11 +289,9 @@ end
 move(id, r[1], new)
 note(id, ARG.event, ARG.detail)
 if TERMINAL[new] then
-  settle(id, tonumber(ARG.ttl))
+  settle(id)
 else
-  -- a late answer can move an 'unknown' (which had started its retention) back to pending
-  redis.call('PERSIST', rkey(id))
-  redis.call('PERSIST', hkey(id))
+  keep(id)  -- a late answer can move an 'unknown' back to pending
   local at = now + tonumber(ARG.due_in)
   redis.call('HSET', rkey(id), 'next_attempt_at', at)
   redis.call('ZADD', DUE, at, id)
@@ -268,7 +303,7 @@ return {1, new}
 # A person's action. action: 'cancel' | 'retry'. Returns {ok, state}.
 MANUAL = LuaScript(
     "manual",
-    ("id", "action", "who", "ttl"),
+    ("id", "action", "who"),
     r"""
 local id = ARG.id
 local state = redis.call('HGET', rkey(id), 'state')
@@ -277,14 +312,13 @@ if ARG.action == 'cancel' then
   if not WAITING[state] then return {0, state} end
   move(id, state, 'cancelled')
   note(id, 'cancelled', 'by ' .. ARG.who)
-  settle(id, tonumber(ARG.ttl))
+  settle(id)
   return {1, 'cancelled'}
 end
 if state ~= 'unknown' and state ~= 'failed' then return {0, state} end
 local previous = redis.call('HGET', rkey(id), 'attempts')
-redis.call('PERSIST', rkey(id))
-redis.call('PERSIST', hkey(id))
-redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until')
+keep(id)
+redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished')
 redis.call('HSET', rkey(id), 'attempts', 0, 'next_attempt_at', now, 'republished', 0)
 move(id, state, 'retrying')
 note(id, 'manual retry', 'by ' .. ARG.who .. ' after ' .. state .. ' (' .. previous .. ' attempts)')
@@ -299,15 +333,17 @@ return {1, 'retrying'}
 # their retention (they expire on their own).
 TAKE_DUE = LuaScript(
     "take_due",
-    ("limit", "step", "ttl"),
+    ("limit",),
     r"""
-local step, ttl = tonumber(ARG.step), tonumber(ARG.ttl)
--- A finished record expires ttl after it finished, which is its score in its state's index.
+-- A finished record expires TTL after it finished, which is its score in its state's index.
+-- ('unknown' is kept until a person acts, so its index is left alone.)
 for state, _ in pairs(TERMINAL) do
   local index = ns .. ':state:' .. state
-  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now - ttl, 'LIMIT', 0, 500)) do
-    redis.call('ZREM', index, gone)
-    redis.call('ZREM', ns .. ':all', gone)
+  if state ~= 'unknown' then
+    for _, gone in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now - TTL, 'LIMIT', 0, 500)) do
+      redis.call('ZREM', index, gone)
+      redis.call('ZREM', ns .. ':all', gone)
+    end
   end
 end
 local out = {}
@@ -318,7 +354,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0,
     redis.call('ZREM', DUE, id)
   else
     local n = tonumber(r[4]) or 0
-    redis.call('ZADD', DUE, now + step * math.pow(2, math.min(n, 4)), id)
+    redis.call('ZADD', DUE, now + REDELIVER_AFTER * math.pow(2, math.min(n, 4)), id)
     if r[1] ~= 'dialing' then redis.call('HSET', rkey(id), 'republished', n + 1) end
     table.insert(out, id); table.insert(out, r[1]); table.insert(out, r[2]); table.insert(out, r[3])
   end
@@ -327,4 +363,4 @@ return out
 """,
 )
 
-SCRIPTS = (REGISTER, CLAIM, MARK_SENT, FINISH, MANUAL, TAKE_DUE)
+SCRIPTS = (REGISTER, CLAIM, SEND, UNSEND, FINISH, MANUAL, TAKE_DUE)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import structlog
 
 from followup.worker.store import StatusStore
@@ -33,13 +34,11 @@ class Sweeper:
         publish: Publish,
         *,
         lease_s: float,
-        max_attempts: int,
         batch: int = 200,
     ) -> None:
         self.store = store
         self.publish = publish
         self.lease_s = lease_s
-        self.max_attempts = max_attempts
         self.batch = batch
 
     def sweep_once(self) -> int:
@@ -47,12 +46,7 @@ class Sweeper:
         published = 0
         for due in self.store.take_due(self.batch):
             if due.state == "dialing":
-                claim = self.store.claim(
-                    due.request_id,
-                    lease_s=self.lease_s,
-                    max_attempts=self.max_attempts,
-                    mode="sweep",
-                )
+                claim = self.store.claim(due.request_id, lease_s=self.lease_s, mode="sweep")
                 log.info("stale claim resolved", request_id=due.request_id, outcome=claim.outcome)
                 if claim.outcome != "requeued":
                     continue
@@ -67,5 +61,7 @@ class Sweeper:
                 count = self.sweep_once()
                 if count:
                     log.info("sweeper published", count=count)
+            except redis.RedisError as exc:
+                log.warning("status store unavailable; sweep skipped", error=type(exc).__name__)
             except Exception:
                 log.exception("sweep failed; will try again")
