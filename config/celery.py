@@ -13,7 +13,7 @@ from celery import Celery
 from celery.app.amqp import AMQP
 
 from followup.config.broker import TRANSPORT as REDIS_TRANSPORT
-from followup.config.redaction import mask_text
+from followup.config.redaction import argument_reprs, mask_text
 from followup.config.settings import Settings
 
 TASK_NAME = "followup.place_call"
@@ -53,16 +53,31 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 class MaskingAMQP(AMQP):  # type: ignore[misc]
     """Every message this app publishes (producer, sweeper, Flower's send-task) carries
-    argument reprs with phone numbers masked, in its headers and in its task-sent event."""
+    argument reprs a dashboard may show: ids, masked numbers, and the sizes of everything else
+    (`redaction.summarize`), in its headers and so in its task-sent event."""
 
-    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
-        message = super().as_task_v2(*args, **kwargs)
-        for key in ("argsrepr", "kwargsrepr"):
-            message.headers[key] = mask_text(str(message.headers.get(key) or ""))
-        if message.sent_event:
-            for key in ("args", "kwargs"):
-                message.sent_event[key] = mask_text(str(message.sent_event.get(key) or ""))
-        return message
+    def as_task_v2(
+        self,
+        task_id: str,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        *more: Any,
+        argsrepr: str | None = None,
+        kwargsrepr: str | None = None,
+        **options: Any,
+    ) -> Any:
+        safe_args, safe_kwargs = argument_reprs(args, kwargs)
+        return super().as_task_v2(
+            task_id,
+            name,
+            args,
+            kwargs,
+            *more,
+            argsrepr=safe_args if argsrepr is None else mask_text(argsrepr),
+            kwargsrepr=safe_kwargs if kwargsrepr is None else mask_text(kwargsrepr),
+            **options,
+        )
 
 
 def create_app(settings: Settings, include: Sequence[str] = ()) -> Celery:

@@ -48,6 +48,8 @@ def configure_logging(settings: Settings) -> None:
     # httpx logs every request URL at INFO; keep it quiet (headers are never logged by it).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # At DEBUG, Celery's pool prints each task's whole message, personal data and all.
+    logging.getLogger("celery.pool").setLevel(max(level, logging.INFO))
 
 
 class RedactingFilter(logging.Filter):

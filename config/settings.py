@@ -41,7 +41,15 @@ class Settings(BaseSettings):
     token_url: str | None = Field(None, description="Default: {API_BASE_URL}/oauth/token.")
     client_id: str | None = None
     client_secret: SecretStr | None = None
-    http_timeout_s: float = Field(10.0, gt=0, le=120)
+    http_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="The most one HTTP request may take, all told."
+    )
+    http_keepalive_s: float = Field(
+        4.0, ge=0, le=60, description="Idle connections older than this are not reused."
+    )
+    max_retry_after_s: float = Field(
+        300.0, gt=0, le=86400, description="The longest Retry-After the platform may impose."
+    )
 
     max_attempts: int = Field(5, ge=1, le=50)
     backoff_base_s: float = Field(2.0, gt=0, le=3600)

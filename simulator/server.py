@@ -33,7 +33,7 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from followup.simulator.state import FAULT_KINDS, Faults, SimState
+from followup.simulator.state import FAULT_KINDS, TOKEN_FAULT_KINDS, Faults, SimState
 
 CALL_FIELDS = {"from", "to", "type", "media"}
 PARTY_FIELDS = {"id", "address", "addressType"}
@@ -115,6 +115,20 @@ async def token_endpoint(request: web.Request) -> web.Response:
         await asyncio.sleep(state.faults.token_latency_s)
     if state.faults.token_script:
         fault = state.faults.token_script.popleft()
+        if fault.startswith("token_"):
+            bad = {
+                "token_crlf": "abc\r\nX-Injected: 1",
+                "token_null": None,
+                "token_unicode": "t\u00f6k\u20acn",
+            }[fault]
+            return web.json_response({"access_token": bad, "expires_in": 3600})
+        if fault == "429":
+            return error(
+                429,
+                "too.many.requests.retry.after",
+                "Retry the request later",
+                headers={"Retry-After": state.faults.retry_after},
+            )
         if fault not in ("ok", "200"):
             return error(int(fault), "service.unavailable", "Token service unavailable")
     client_id, secret = _basic_auth(request.headers.get("Authorization", ""))
@@ -214,6 +228,15 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
             "Invalid request body" if fault == "400" else "The request conflicts",
             [{"message": f"Scripted {fault} from the simulator", "code": "scripted"}],
         )
+    if fault in ("408", "425"):
+        return error(
+            int(fault),
+            "request.timeout" if fault == "408" else "too.early",
+            "The request was not processed; send it again",
+        )
+    odd = _odd_answer(fault, body["to"][0]["address"])
+    if odd is not None:
+        return odd
     call = state.accept_call(
         body, {k.lower(): v for k, v in request.headers.items()}, token.client_id, authorization
     )
@@ -226,6 +249,40 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
     return web.json_response(
         {"id": call["id"], "selfUri": f"/api/v2/conversations/calls/{call['id']}"}, status=201
     )
+
+
+def _odd_answer(fault: str | None, number: str) -> web.Response | None:
+    """The misbehaving answers of FAULT_KINDS; none of them creates a conversation."""
+    if fault == "204":
+        return web.Response(status=204)
+    if fault == "201_empty":
+        return web.Response(status=201)
+    if fault == "201_no_id":
+        return web.json_response({"selfUri": "/api/v2/conversations/calls/"}, status=201)
+    if fault == "200_html":
+        return web.Response(text="<html><body>Welcome!</body></html>", content_type="text/html")
+    if fault in ("huge_400", "many_errors_400"):
+        huge = fault == "huge_400"
+        errors = [{"message": f"problem {n}", "code": "x"} for n in range(10_000 if huge else 1000)]
+        return error(400, "bad.request", "x" * 10_000_000 if huge else "Invalid", errors)
+    if fault == "echo_number":
+        parsed = phonenumbers.parse(number)
+        formats = [
+            phonenumbers.format_number(parsed, f)
+            for f in (
+                phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+                phonenumbers.PhoneNumberFormat.NATIONAL,
+                phonenumbers.PhoneNumberFormat.RFC3966,
+            )
+        ]
+        formats.append(number.replace("+", "%2B"))
+        return error(
+            400,
+            f"callee.{number}.unreachable",
+            f"The callee {' / '.join(formats)} cannot be reached",
+            [{"message": f"no route to {number[1:]}", "code": f"number.{number}"}],
+        )
+    return None
 
 
 def _drop(request: web.Request) -> web.StreamResponse:
@@ -269,9 +326,14 @@ async def set_faults(request: web.Request) -> web.Response:
     by_contact = {c: deque(s) for c, s in spec.get("by_contact", {}).items()}
     scripted = [k for s in (spec.get("script", []), *by_contact.values()) for k in s]
     bad = [k for k in (*kinds, *scripted) if k not in (*FAULT_KINDS, "ok", "200")]
+    bad += [k for k in spec.get("token_script", []) if k not in (*TOKEN_FAULT_KINDS, "ok", "200")]
     if bad:
         return web.json_response(
-            {"error": f"unknown fault kinds {bad}; use {FAULT_KINDS}"}, status=400
+            {
+                "error": f"unknown fault kinds {bad}; use {FAULT_KINDS} ({TOKEN_FAULT_KINDS} for "
+                "the token endpoint)"
+            },
+            status=400,
         )
     state.faults = Faults(
         script=deque(spec.get("script", [])),

@@ -10,10 +10,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+# Create-call faults. Errors and odd answers create no conversation; drop_after and hang
+# create it (the platform took the call; the client never hears).
 FAULT_KINDS = (
     "400",
+    "408",
     "409",
     "422",
+    "425",
     "429",
     "500",
     "502",
@@ -22,7 +26,16 @@ FAULT_KINDS = (
     "drop_before",
     "drop_after",
     "hang",
+    "204",  # 2xx, and no conversation id: what a catch-all service behind a wrong URL says
+    "201_empty",
+    "201_no_id",
+    "200_html",
+    "huge_400",  # a 10 MB message and 10,000 errors[]
+    "many_errors_400",  # 1,000 errors[] in a body of 40 KB
+    "echo_number",  # a 400 that writes the dialled number in many formats, code included
 )
+# Token-endpoint faults (token_script): an HTTP status, or a token no client may use.
+TOKEN_FAULT_KINDS = ("400", "401", "429", "500", "503", "token_crlf", "token_null", "token_unicode")
 
 
 @dataclass

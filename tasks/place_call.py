@@ -19,7 +19,7 @@ from celery.exceptions import Reject
 from celery.worker.request import Request
 
 from followup.config.celery import TASK_NAME
-from followup.config.redaction import mask_text
+from followup.config.redaction import argument_reprs
 from followup.worker.celery_app import app
 from followup.worker.runtime import get_runtime
 
@@ -35,16 +35,17 @@ HOLD_FOR_S = 300
 
 
 class MaskedRequest(Request):  # type: ignore[misc]
-    """Masks the argument reprs of a message another service published (its task-received
-    event is what Flower shows)."""
+    """The argument reprs a worker reports (its task-received event, what Flower shows) are
+    rebuilt from the message itself, whoever sent it: ids, masked numbers, sizes."""
 
+    _args: Any
+    _kwargs: Any
     _argsrepr: str
     _kwargsrepr: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._argsrepr = mask_text(self._argsrepr or "")
-        self._kwargsrepr = mask_text(self._kwargsrepr or "")
+        self._argsrepr, self._kwargsrepr = argument_reprs(self._args, self._kwargs)
 
 
 class PlaceCallTask(Task):  # type: ignore[misc]

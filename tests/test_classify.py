@@ -1,17 +1,23 @@
-"""The §3 table of api-contract.md: what each answer means for the next step."""
+"""The §3 table of api-contract.md, and odd answers: what each means for the next step."""
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 
 import httpx
 import pytest
-import respx
 
-from followup.worker.classify import classify_exception, classify_response, retry_after
+from followup.worker.classify import (
+    MESSAGE_CHARS,
+    classify_answer,
+    classify_exception,
+    retry_after,
+)
+from followup.worker.http import Answer
 
-URL = "https://api.example.test/api/v2/conversations/calls"
+CAP = 300.0
 ERROR_BODY = {
     "message": "Invalid request body",
     "status": 400,
@@ -25,21 +31,42 @@ ERROR_BODY = {
 
 
 def answer(
-    status: int, json: object = None, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    with respx.mock:
-        respx.post(URL).respond(status, json=json, headers=headers)
-        return httpx.post(URL, json={})
+    status: int, body: object = None, headers: dict[str, str] | None = None, raw: bytes = b""
+) -> Answer:
+    content = raw if body is None else json.dumps(body).encode()
+    return Answer(status, httpx.Headers(headers or {}), content)
 
 
 def test_2xx_is_placed_with_the_conversation_id() -> None:
-    verdict = classify_response(answer(201, {"id": "conv-1", "selfUri": "/x"}))
+    verdict = classify_answer(answer(201, {"id": "conv-1", "selfUri": "/x"}), max_retry_after_s=CAP)
     assert (verdict.kind, verdict.conversation_id) == ("placed", "conv-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "raw"),
+    [
+        (204, b""),
+        (201, b""),
+        (200, b"<html><body>Welcome to nginx!</body></html>"),
+        (201, json.dumps({"selfUri": "/api/v2/conversations/calls/x"}).encode()),
+        (201, json.dumps({"id": 12345}).encode()),
+        (201, json.dumps({"id": ""}).encode()),
+    ],
+)
+def test_a_2xx_without_a_string_id_is_unknown_not_placed(status: int, raw: bytes) -> None:
+    verdict = classify_answer(answer(status, raw=raw), max_retry_after_s=CAP)
+    assert verdict.kind == "unknown"
+    assert verdict.error is not None
+    assert verdict.error.code == "response.no_id"
+    assert verdict.error.status == status
+    assert raw[:20].decode() in verdict.error.message
 
 
 @pytest.mark.parametrize("status", [400, 404, 409, 422])
 def test_permanent_errors_fail_and_keep_the_error_body(status: int) -> None:
-    verdict = classify_response(answer(status, {**ERROR_BODY, "status": status}))
+    verdict = classify_answer(
+        answer(status, {**ERROR_BODY, "status": status}), max_retry_after_s=CAP
+    )
     assert verdict.kind == "fail"
     assert verdict.error is not None
     assert verdict.error.status == status
@@ -50,44 +77,92 @@ def test_permanent_errors_fail_and_keep_the_error_body(status: int) -> None:
     assert verdict.error.context_id == "ctx-1"
 
 
-@pytest.mark.parametrize("status", [500, 502, 504])
-def test_server_errors_retry_with_backoff(status: int) -> None:
-    verdict = classify_response(answer(status, {"message": "boom", "code": "internal"}))
+@pytest.mark.parametrize("status", [408, 425, 500, 502, 504])
+def test_not_processed_and_server_errors_retry_with_backoff(status: int) -> None:
+    verdict = classify_answer(
+        answer(status, {"message": "boom", "code": "x"}), max_retry_after_s=CAP
+    )
     assert (verdict.kind, verdict.retry_after_s) == ("retry", None)
 
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_throttling_retries_no_sooner_than_retry_after(status: int) -> None:
-    verdict = classify_response(answer(status, {"code": "too.many.requests"}, {"Retry-After": "7"}))
+    verdict = classify_answer(
+        answer(status, {"code": "too.many.requests"}, {"Retry-After": "7"}), max_retry_after_s=CAP
+    )
     assert (verdict.kind, verdict.retry_after_s) == ("retry", 7.0)
 
 
 def test_retry_after_as_http_date() -> None:
-    when = email.utils.formatdate(time.time() + 120, usegmt=True)
-    seconds = retry_after(answer(429, {}, {"Retry-After": when}))
-    assert seconds is not None
-    assert 100 < seconds <= 120
+    waited, asked = retry_after(email.utils.formatdate(time.time() + 120, usegmt=True), CAP)
+    assert waited is not None and asked is not None
+    assert 100 < waited <= 120
+
+
+@pytest.mark.parametrize(
+    ("value", "waited"),
+    [
+        ("999999999", CAP),  # years: the cap holds the fleet back at most this long
+        ("12345678901234567890", None),  # more digits than any delay: not a Retry-After
+        ("²", None),  # str.isdigit() says yes; it is not delay-seconds
+        ("-5", None),
+        ("1.5", None),
+        (" 42 ", 42.0),
+        (email.utils.formatdate(time.time() + 86400 * 365, usegmt=True), CAP),
+        ("Wed, 32 Foo 2026 99:99:99 GMT", None),
+    ],
+)
+def test_retry_after_is_parsed_strictly_and_capped(value: str, waited: float | None) -> None:
+    assert retry_after(value, CAP)[0] == waited
+
+
+def test_a_capped_retry_after_keeps_what_was_asked_for_the_log() -> None:
+    verdict = classify_answer(answer(429, {}, {"Retry-After": "999999999"}), max_retry_after_s=CAP)
+    assert (verdict.retry_after_s, verdict.retry_after_asked_s) == (CAP, 999999999.0)
 
 
 def test_401_asks_for_a_new_token() -> None:
-    assert classify_response(answer(401, {"code": "authentication.required"})).kind == "reauth"
+    verdict = classify_answer(
+        answer(401, {"code": "authentication.required"}), max_retry_after_s=CAP
+    )
+    assert verdict.kind == "reauth"
 
 
 def test_403_fails_and_names_the_missing_scope() -> None:
-    verdict = classify_response(answer(403, {"message": "Missing permission", "code": "forbidden"}))
+    verdict = classify_answer(
+        answer(403, {"message": "Missing permission", "code": "forbidden"}), max_retry_after_s=CAP
+    )
     assert verdict.kind == "fail"
     assert verdict.error is not None
     assert "conversation:write" in verdict.error.message
 
 
-def test_non_json_error_body_is_kept_as_text_with_numbers_masked() -> None:
-    with respx.mock:
-        respx.post(URL).respond(502, text="upstream said no for +61298765432")
-        response = httpx.post(URL, json={})
-    verdict = classify_response(response)
+def test_error_bodies_are_bounded_whatever_the_platform_sends() -> None:
+    body = {
+        "message": "x" * 10_000_000,
+        "code": "y" * 100_000,
+        "errors": [{"message": "z" * 1000, "code": "c"} for _ in range(10_000)],
+    }
+    verdict = classify_answer(answer(400, body), max_retry_after_s=CAP)
     assert verdict.error is not None
-    assert verdict.error.code == "http.502"
-    assert "+61298765432" not in verdict.error.message
+    assert len(verdict.error.message) <= MESSAGE_CHARS
+    assert len(verdict.error.code) <= 80
+    assert len(verdict.error.errors) == 11  # ten, and a line saying how many more
+    assert verdict.error.errors[-1]["message"] == "and 9990 more"
+    assert all(len(e["message"]) <= MESSAGE_CHARS for e in verdict.error.errors)
+
+
+def test_numbers_in_error_codes_and_text_bodies_are_masked() -> None:
+    coded = classify_answer(
+        answer(400, {"message": "bad", "code": "bad.number.+61298765432"}), max_retry_after_s=CAP
+    )
+    assert coded.error is not None and "98765432" not in coded.error.code
+    text = classify_answer(
+        answer(502, raw=b"upstream said no for +61298765432"), max_retry_after_s=CAP
+    )
+    assert text.error is not None
+    assert text.error.code == "http.502"
+    assert "98765432" not in text.error.message
 
 
 @pytest.mark.parametrize(
@@ -111,3 +186,10 @@ def test_errors_after_the_body_may_have_left_are_unknown_never_retry(exc: httpx.
     assert verdict.kind == "unknown"
     assert verdict.error is not None
     assert "followup retry" in verdict.error.message
+
+
+def test_an_exceptions_own_text_is_never_kept() -> None:
+    leaky = httpx.LocalProtocolError("Illegal header value b'Bearer tok\\r\\nen-secret'")
+    verdict = classify_exception(leaky)
+    assert verdict.error is not None
+    assert "tok" not in verdict.error.message and "secret" not in verdict.error.message

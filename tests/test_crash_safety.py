@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from followup import IdempotencyConflict, enqueue_follow_up
+from followup.cli.local_stack import wait_until
 from followup.tasks.publish import publish
 from tests.conftest import calls_for, followup, unique
 
@@ -29,7 +30,7 @@ def test_kill_9_while_the_platform_holds_the_call_never_redials(
     request_id = enqueue_follow_up(
         contact_id=contact, user_id="u-1001", phone_number="+61298765432", queue=private_queue
     )
-    wait_event(request_id, "sending")
+    wait_until(lambda: calls_for(sim, request_id), 10, "the platform to hold the call")
     first.kill()  # the POST has left; the platform has the call and has not answered
 
     start_worker(FOLLOWUP_QUEUE=private_queue, **slow)

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "worker runtime",
         {
             "worker.backoff",
+            "worker.http",
             "worker.classify",
             "worker.tokens",
             "worker.api_client",

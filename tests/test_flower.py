@@ -43,15 +43,19 @@ def flower(env: dict[str, str], log_dir: Path, worker: Any, client: Any) -> Iter
     try:
         wait_until(lambda: _answers(f"{url}/healthcheck"), 30, "flower", interval_s=0.2)
         # Flower keeps only the events it receives while listening: a task's name comes with
-        # its task-sent or task-received event. Before any test sends, one warm-up request
-        # must be seen through to success, so the event receiver is known to be listening.
-        warm_up = client.enqueue(contact_id=unique(), user_id="u-1001", phone_number=NUMBER)
-        wait_until(
-            lambda: _task(url, warm_up).get("state") == "SUCCESS",
-            30,
-            "flower to see a task through",
-            interval_s=0.2,
-        )
+        # its task-sent or task-received event. Before any test sends, a warm-up request must
+        # be seen through to success, so the event receiver is known to be listening; one
+        # sent before it listened is never seen, so a new one goes every few seconds.
+        warm_ups: list[str] = []
+
+        def seen_one() -> bool:
+            if len(warm_ups) < 10 and not any(_task(url, t) for t in warm_ups[-1:]):
+                warm_ups.append(
+                    client.enqueue(contact_id=unique(), user_id="u-1001", phone_number=NUMBER)
+                )
+            return any(_task(url, t).get("state") == "SUCCESS" for t in warm_ups)
+
+        wait_until(seen_one, 60, "flower to see a task through", interval_s=2)
         yield url
     finally:
         proc.terminate()
@@ -103,18 +107,23 @@ def test_flower_shows_a_foreign_services_task_with_the_number_masked(
     flower: str, redis_url: str, queue_name: str, wait_for: Any
 ) -> None:
     crm = Celery("crm", broker=redis_url, set_as_current=False)
-    sent = crm.send_task(
-        "followup.place_call",
-        queue=queue_name,
-        kwargs={"request": {"contact_id": unique(), "user_id": "u-1001", "phone_number": NUMBER}},
-    )
+    request = {
+        "contact_id": unique(),
+        "user_id": "u-1001",
+        "phone_number": NUMBER,
+        "reason": "call Jane Doe back",
+        "metadata": {"email": "jane.doe@example.com"},
+    }
+    sent = crm.send_task("followup.place_call", queue=queue_name, kwargs={"request": request})
     wait_for(sent.id, "placed")
 
     task, raw = flower_task(flower, sent.id)
     assert task["name"] == "followup.place_call"
     assert task["result"] == "'placed'"
     assert "+61*******87" in task["kwargs"]
-    assert NUMBER not in raw
+    assert "'reason': '<18 chars>'" in task["kwargs"]  # keys and sizes, never values
+    for personal in (NUMBER, "Jane Doe", "jane.doe@example.com"):
+        assert personal not in raw
 
 
 def test_other_services_can_enqueue_through_flowers_http_api(

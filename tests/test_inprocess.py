@@ -133,7 +133,7 @@ def test_the_token_cache_fetches_once_for_many_threads_and_again_after_invalidat
     runtime: Runtime, settings: Settings, sim: Any
 ) -> None:
     tokens = TokenCache(
-        runtime.http, settings.effective_token_url, CLIENT_ID, CLIENT_SECRET, timeout_s=2
+        runtime.http, settings.effective_token_url, CLIENT_ID, CLIENT_SECRET, max_retry_after_s=60
     )
     before = sim.tokens()["token_requests"]
     sim.set_faults(token_latency_s=0.3)  # every thread arrives while the first fetch runs

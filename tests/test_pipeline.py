@@ -150,7 +150,7 @@ def test_a_429_pauses_every_worker_without_spending_attempts(
 
     pause_began = requests_for(sim, first)[0]["at"]
     assert requests_for(sim, second)[0]["at"] >= pause_began + 2.0
-    assert "waiting for the rate limit" in [h.event for h in record.history]
+    assert "waiting for api_pause" in [h.event for h in record.history]
     assert "scheduled" in [h.state for h in record.history]
     assert record.attempts == 1  # waiting for the pause spent no attempt
     assert wait_for(first, "placed").attempts == 2

@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import phonenumbers
 import pytest
 
 from followup.config.logging import redact_event
-from followup.config.redaction import mask_phone, mask_text
+from followup.config.redaction import argument_reprs, dialling, mask_phone, mask_text
 from followup.config.settings import ConfigError, Settings, load_settings
 from followup.worker.backoff import retry_delay
 from tests.conftest import followup
@@ -103,9 +104,68 @@ def test_a_worker_with_bad_settings_exits_at_start_naming_the_variable(
 def test_masking() -> None:
     assert mask_phone("+61298765432") == "+61*******32"
     assert mask_phone(mask_phone("+61298765432")) == "+61*******32"
+    assert mask_phone("%2B61298765432") == "+61*******32"
     assert mask_text("call +61298765432 or +44 20 7946 0958 now") == (
         "call +61*******32 or +44********58 now"
     )
+
+
+def _formats(e164: str) -> list[str]:
+    """The number as phonenumbers writes it, and as people and systems punctuate it."""
+    number = phonenumbers.parse(e164)
+    f = phonenumbers.PhoneNumberFormat
+    written = [
+        phonenumbers.format_number(number, fmt)
+        for fmt in (f.E164, f.INTERNATIONAL, f.NATIONAL, f.RFC3966)
+    ]
+    digits = e164[1:]
+    national = phonenumbers.national_significant_number(number)
+    return [
+        *written,
+        e164.replace("+", "%2B"),  # URL-encoded
+        " ".join([digits[:2], digits[2:3], digits[3:7], digits[7:]]),  # 61 2 9876 5432
+        "-".join([digits[:2], digits[2:3], digits[3:7], digits[7:]]),  # 61-2-9876-5432
+        "+" + ".".join([digits[:2], digits[2:3], digits[3:7], digits[7:]]),  # +61.2.9876.5432
+        "00" + digits,
+        national,
+        f"{national[:3]} {national[3:6]} {national[6:]}",
+    ]
+
+
+@pytest.mark.parametrize("e164", ["+61298765432", "+14155550100", "+442079460958"])
+def test_every_format_of_a_number_is_masked_in_free_text(e164: str) -> None:
+    last_four = e164[-6:-2]  # digits that a mask never shows
+    for written in _formats(e164):
+        general = mask_text(f"the platform said: {written} is busy")
+        assert last_four not in general.replace(" ", "").replace("-", ""), (written, general)
+        with dialling(e164):
+            dialled = mask_text(f"code=callee.{written}.busy")
+        assert last_four not in dialled.replace(" ", "").replace("-", ""), (written, dialled)
+
+
+def test_masking_leaves_ids_and_times_readable() -> None:
+    text = "conversation 74346afa-6512-4537-9876-f354516659d2 at 10:08:04, request 5f0c1a2b"
+    assert mask_text(text) == text
+
+
+def test_task_arguments_show_ids_and_sizes_never_personal_values() -> None:
+    args, kwargs = argument_reprs(
+        (),
+        {
+            "request": {
+                "contact_id": "c-1",
+                "user_id": "u-1",
+                "phone_number": "+61298765432",
+                "reason": "call Jane Doe back",
+                "metadata": {"email": "jane.doe@example.com", "vip": True},
+            }
+        },
+    )
+    assert args == "[]"
+    assert "c-1" in kwargs and "+61*******32" in kwargs
+    for value in ("Jane", "jane.doe", "98765432"):
+        assert value not in kwargs
+    assert "'email': '<20 chars>'" in kwargs
 
 
 def test_log_events_drop_secrets_and_mask_numbers() -> None:

@@ -10,6 +10,7 @@ import redis
 
 from followup.cli.local_stack import delete_keys
 from followup.tasks.request import parse_request
+from followup.worker import store_lua
 from followup.worker.records import ErrorInfo, State
 from followup.worker.store import StatusStore
 
@@ -88,3 +89,9 @@ def test_an_idempotency_key_lasts_while_its_request_is_pending_or_unknown(
         assert store.register("d", request, queue="q", source="producer").outcome == "created"
     finally:
         delete_keys(redis_url, f"{store.ns}:*")
+
+
+def test_every_lua_script_compiles(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for script in store_lua.SCRIPTS:
+        assert client.script_load(script.source), script.name

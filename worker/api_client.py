@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 
 from followup.tasks.request import FollowUpRequest
-from followup.worker.classify import Verdict, classify_exception, classify_response
+from followup.worker.classify import Verdict, classify_answer, classify_exception
+from followup.worker.http import PlatformHttp
 
 CALLS_PATH = "/api/v2/conversations/calls"
 CORRELATION_HEADER = "ININ-Correlation-Id"
@@ -28,14 +29,15 @@ def build_call_body(request: FollowUpRequest) -> dict[str, Any]:
 class ContactCenterClient:
     """Sends one create-call request; never sends it twice (no transport retries)."""
 
-    def __init__(self, http: httpx.Client, api_base_url: str) -> None:
+    def __init__(self, http: PlatformHttp, api_base_url: str, *, max_retry_after_s: float) -> None:
         self._http = http
         self._url = api_base_url + CALLS_PATH
+        self._max_retry_after_s = max_retry_after_s
 
     def post_call(self, body: dict[str, Any], token: str, request_id: str) -> Verdict:
         headers = {"Authorization": f"Bearer {token}", CORRELATION_HEADER: request_id}
         try:
-            response = self._http.post(self._url, json=body, headers=headers)
+            answer = self._http.request("POST", self._url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             return classify_exception(exc)
-        return classify_response(response)
+        return classify_answer(answer, max_retry_after_s=self._max_retry_after_s)

@@ -58,6 +58,7 @@ def _check_worker_config(**_: Any) -> None:
 def _start_sweeper(**_: Any) -> None:
     global _sweeper_stop
     runtime = get_runtime()
+    runtime.warm_up()
     _sweeper_stop = runtime.start_sweeper(
         lambda request_id, request, queue: publish(app, request_id, request, queue)
     )

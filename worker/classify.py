@@ -1,12 +1,16 @@
 """What one attempt's answer means (api-contract.md §3), as a pure function.
 
 The one rule that matters most: anything that may have reached the platform after the body
-left is `unknown`, never `retry`: a second create-call POST can call a customer twice.
+left is `unknown`, never `retry`: a second create-call POST can call a customer twice. And
+nothing the platform sends can make a record or a log line grow: messages are clipped,
+`errors[]` is capped, exception text (which can carry a header) is never kept.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,20 +19,27 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from followup.config.redaction import mask_text
+from followup.worker.http import Answer
 from followup.worker.records import ErrorInfo
 
-Kind = Literal["placed", "retry", "fail", "reauth", "unknown", "lost"]
-PERMANENT = {400, 404, 409, 422}
-BACKOFF = {500, 502, 504}
+Kind = Literal["placed", "retry", "fail", "reauth", "unknown", "lost", "credentials"]
+# 408 and 425: the server says it did not process the request (RFC 9110 §15.5.9, RFC 8470).
+BACKOFF = {408, 425, 500, 502, 504}
 THROTTLED = {429, 503}
 REQUIRED_SCOPE = "conversation:write"
+
+MESSAGE_CHARS = 300
+CODE_CHARS = 80
+MAX_ERRORS = 10
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() also takes '²'
 
 
 @dataclass(frozen=True)
 class Verdict:
     kind: Kind
     conversation_id: str | None = None
-    retry_after_s: float | None = None
+    retry_after_s: float | None = None  # what will be waited: Retry-After, capped
+    retry_after_asked_s: float | None = None  # what the platform asked for
     error: ErrorInfo | None = None
 
     @property
@@ -53,11 +64,14 @@ class ApiErrorBody(BaseModel):
     errors: list[dict[str, Any]] = []
 
 
-def classify_response(response: httpx.Response) -> Verdict:
-    status = response.status_code
+def classify_answer(answer: Answer, *, max_retry_after_s: float) -> Verdict:
+    status = answer.status
     if 200 <= status < 300:
-        return Verdict("placed", conversation_id=_conversation_id(response))
-    error = error_info(response)
+        conversation_id = _conversation_id(answer)
+        if conversation_id is None:
+            return Verdict("unknown", error=_no_id(answer))
+        return Verdict("placed", conversation_id=conversation_id)
+    error = error_info(answer)
     if status == 401:
         return Verdict("reauth", error=error)
     if status == 403:
@@ -69,74 +83,128 @@ def classify_response(response: httpx.Response) -> Verdict:
             "fail", error=error.model_copy(update={"message": f"{error.message}: {hint}"})
         )
     if status in THROTTLED:
-        return Verdict("retry", retry_after_s=retry_after(response), error=error)
+        waited, asked = retry_after(answer.headers.get("retry-after"), max_retry_after_s)
+        return Verdict("retry", retry_after_s=waited, retry_after_asked_s=asked, error=error)
     if status in BACKOFF or status >= 500:
         return Verdict("retry", error=error)
     return Verdict("fail", error=error)  # 400, 404, 409, 422 and any other 4xx: it never will
 
 
+# What went wrong, in our words: an exception's own text can carry a header (a token).
+_TRANSPORT = {
+    httpx.ConnectTimeout: "connecting timed out",
+    httpx.ConnectError: "could not connect",
+    httpx.PoolTimeout: "no free connection in time",
+    httpx.ReadTimeout: "no answer in time",
+    httpx.WriteTimeout: "sending timed out",
+    httpx.RemoteProtocolError: "the server closed the connection or broke the protocol",
+    httpx.LocalProtocolError: "the request could not be formed",
+    httpx.UnsupportedProtocol: "the URL's scheme is not supported",
+    httpx.InvalidURL: "the URL is not valid",
+}
+
+
+def describe_exception(exc: Exception) -> ErrorInfo:
+    """A transport error as (code, message), never the exception's own text."""
+    what = next((t for cls, t in _TRANSPORT.items() if isinstance(exc, cls)), "the request failed")
+    return ErrorInfo(code=f"transport.{type(exc).__name__}", message=what)
+
+
 def classify_exception(exc: httpx.HTTPError) -> Verdict:
     """Errors before the request left are retryable; errors after it may have acted: unknown."""
-    name = type(exc).__name__
+    info = describe_exception(exc)
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Verdict("retry", error=ErrorInfo(code=f"transport.{name}", message=_safe(exc)))
+        return Verdict("retry", error=info)
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.InvalidURL):
-        return Verdict("fail", error=ErrorInfo(code=f"transport.{name}", message=_safe(exc)))
+        return Verdict("fail", error=info)
     return Verdict(
         "unknown",
-        error=ErrorInfo(
-            code=f"transport.{name}",
-            message=f"{_safe(exc)}: the request may have reached the platform, so it is not "
-            "redialled; check the agent's call log, then 'followup retry ID' to dial again",
+        error=info.model_copy(
+            update={
+                "message": f"{info.message}: the request may have reached the platform, so it "
+                "is not redialled; check the agent's call log, then 'followup retry ID' to "
+                "dial again"
+            }
         ),
     )
 
 
-def error_info(response: httpx.Response) -> ErrorInfo:
+def error_info(answer: Answer) -> ErrorInfo:
+    """The platform's error body, clipped and masked; or the start of whatever it sent."""
     try:
-        body = ApiErrorBody.model_validate_json(response.content)
+        body = ApiErrorBody.model_validate_json(answer.body)
     except ValidationError:
-        text = response.text[:300].strip() or response.reason_phrase
         return ErrorInfo(
-            status=response.status_code,
-            code=f"http.{response.status_code}",
-            message=mask_text(text),
+            status=answer.status,
+            code=f"http.{answer.status}",
+            message=clip(mask_text(_start(answer.body)) or _reason(answer.status)),
         )
+    errors = [
+        {
+            "message": clip(mask_text(str(e.get("message", "")))),
+            "code": clip(mask_text(str(e.get("code", ""))), CODE_CHARS),
+        }
+        for e in body.errors[:MAX_ERRORS]
+    ]
+    if len(body.errors) > MAX_ERRORS:
+        errors.append({"message": f"and {len(body.errors) - MAX_ERRORS} more", "code": ""})
     return ErrorInfo(
-        status=response.status_code,
-        code=body.code or f"http.{response.status_code}",
-        message=mask_text(body.message or response.reason_phrase),
-        errors=[
-            {"message": mask_text(str(e.get("message", ""))), "code": str(e.get("code", ""))}
-            for e in body.errors
-        ],
-        context_id=body.contextId,
+        status=answer.status,
+        code=clip(mask_text(body.code), CODE_CHARS) or f"http.{answer.status}",
+        message=clip(mask_text(body.message)) or _reason(answer.status),
+        errors=errors,
+        context_id=clip(mask_text(body.contextId), CODE_CHARS) if body.contextId else None,
     )
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 §10.2.3); None if absent/bad."""
-    value = response.headers.get("retry-after")
+def retry_after(value: str | None, cap_s: float) -> tuple[float | None, float | None]:
+    """Retry-After as delay-seconds or an HTTP-date (RFC 9110 §10.2.3): (the wait, capped at
+    cap_s; what was asked). (None, None) if absent or not one of the two forms."""
     if not value:
-        return None
+        return None, None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    if _DELAY_SECONDS.fullmatch(value):
+        asked = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            asked = max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None, None
+    return min(asked, cap_s), asked
 
 
-def _conversation_id(response: httpx.Response) -> str | None:
+def clip(text: str | None, limit: int = MESSAGE_CHARS) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _conversation_id(answer: Answer) -> str | None:
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except ValueError:
         return None
     value = body.get("id") if isinstance(body, dict) else None
-    return str(value) if value else None
+    if isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
+        return value
+    return None
 
 
-def _safe(exc: Exception) -> str:
-    return mask_text(str(exc) or type(exc).__name__)
+def _no_id(answer: Answer) -> ErrorInfo:
+    start = clip(mask_text(_start(answer.body)), 200)
+    return ErrorInfo(
+        status=answer.status,
+        code="response.no_id",
+        message=f"the platform answered {answer.status} without a conversation id, so the "
+        f"call may or may not exist (a wrong FOLLOWUP_API_BASE_URL?); it is not redialled; "
+        f"the answer began: {start or '(empty)'}",
+    )
+
+
+def _start(body: bytes) -> str:
+    return body[:MESSAGE_CHARS].decode("utf-8", "replace").strip()
+
+
+def _reason(status: int) -> str:
+    return httpx.codes.get_reason_phrase(status) or f"HTTP {status}"

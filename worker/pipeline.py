@@ -7,6 +7,7 @@ for a bad message, so the worker keeps serving.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import redis
 import structlog
 
+from followup.config.redaction import dialling
 from followup.config.settings import Settings
 from followup.tasks.request import (
     FieldError,
@@ -28,7 +30,7 @@ from followup.worker.backoff import retry_delay
 from followup.worker.classify import Verdict
 from followup.worker.records import ErrorInfo, State
 from followup.worker.store import Claim, StatusStore
-from followup.worker.tokens import TokenCache, TokenError
+from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +41,12 @@ class Pipeline:
     client: ContactCenterClient
     tokens: TokenCache
     settings: Settings
+    credentials_pause: str  # this OAuth client's fleet-wide pause (runtime.credentials_pause)
+
+    @property
+    def _pauses(self) -> list[tuple[str, str]]:
+        """The fleet-wide pauses a claim respects, with what a request then waits for."""
+        return [("api", "api_pause"), (self.credentials_pause, "credentials")]
 
     def handle(
         self,
@@ -108,7 +116,9 @@ class Pipeline:
         return "rejected"
 
     def _claim(self, request_id: str) -> Claim:
-        return self.store.claim(request_id, lease_s=self.settings.claim_lease_s)
+        return self.store.claim(
+            request_id, lease_s=self.settings.claim_lease_s, pauses=self._pauses
+        )
 
     def _attempt(self, request_id: str, claim: Claim) -> str:
         structlog.contextvars.bind_contextvars(attempt=claim.attempts)
@@ -117,11 +127,24 @@ class Pipeline:
             return claim.outcome
         log.info("transition", state="dialing")
         request = FollowUpRequest.model_validate_json(claim.request_json)
+        with dialling(request.phone_number):  # its number is masked in every form, everywhere
+            return self._dial(request_id, claim, request)
+
+    def _dial(self, request_id: str, claim: Claim, request: FollowUpRequest) -> str:
         attempts, verdict = self._send(request_id, claim, build_call_body(request))
         if verdict.kind == "lost":
             log.warning("claim lost before sending; nothing sent, its new owner goes on")
             return "lost"
+        if verdict.kind == "credentials":
+            return self._wait_for_credentials(request_id, claim, verdict)
         structlog.contextvars.bind_contextvars(attempt=attempts)
+        asked, waited = verdict.retry_after_asked_s, verdict.retry_after_s
+        if asked is not None and waited is not None and asked > waited:
+            log.warning(
+                "Retry-After past FOLLOWUP_MAX_RETRY_AFTER_S; the cap is used",
+                asked_s=asked,
+                cap_s=waited,
+            )
         outcome = decide(verdict, attempts, self.settings)
         recorded = self._record(
             lambda: self.store.finish(
@@ -134,11 +157,27 @@ class Pipeline:
                 error=verdict.error,
                 retry_in_s=outcome.retry_in_s,
                 pause_all_s=outcome.pause_all_s,
+                waiting_for="api_pause" if outcome.pause_all_s else "retry_backoff",
             ),
         )
         log_method = log.info if outcome.state in (State.PLACED, State.RETRYING) else log.warning
         log_method("transition", state=outcome.state, detail=outcome.detail, recorded=recorded)
         return outcome.state
+
+    def _wait_for_credentials(self, request_id: str, claim: Claim, verdict: Verdict) -> str:
+        """The platform refused our credentials: nothing was sent, nothing is spent; this
+        OAuth client's requests wait (fleet-wide) until a token is granted again."""
+        self.store.defer(
+            request_id,
+            claim.token,
+            delay_s=CREDENTIALS_RECHECK_S + random.uniform(0, 1),
+            reason="credentials",
+            detail="the platform refused the OAuth client credentials",
+            error=verdict.error,
+            pause=(self.credentials_pause, CREDENTIALS_RECHECK_S),
+        )
+        log.warning("transition", state="scheduled", waiting_for="credentials")
+        return "scheduled"
 
     def _send(self, request_id: str, claim: Claim, body: dict[str, Any]) -> tuple[int, Verdict]:
         """Token, send marker, POST; a 401 (the platform did nothing) takes the marker back

@@ -83,6 +83,7 @@ class StatusRecord(BaseModel):
     conversation_id: str | None = None
     last_error: ErrorInfo | None = None
     next_attempt_at: datetime | None = None
+    waiting_for: str | None = None  # while it waits: api_pause, retry_backoff, credentials ...
     created_at: datetime
     updated_at: datetime
     history: list[HistoryEntry] = []

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import threading
 from functools import cache, cached_property
 
-import httpx
+import redis
+import structlog
 
 from followup.config.settings import Settings, get_settings
 from followup.worker.api_client import ContactCenterClient
+from followup.worker.http import PlatformHttp
 from followup.worker.pipeline import Pipeline
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Publish, Sweeper
-from followup.worker.tokens import TokenCache
+from followup.worker.tokens import TokenCache, TokenError
+
+log = structlog.get_logger(__name__)
+
+
+def credentials_pause(token_url: str, client_id: str) -> str:
+    """The name of the fleet-wide pause for one OAuth client's refused credentials: workers
+    with other credentials in the same namespace are not held by it."""
+    digest = hashlib.sha256(f"{token_url} {client_id}".encode()).hexdigest()[:12]
+    return f"credentials:{digest}"
 
 
 class Runtime:
@@ -24,30 +37,54 @@ class Runtime:
         return StatusStore.from_settings(self.settings)
 
     @cached_property
-    def http(self) -> httpx.Client:
-        """One pooled client for all threads: connection reuse, every timeout explicit.
-
-        No transport retries: a create-call POST must never be sent twice by the library.
-        """
+    def http(self) -> PlatformHttp:
         s = self.settings
-        return httpx.Client(
-            timeout=httpx.Timeout(s.http_timeout_s),
-            limits=httpx.Limits(
-                max_connections=s.worker_concurrency * 2,
-                max_keepalive_connections=s.worker_concurrency,
-            ),
-            transport=httpx.HTTPTransport(retries=0),
-            follow_redirects=False,
+        return PlatformHttp(
+            timeout_s=s.http_timeout_s,
+            keepalive_s=s.http_keepalive_s,
+            max_connections=s.worker_concurrency * 2,
         )
 
     @cached_property
     def pipeline(self) -> Pipeline:
         s = self.settings
         client_id, secret = s.require_credentials()
+        credentials = credentials_pause(s.effective_token_url, client_id)
         tokens = TokenCache(
-            self.http, s.effective_token_url, client_id, secret, timeout_s=s.http_timeout_s
+            self.http,
+            s.effective_token_url,
+            client_id,
+            secret,
+            max_retry_after_s=s.max_retry_after_s,
+            on_granted=lambda: self._credentials_granted(credentials),
         )
-        return Pipeline(self.store, ContactCenterClient(self.http, s.api_base_url), tokens, s)
+        client = ContactCenterClient(
+            self.http, s.api_base_url, max_retry_after_s=s.max_retry_after_s
+        )
+        return Pipeline(self.store, client, tokens, s, credentials_pause=credentials)
+
+    def _credentials_granted(self, pause_name: str) -> None:
+        """A token was granted: a credentials pause (this OAuth client's) is over."""
+        try:
+            brought_forward = self.store.lift(pause_name, "credentials")
+        except redis.RedisError:
+            return  # the pause ends on its own; the requests wait that little longer
+        if brought_forward:
+            log.warning(
+                "credentials accepted again; waiting requests go now", count=brought_forward
+            )
+
+    def warm_up(self) -> None:
+        """At start, in the background: fetch a token (a refusal is logged, and a granted
+        token ends a credentials pause) and open a connection, so the first call waits for
+        neither."""
+
+        def run() -> None:
+            # A failure is logged by the token cache; requests then wait as it says.
+            with contextlib.suppress(TokenError, redis.RedisError):
+                self.pipeline.tokens.get()
+
+        threading.Thread(target=run, name="followup-warm-up", daemon=True).start()
 
     def start_sweeper(self, publish: Publish) -> threading.Event:
         s = self.settings

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -46,7 +47,7 @@ class Registered:
 @dataclass(frozen=True)
 class Claim:
     outcome: Literal[
-        "claimed", "busy", "done", "early", "missing", "unknown", "requeued", "due", "throttled"
+        "claimed", "busy", "done", "early", "missing", "unknown", "requeued", "due", "paused"
     ]
     state: str
     attempts: int
@@ -208,9 +209,16 @@ class StatusStore:
         return result
 
     def claim(
-        self, request_id: str, *, lease_s: float, mode: Literal["deliver", "sweep"] = "deliver"
+        self,
+        request_id: str,
+        *,
+        lease_s: float,
+        mode: Literal["deliver", "sweep"] = "deliver",
+        pauses: Sequence[tuple[str, str]] = (),
     ) -> Claim:
-        """Atomically move a due request into `dialing`, or say why not. Spends no attempt."""
+        """Atomically move a due request into `dialing`, or say why not. Spends no attempt.
+
+        pauses: (pause name, reason) pairs; while one holds, the request waits instead."""
         token = uuid.uuid4().hex
         outcome, state, attempts, request_json = self._run(
             store_lua.CLAIM,
@@ -220,6 +228,7 @@ class StatusStore:
             mode=mode,
             unknown_error=UNKNOWN_OUTCOME.model_dump_json(),
             spread=random.uniform(0, 1),
+            pauses=json.dumps(list(pauses)),
         )
         return Claim(outcome, state, int(attempts), token, request_json or "")
 
@@ -286,10 +295,12 @@ class StatusStore:
         error: ErrorInfo | None = None,
         retry_in_s: float = 0.0,
         pause_all_s: float = 0.0,
+        waiting_for: str = "retry_backoff",
     ) -> bool:
         """Record an attempt's outcome; only the claim's holder may. False if it was not.
 
         pause_all_s > 0 (the API's Retry-After on a 429/503) holds every worker's claims.
+        A retry waits for `waiting_for`.
         """
         fields: dict[str, Any] = {
             "last_error": error.model_dump_json() if error else None,
@@ -306,8 +317,41 @@ class StatusStore:
             detail=detail,
             due_in=retry_in_s,
             pause=pause_all_s,
+            waiting=waiting_for,
         )
         return bool(ok)
+
+    def defer(
+        self,
+        request_id: str,
+        token: str,
+        *,
+        delay_s: float,
+        reason: str,
+        detail: str,
+        error: ErrorInfo | None = None,
+        pause: tuple[str, float] | None = None,
+    ) -> bool:
+        """Before sending: the request waits delay_s for `reason`, spending nothing; with
+        `pause` (name, seconds), that fleet-wide pause is set too. False if the claim was lost."""
+        name, seconds = pause or ("", 0.0)
+        return bool(
+            self._run(
+                store_lua.DEFER,
+                id=request_id,
+                token=token,
+                delay=delay_s,
+                reason=reason,
+                detail=detail,
+                last_error=error.model_dump_json() if error else None,
+                pause_name=name,
+                pause_s=seconds,
+            )
+        )
+
+    def lift(self, pause_name: str, reason: str) -> int:
+        """End a fleet-wide pause early; what waited for it is due now. Returns how many."""
+        return int(self._run(store_lua.LIFT, pause_name=pause_name, reason=reason))
 
     def cancel(self, request_id: str, who: str) -> tuple[bool, str]:
         return self._manual(request_id, "cancel", who)
@@ -392,6 +436,7 @@ def _to_record(request_id: str, f: dict[str, str], history: list[str]) -> Status
         conversation_id=f.get("conversation_id") or None,
         last_error=ErrorInfo.model_validate_json(last_error) if last_error else None,
         next_attempt_at=_ts(f.get("next_attempt_at")),
+        waiting_for=f.get("waiting_for") or None,
         created_at=_ts(f.get("created_at")),
         updated_at=_ts(f.get("updated_at")),
         history=[HistoryEntry.model_validate(json.loads(entry)) for entry in history],

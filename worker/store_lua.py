@@ -38,10 +38,39 @@ local function note(id, event, detail)
   if detail and detail ~= '' then entry['detail'] = detail end
   redis.call('RPUSH', hkey(id), cjson.encode(entry))
 end
+-- Leave whatever wait the request was in (its entry in ns:waiting:<reason>).
+local function unwait(id)
+  local reason = redis.call('HGET', rkey(id), 'waiting_for')
+  if reason and reason ~= '' then
+    redis.call('ZREM', ns .. ':waiting:' .. reason, id)
+    redis.call('HDEL', rkey(id), 'waiting_for')
+  end
+end
 local function move(id, old, new)
   if old then redis.call('ZREM', ns .. ':state:' .. old, id) end
+  if old and WAITING[old] then unwait(id) end
   redis.call('ZADD', ns .. ':state:' .. new, now, id)
   redis.call('HSET', rkey(id), 'state', new, 'updated_at', now)
+end
+-- Make a request wait until `at` (a due time: no worker, no message holds it meanwhile),
+-- saying what for. state: 'scheduled' (a gate) or 'retrying' (after an attempt).
+local function wait(id, old, state, at, reason, event, detail)
+  if old ~= state then move(id, old, state) else unwait(id) end
+  redis.call('HDEL', rkey(id), 'lease_until')
+  redis.call('HSET', rkey(id), 'next_attempt_at', at, 'waiting_for', reason)
+  redis.call('ZADD', DUE, at, id)
+  redis.call('ZADD', ns .. ':waiting:' .. reason, at, id)
+  note(id, event, detail)
+end
+-- A fleet-wide pause (ns:pause:<name>) holds until its time; 0 if there is none.
+local function paused_until(name)
+  return tonumber(redis.call('GET', ns .. ':pause:' .. name) or '0') or 0
+end
+local function pause(name, seconds)
+  local ends = now + seconds
+  if ends > paused_until(name) then
+    redis.call('SET', ns .. ':pause:' .. name, ends, 'PX', math.ceil(seconds * 1000) + 1000)
+  end
 end
 -- The idempotency key of a request, if it still points to that request.
 local function ikey_of(id)
@@ -165,12 +194,12 @@ return {'created', id}
 
 # Returns {outcome, state, attempts, request JSON when claimed}. mode: 'deliver' | 'sweep'.
 # A claim spends no attempt: the send marker does (SEND), so a worker lost before sending
-# costs the request nothing. While the API has asked every client to pause (a 429 or 503
-# with Retry-After), a due request is not claimed: it waits in 'scheduled' until the pause
-# ends (plus spread).
+# costs the request nothing. pauses: a JSON list of [pause name, reason]: while one holds
+# (the API asked every client to wait, the credentials were refused ...), a due request is
+# not claimed but waits in 'scheduled' until it ends (plus spread), saying what for.
 CLAIM = LuaScript(
     "claim",
-    ("id", "token", "lease", "mode", "unknown_error", "spread"),
+    ("id", "token", "lease", "mode", "unknown_error", "spread", "pauses"),
     r"""
 local id, mode = ARG.id, ARG.mode
 local r = redis.call('HMGET', rkey(id), 'state', 'next_attempt_at', 'lease_until', 'sent_at',
@@ -206,16 +235,15 @@ else
   if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'already ' .. state) end
   return {'done', state, attempts, ''}
 end
-local pause = tonumber(redis.call('GET', ns .. ':throttle') or '0') or 0
-if pause > now then
-  local at = pause + tonumber(ARG.spread)
-  if state ~= 'scheduled' then move(id, state, 'scheduled') end
-  redis.call('HDEL', rkey(id), 'claim', 'lease_until')
-  redis.call('HSET', rkey(id), 'next_attempt_at', at)
-  redis.call('ZADD', DUE, at, id)
-  note(id, 'waiting for the rate limit',
-    string.format('the API asked every client to pause; next attempt in %.1fs', at - now))
-  return {'throttled', 'scheduled', attempts, ''}
+for _, gate in ipairs(cjson.decode(ARG.pauses)) do
+  local ends = paused_until(gate[1])
+  if ends > now then
+    local at = ends + tonumber(ARG.spread)
+    redis.call('HDEL', rkey(id), 'claim')
+    wait(id, state, 'scheduled', at, gate[2], 'waiting for ' .. gate[2],
+      string.format('a fleet-wide pause; next attempt in %.1fs', at - now))
+    return {'paused', 'scheduled', attempts, ''}
+  end
 end
 redis.call('HSET', rkey(id), 'claim', ARG.token, 'lease_until', now + tonumber(ARG.lease),
   'sent_at', '', 'republished', 0)
@@ -264,10 +292,11 @@ return 1
 # Returns {ok, state}. Only the holder of the claim may finish; a late answer may also settle
 # an 'unknown'. Running it again after it landed (its reply was lost in an outage) is a no-op
 # that reports success. fields: a JSON object of record fields to set ('' or null deletes).
-# pause > 0 (the API's Retry-After) pauses every worker's claims that long.
+# pause > 0 (the API's Retry-After) pauses every worker's claims that long. A retry waits
+# as `waiting` says (api_pause, retry_backoff).
 FINISH = LuaScript(
     "finish",
-    ("id", "token", "state", "fields", "event", "detail", "due_in", "pause"),
+    ("id", "token", "state", "fields", "event", "detail", "due_in", "pause", "waiting"),
     r"""
 local id, new = ARG.id, ARG.state
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'finished')
@@ -279,24 +308,51 @@ for k, v in pairs(cjson.decode(ARG.fields)) do
 end
 redis.call('HSET', rkey(id), 'finished', ARG.token)
 redis.call('HDEL', rkey(id), 'lease_until')
-local pause = tonumber(ARG.pause) or 0
-if pause > 0 then
-  local pkey = ns .. ':throttle'
-  if now + pause > (tonumber(redis.call('GET', pkey) or '0') or 0) then
-    redis.call('SET', pkey, now + pause, 'PX', math.ceil(pause * 1000) + 1000)
-  end
-end
-move(id, r[1], new)
-note(id, ARG.event, ARG.detail)
+if (tonumber(ARG.pause) or 0) > 0 then pause('api', tonumber(ARG.pause)) end
 if TERMINAL[new] then
+  move(id, r[1], new)
+  note(id, ARG.event, ARG.detail)
   settle(id)
 else
   keep(id)  -- a late answer can move an 'unknown' back to pending
-  local at = now + tonumber(ARG.due_in)
-  redis.call('HSET', rkey(id), 'next_attempt_at', at)
-  redis.call('ZADD', DUE, at, id)
+  wait(id, r[1], new, now + tonumber(ARG.due_in), ARG.waiting, ARG.event, ARG.detail)
 end
 return {1, new}
+""",
+)
+
+# Before anything was sent, the request must wait (a gate said so: the credentials were
+# refused, ...). Only the claim's holder may defer, and only with no send marker. With
+# pause_s > 0 the named fleet-wide pause is set too. Spends no attempt. Returns 1 if done.
+DEFER = LuaScript(
+    "defer",
+    ("id", "token", "delay", "reason", "detail", "last_error", "pause_name", "pause_s"),
+    r"""
+local id = ARG.id
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at')
+if r[1] ~= 'dialing' or r[2] ~= ARG.token or (r[3] and r[3] ~= '') then return 0 end
+if (tonumber(ARG.pause_s) or 0) > 0 then pause(ARG.pause_name, tonumber(ARG.pause_s)) end
+if ARG.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', ARG.last_error) end
+redis.call('HDEL', rkey(id), 'claim')
+wait(id, 'dialing', 'scheduled', now + tonumber(ARG.delay), ARG.reason,
+  'waiting for ' .. ARG.reason, ARG.detail)
+return 1
+""",
+)
+
+# A fleet-wide pause is over before its time (a token was granted again): end it, and make
+# what waited for it due now. Returns how many requests were brought forward.
+LIFT = LuaScript(
+    "lift",
+    ("pause_name", "reason"),
+    r"""
+if redis.call('DEL', ns .. ':pause:' .. ARG.pause_name) == 0 then return 0 end
+local waiting = redis.call('ZRANGE', ns .. ':waiting:' .. ARG.reason, 0, 999)
+for _, id in ipairs(waiting) do
+  redis.call('ZADD', DUE, now, id)
+  redis.call('HSET', rkey(id), 'next_attempt_at', now)
+end
+return #waiting
 """,
 )
 
@@ -363,4 +419,4 @@ return out
 """,
 )
 
-SCRIPTS = (REGISTER, CLAIM, SEND, UNSEND, FINISH, MANUAL, TAKE_DUE)
+SCRIPTS = (REGISTER, CLAIM, SEND, UNSEND, FINISH, DEFER, LIFT, MANUAL, TAKE_DUE)

@@ -1,56 +1,92 @@
-"""An OAuth 2.0 client-credentials token, fetched once and shared by all worker threads."""
+"""An OAuth 2.0 client-credentials token, fetched once and shared by all worker threads.
+
+- One fetch at a time. A failure is kept for a moment and given to every thread that was
+  waiting for it, so a hanging or failing token endpoint costs one timeout, not one a thread.
+- The token endpoint's Retry-After is honoured (capped like the API's).
+- A refusal of the credentials (invalid_client, or any 400/401/403) is its own verdict,
+  "credentials": no request can fix it, so the fleet pauses (the pipeline's job), and this
+  process does not ask again before that pause ends.
+- The token is checked (non-empty printable ASCII, no spaces) before anything uses it, so it
+  can never break, or be echoed by, a request header. Neither it nor the secret is logged.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import structlog
 
-from followup.worker.classify import Verdict, classify_exception, error_info
+from followup.config.redaction import mask_text
+from followup.worker.classify import (
+    Verdict,
+    clip,
+    describe_exception,
+    error_info,
+    retry_after,
+)
+from followup.worker.http import Answer, PlatformHttp
 from followup.worker.records import ErrorInfo
 
 log = structlog.get_logger(__name__)
 
+FAILURE_HOLD_S = 1.0  # how long a transient failure is shared with threads asking for a token
+CREDENTIALS_RECHECK_S = 60.0  # how long a refusal holds before the credentials are tried again
+TOKEN_CHARS = 4096
+
 
 class TokenError(Exception):
-    """No token could be had; `verdict` says whether to retry (transient) or fail."""
+    """No token could be had; `verdict` says why: retry (transient) or credentials."""
 
-    def __init__(self, verdict: Verdict) -> None:
+    def __init__(self, verdict: Verdict, hold_s: float) -> None:
         self.verdict = verdict
+        self.hold_s = hold_s
         super().__init__(verdict.summary)
 
 
 class TokenCache:
-    """Caches the bearer token until shortly before it expires.
-
-    One lock: while one thread fetches, the others wait for its token rather than each
-    fetching their own. The token and the secret are never logged.
-    """
+    """Caches the bearer token until shortly before it expires."""
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: PlatformHttp,
         token_url: str,
         client_id: str,
         client_secret: str,
         *,
-        timeout_s: float,
+        max_retry_after_s: float,
+        on_granted: Callable[[], None] = lambda: None,
     ) -> None:
         self._http = http
         self._url = token_url
         self._auth = (client_id, client_secret)
-        self._timeout = timeout_s
+        self._max_retry_after_s = max_retry_after_s
+        self._on_granted = on_granted
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self._failure: TokenError | None = None
+        self._failure_until = 0.0
 
     def get(self) -> str:
+        """The token; raises TokenError (the same one, for a while, to every thread)."""
         with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
+            now = time.monotonic()
+            if self._token is not None and now < self._expires_at:
+                return self._token
+            if self._failure is not None and now < self._failure_until:
+                raise self._failure
+            try:
                 self._token, self._expires_at = self._fetch()
-            return self._token
+            except TokenError as exc:
+                self._failure, self._failure_until = exc, time.monotonic() + exc.hold_s
+                raise
+            self._failure = None
+        self._on_granted()
+        return self._token
 
     def invalidate(self, token: str) -> None:
         """Drop the token after a 401, unless another thread already replaced it."""
@@ -61,51 +97,89 @@ class TokenCache:
     def _fetch(self) -> tuple[str, float]:
         started = time.monotonic()
         try:
-            response = self._http.post(
-                self._url,
-                data={"grant_type": "client_credentials"},
-                auth=self._auth,
-                timeout=self._timeout,
+            answer = self._http.request(
+                "POST", self._url, data={"grant_type": "client_credentials"}, auth=self._auth
             )
         except httpx.HTTPError as exc:
-            verdict = classify_exception(exc)
             # Fetching a token changes nothing at the platform: any transport error may retry.
+            info = describe_exception(exc)
             raise TokenError(
-                Verdict("retry" if verdict.kind == "unknown" else verdict.kind, error=verdict.error)
+                Verdict("retry", error=info.model_copy(update={"message": _at_endpoint(info)})),
+                FAILURE_HOLD_S,
             ) from None
-        if response.status_code in (400, 401, 403):
-            info = error_info(response)
-            raise TokenError(
-                Verdict(
-                    "fail",
-                    error=info.model_copy(
-                        update={
-                            "message": (
-                                "the token endpoint refused the client credentials "
-                                f"({info.message}): check FOLLOWUP_CLIENT_ID, "
-                                "FOLLOWUP_CLIENT_SECRET and FOLLOWUP_TOKEN_URL"
-                            )
-                        }
-                    ),
-                )
+        if answer.status in (400, 401, 403):
+            refusal = _refusal(answer)
+            log.error(
+                "the platform refused the OAuth client credentials; dialling pauses until they "
+                "are accepted (checked again every minute, and when a worker starts)",
+                detail=refusal.message,
+                pause_s=CREDENTIALS_RECHECK_S,
             )
-        if response.status_code != 200:
-            raise TokenError(Verdict("retry", error=error_info(response)))
-        try:
-            body = response.json()
-            token = str(body["access_token"])
-            lifetime = float(body.get("expires_in", 3600))
-        except (ValueError, KeyError, TypeError):
-            raise TokenError(
-                Verdict(
-                    "retry",
-                    error=ErrorInfo(
-                        status=200,
-                        code="token.malformed",
-                        message="the token endpoint answered 200 without an access_token",
-                    ),
-                )
-            ) from None
+            raise TokenError(Verdict("credentials", error=refusal), CREDENTIALS_RECHECK_S)
+        if answer.status != 200:
+            info = error_info(answer)
+            waited, asked = retry_after(answer.headers.get("retry-after"), self._max_retry_after_s)
+            verdict = Verdict(
+                "retry",
+                retry_after_s=waited,
+                retry_after_asked_s=asked,
+                error=info.model_copy(update={"message": _at_endpoint(info)}),
+            )
+            raise TokenError(verdict, waited or FAILURE_HOLD_S)
+        token, lifetime = _read_token(answer)
         margin = min(60.0, lifetime / 10)
         log.info("token fetched", expires_in_s=lifetime)
         return token, started + lifetime - margin
+
+
+def _read_token(answer: Answer) -> tuple[str, float]:
+    try:
+        body = json.loads(answer.body)
+        token = body["access_token"]
+        lifetime = body.get("expires_in", 3600)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        token, lifetime = None, 0
+    valid = (
+        isinstance(token, str)
+        and 0 < len(token) <= TOKEN_CHARS
+        and token.isascii()
+        and token.isprintable()
+        and " " not in token
+    )
+    if not valid or not isinstance(lifetime, int | float) or not lifetime > 0:
+        raise TokenError(
+            Verdict(
+                "retry",
+                error=ErrorInfo(
+                    status=200,
+                    code="token.malformed",
+                    message="the token endpoint answered 200 without a usable access_token "
+                    "(a non-empty printable ASCII string) and expires_in",
+                ),
+            ),
+            FAILURE_HOLD_S,
+        )
+    assert isinstance(token, str)
+    return token, float(min(lifetime, 86400 * 7))
+
+
+def _refusal(answer: Answer) -> ErrorInfo:
+    """The OAuth error (RFC 6749 §5.2: error, error_description), clipped and masked."""
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    error = clip(mask_text(str(body.get("error") or f"http.{answer.status}")), 80)
+    description = clip(mask_text(str(body.get("error_description") or "")), 200)
+    return ErrorInfo(
+        status=answer.status,
+        code=f"token.{error}",
+        message=f"the token endpoint refused the client credentials ({error}"
+        + (f": {description}" if description else "")
+        + "): check FOLLOWUP_CLIENT_ID, FOLLOWUP_CLIENT_SECRET and FOLLOWUP_TOKEN_URL",
+    )
+
+
+def _at_endpoint(info: ErrorInfo) -> str:
+    return f"the token endpoint: {info.message}"

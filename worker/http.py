@@ -1,0 +1,153 @@
+"""The HTTP client for every request to the platform: a total deadline per request, bodies
+read up to a bound, no retries by the library, connections not kept long enough to go stale.
+
+- **Deadline.** httpx's timeouts apply to each read, so a server that drips its headers a
+  byte at a time holds a request far past them. Here every connect, read and write of a
+  request gets at most what is left of its deadline (a network backend that httpcore asks
+  for each socket operation), so no attempt can outlive the claim it runs under.
+- **Bounded bodies.** At most MAX_BODY_BYTES of any answer are read; the rest is dropped
+  with the connection. The body is asked for uncompressed.
+- **Keep-alive.** A platform's load balancer closes idle connections (after 5 s at the
+  least, commonly); a POST written into a connection it is closing is lost in a way that
+  looks like a call that may have been placed. Connections idle longer than
+  FOLLOWUP_HTTP_KEEPALIVE_S (default 4) are not reused; 0 opens one for every request.
+
+Warning:
+    The deadline backend is installed on httpx's transport through its private `_pool`;
+    tests/test_platform_misbehaving.py fails if an httpx upgrade moves it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import httpcore
+import httpx
+
+MAX_BODY_BYTES = 64 * 1024
+
+_deadline: ContextVar[float | None] = ContextVar("followup_http_deadline", default=None)
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """The time a socket operation may take: its own timeout, or less if the request's
+    deadline is nearer; the error if the deadline has passed."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the request's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(
+                ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)
+            )
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the platform answered, read up to MAX_BODY_BYTES."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    truncated: bool = False
+
+
+class PlatformHttp:
+    """One pooled client for all of a worker's threads."""
+
+    def __init__(self, *, timeout_s: float, keepalive_s: float, max_connections: int) -> None:
+        self.timeout_s = timeout_s
+        transport = httpx.HTTPTransport(
+            retries=0,  # a create-call POST must never be sent twice by the library
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections if keepalive_s > 0 else 0,
+                keepalive_expiry=keepalive_s,
+            ),
+        )
+        transport._pool._network_backend = _DeadlineBackend()  # see the module's Warning
+        self.client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            headers={"Accept-Encoding": "identity"},
+        )
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Answer:
+        """One request within FOLLOWUP_HTTP_TIMEOUT_S, all told; raises httpx.HTTPError."""
+        token = _deadline.set(time.monotonic() + self.timeout_s)
+        try:
+            with self.client.stream(method, url, **kwargs) as response:
+                body = bytearray()
+                truncated = False
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        truncated = True
+                        break
+                return Answer(
+                    response.status_code, response.headers, bytes(body[:MAX_BODY_BYTES]), truncated
+                )
+        finally:
+            _deadline.reset(token)
+
+    def close(self) -> None:
+        self.client.close()
