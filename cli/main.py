@@ -176,6 +176,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     try:
         from followup.simulator import (
             DEFAULT_CLIENTS,
+            DEFAULT_GENESYS_CLIENTS,
             DEFAULT_USERS,
             SimState,
             parse_client,
@@ -189,10 +190,16 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
 
-    clients = dict(parse_client(spec) for spec in (args.client or DEFAULT_CLIENTS))
+    defaults = DEFAULT_GENESYS_CLIENTS if args.dialect == "genesys" else DEFAULT_CLIENTS
+    clients = dict(parse_client(spec) for spec in (args.client or defaults))
     users = None if args.any_user else frozenset(args.user or DEFAULT_USERS)
-    print(f"simulator listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    serve(SimState(clients=clients, users=users, token_ttl_s=args.token_ttl), args.host, args.port)
+    print(
+        f"simulator ({args.dialect}) listening on http://{args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    state = SimState(clients=clients, users=users, token_ttl_s=args.token_ttl, dialect=args.dialect)
+    serve(state, args.host, args.port)
     return 0
 
 
@@ -246,11 +253,18 @@ def _parser() -> argparse.ArgumentParser:
         "--client",
         action="append",
         metavar="ID:SECRET:SCOPES",
-        help="an OAuth client (repeatable); scopes comma- or space-separated",
+        help="an OAuth client (repeatable); its scopes (genesys: permissions), comma- or "
+        "space-separated",
     )
     p.add_argument("--user", action="append", metavar="USER_ID", help="a known agent (repeatable)")
     p.add_argument("--any-user", action="store_true", help="accept every agent id")
     p.add_argument("--token-ttl", type=int, default=86400)
+    p.add_argument(
+        "--dialect",
+        choices=("conversations", "genesys"),
+        default="conversations",
+        help="which API to stand in for (api-contract.md §1 or §2)",
+    )
     p.set_defaults(run=cmd_simulator)
 
     p = sub.add_parser("demo", help="run the whole pipeline once against the simulator")

@@ -8,12 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FOLLOWUP_"
+# Genesys Cloud's regions (api-contract.md §2): https://api.{region}, https://login.{region}.
+GENESYS_REGIONS = (
+    "mypurecloud.com",
+    "mypurecloud.ie",
+    "mypurecloud.com.au",
+    "mypurecloud.jp",
+    "mypurecloud.de",
+    "usw2.pure.cloud",
+    "cac1.pure.cloud",
+    "apne2.pure.cloud",
+    "euw2.pure.cloud",
+    "aps1.pure.cloud",
+    "sae1.pure.cloud",
+    "mec1.pure.cloud",
+    "apne3.pure.cloud",
+    "euc2.pure.cloud",
+    "mxc1.pure.cloud",
+    "apse1.pure.cloud",
+    "use2.us-gov-pure.cloud",
+)
 
 
 class ConfigError(Exception):
@@ -35,10 +55,23 @@ class Settings(BaseSettings):
     )
     queue: str = Field("followup", pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
 
-    api_base_url: str = Field(
-        "http://127.0.0.1:8765", description="Contact-center API (default: the local simulator)."
+    api_dialect: Literal["conversations", "genesys"] = Field(
+        "conversations", description="conversations (the seed's contract) or genesys."
     )
-    token_url: str | None = Field(None, description="Default: {API_BASE_URL}/oauth/token.")
+    genesys_region: str | None = Field(
+        None,
+        description="A Genesys Cloud region, e.g. mypurecloud.com.au: the API and login hosts.",
+    )
+    genesys_caller_id: str | None = Field(None, max_length=64)
+    genesys_caller_id_name: str | None = Field(None, max_length=128)
+    genesys_queue_id: str | None = Field(None, max_length=128)
+    api_base_url: str = Field(
+        "http://127.0.0.1:8765",
+        description="Contact-center API (default: https://api.{region}, else the simulator).",
+    )
+    token_url: str | None = Field(
+        None, description="Default: https://login.{region}/oauth/token, else {API_BASE_URL}/..."
+    )
     client_id: str | None = None
     client_secret: SecretStr | None = None
     http_timeout_s: float = Field(
@@ -80,6 +113,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else value
 
+    @field_validator("genesys_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None and value not in GENESYS_REGIONS:
+            raise ValueError(
+                f"'{value}' is not a Genesys Cloud region; one of {', '.join(GENESYS_REGIONS)}"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -87,6 +129,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        genesys_only = [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name in (
+                "genesys_region",
+                "genesys_caller_id",
+                "genesys_caller_id_name",
+                "genesys_queue_id",
+            )
+            if getattr(self, name)
+        ]
+        if genesys_only and self.api_dialect != "genesys":
+            raise ValueError(
+                f"{', '.join(genesys_only)} apply to Genesys Cloud only: set "
+                "FOLLOWUP_API_DIALECT=genesys (it is conversations)"
+            )
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError(
                 "FOLLOWUP_BACKOFF_MAX_S must be at least FOLLOWUP_BACKOFF_BASE_S "
@@ -121,8 +178,21 @@ class Settings(BaseSettings):
         return self.broker_url or self.redis_url
 
     @property
+    def effective_api_base_url(self) -> str:
+        """FOLLOWUP_API_BASE_URL if set, else https://api.{region}, else the default."""
+        if "api_base_url" not in self.model_fields_set and self.genesys_region:
+            return f"https://api.{self.genesys_region}"
+        return self.api_base_url
+
+    @property
     def effective_token_url(self) -> str:
-        return self.token_url or f"{self.api_base_url}/oauth/token"
+        """FOLLOWUP_TOKEN_URL if set, else https://login.{region}/oauth/token, else
+        {API base URL}/oauth/token."""
+        if self.token_url:
+            return self.token_url
+        if self.genesys_region:
+            return f"https://login.{self.genesys_region}/oauth/token"
+        return f"{self.effective_api_base_url}/oauth/token"
 
     def require_credentials(self) -> tuple[str, str]:
         """The API credentials a worker needs; ConfigError naming the variable if missing."""
@@ -153,9 +223,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             for name, value in environ.items()
             if name.startswith(ENV_PREFIX)
         }
-        return Settings.model_validate(values)
+        values_any: dict[str, Any] = dict(values)
+        return _OnlyGiven(**values_any)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+class _OnlyGiven(Settings):
+    """Settings from the values given, and nothing else (not the process's environment)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: Any, *_: Any, **__: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings,)
 
 
 def _describe(exc: ValidationError) -> str:

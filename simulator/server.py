@@ -33,11 +33,9 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
+from followup.simulator import contracts
 from followup.simulator.state import FAULT_KINDS, TOKEN_FAULT_KINDS, Faults, SimState
 
-CALL_FIELDS = {"from", "to", "type", "media"}
-PARTY_FIELDS = {"id", "address", "addressType"}
-REQUIRED_SCOPE = "conversation:write"
 STATE_KEY = web.AppKey("state", SimState)
 
 
@@ -47,65 +45,27 @@ def error(
     message: str,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> web.Response:
+    """The platform's ErrorBody; its contextId also as the ININ-Correlation-Id header."""
+    context_id = str(uuid.uuid4())
     body = {
         "message": message,
         "status": status,
         "code": code,
-        "contextId": str(uuid.uuid4()),
+        "contextId": context_id,
         "details": [],
         "errors": errors or [],
     }
+    if params:
+        body["messageParams"] = params
+        body["messageWithParams"] = message
+    headers = {**(headers or {}), "ININ-Correlation-Id": context_id}
     return web.json_response(body, status=status, headers=headers)
 
 
 def invalid(message: str, code: str = "invalid.parameter") -> web.Response:
     return error(400, "bad.request", "Invalid request body", [{"message": message, "code": code}])
-
-
-def validate_call(body: Any) -> str | None:
-    """The first contract violation in a create-call body, or None."""
-    if not isinstance(body, dict):
-        return "Request body must be a JSON object"
-    for name in body:
-        if name not in CALL_FIELDS:
-            return f"Field '{name}' is not valid for this endpoint"
-    for name in sorted(CALL_FIELDS - set(body)):
-        return f"Field '{name}' is required"
-    sender, to = body["from"], body["to"]
-    if not isinstance(sender, dict) or set(sender) != PARTY_FIELDS:
-        return "Field 'from' must have exactly id, address and addressType"
-    if sender["addressType"] != "user":
-        return "Field 'from.addressType' must be 'user' for a Personal Connection call"
-    if (
-        not isinstance(to, list)
-        or len(to) != 1
-        or not isinstance(to[0], dict)
-        or set(to[0]) != PARTY_FIELDS
-    ):
-        return "Field 'to' must be a list of one party with id, address and addressType"
-    if to[0]["addressType"] != "phone":
-        return "Field 'to[0].addressType' must be 'phone'"
-    if not _is_e164(to[0]["address"]):
-        return "Field 'to[0].address' is not a valid E.164 number"
-    if body["type"] != "outbound":
-        return "Field 'type' must be 'outbound'"
-    if body["media"] != "audio":
-        return "Field 'media' must be 'audio'"
-    return None
-
-
-def _is_e164(value: Any) -> bool:
-    if not isinstance(value, str) or not value.startswith("+"):
-        return False
-    try:
-        number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        return False
-    return (
-        phonenumbers.is_valid_number(number)
-        and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
-    )
 
 
 async def token_endpoint(request: web.Request) -> web.Response:
@@ -142,14 +102,14 @@ async def token_endpoint(request: web.Request) -> web.Response:
             status=401,
         )
     value, token = state.issue_token(client_id or "")
-    return web.json_response(
-        {
-            "access_token": value,
-            "token_type": "bearer",
-            "expires_in": state.token_ttl_s,
-            "scope": " ".join(sorted(token.scopes)),
-        }
-    )
+    body: dict[str, Any] = {
+        "access_token": value,
+        "token_type": "bearer",
+        "expires_in": state.token_ttl_s,
+    }
+    if state.dialect == "conversations":  # Genesys grants permissions by role, not scope
+        body["scope"] = " ".join(sorted(token.scopes))
+    return web.json_response(body)
 
 
 def _basic_auth(header: str) -> tuple[str | None, str | None]:
@@ -190,34 +150,61 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
             "authentication.required",
             "Authentication failed: the bearer token is missing, unknown or expired",
         )
-    if REQUIRED_SCOPE not in token.scopes:
-        return error(403, "missing.any.permissions", f"Missing required scope: {REQUIRED_SCOPE}")
+    genesys = state.dialect == "genesys"
+    if genesys and not token.scopes & contracts.GENESYS_PERMISSIONS:
+        needed = " or ".join(sorted(contracts.GENESYS_PERMISSIONS))
+        return error(
+            403,
+            "missing.any.permissions",
+            f"Missing any permissions: {needed}",
+            params={"permissions": needed},
+        )
+    if not genesys and contracts.CONVERSATIONS_SCOPE not in token.scopes:
+        scope = contracts.CONVERSATIONS_SCOPE
+        return error(403, "missing.any.permissions", f"Missing required scope: {scope}")
     try:
         body = json.loads(await request.read())
     except ValueError:
         return invalid("Request body is not valid JSON", "invalid.json")
-    problem = validate_call(body)
-    if problem:
-        return invalid(problem)
-    user = body["from"]["id"]
-    if state.users is not None and user not in state.users:
+    if genesys:
+        problem, parts = contracts.genesys_call(request.match_info["user_id"], body)
+    else:
+        problem, parts = contracts.conversations_call(body)
+    if problem or parts is None:
+        return invalid(problem or "Invalid request body")
+    if state.users is not None and parts.user not in state.users:
         return error(
             404,
             "not.found",
-            f"User '{user}' was not found",
-            [{"message": f"No user with id '{user}'", "code": "user.not.found"}],
+            f"User '{parts.user}' was not found",
+            [{"message": f"No user with id '{parts.user}'", "code": "user.not.found"}],
         )
+    return await _answer(request, state, token.client_id, authorization, body, parts)
 
+
+async def _answer(
+    request: web.Request,
+    state: SimState,
+    client_id: str,
+    authorization: str,
+    body: dict[str, Any],
+    parts: contracts.Parts,
+) -> web.StreamResponse:
+    """A valid request: the next scripted fault, or a new conversation."""
     faults = state.faults
-    fault = faults.next_call_fault(body["to"][0]["id"])
+    fault = faults.next_call_fault(parts.contact or "")
     if fault == "drop_before":
         return _drop(request)
     if fault in ("429", "503"):
+        genesys = state.dialect == "genesys"
         return error(
             int(fault),
-            "too.many.requests" if fault == "429" else "service.unavailable",
+            ("too.many.requests.retry.after" if genesys else "too.many.requests")
+            if fault == "429"
+            else "service.unavailable",
             "Rate limit exceeded" if fault == "429" else "Service temporarily unavailable",
             headers={"Retry-After": faults.retry_after},
+            params={"retryAfter": faults.retry_after} if fault == "429" and genesys else None,
         )
     if fault in ("500", "502", "504"):
         return error(int(fault), "internal.server.error", "The platform failed")
@@ -234,11 +221,16 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
             "request.timeout" if fault == "408" else "too.early",
             "The request was not processed; send it again",
         )
-    odd = _odd_answer(fault, body["to"][0]["address"])
+    odd = _odd_answer(fault, parts.number)
     if odd is not None:
         return odd
     call = state.accept_call(
-        body, {k.lower(): v for k, v in request.headers.items()}, token.client_id, authorization
+        body,
+        {k.lower(): v for k, v in request.headers.items()},
+        client_id,
+        authorization,
+        user=parts.user,
+        number=parts.number,
     )
     if faults.call_latency_s:
         await asyncio.sleep(faults.call_latency_s)
@@ -248,6 +240,17 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
         return _drop(request)
     return web.json_response(
         {"id": call["id"], "selfUri": f"/api/v2/conversations/calls/{call['id']}"}, status=201
+    )
+
+
+async def genesys_calls_without_user(request: web.Request) -> web.Response:
+    """Genesys: POST /api/v2/conversations/calls acts for the token's user, and a
+    client-credentials token has none."""
+    return error(
+        400,
+        "bad.request",
+        "No user context: a client-credentials token must place calls with "
+        "POST /api/v2/conversations/calls/user/{userId}",
     )
 
 
@@ -363,10 +366,17 @@ async def reset(request: web.Request) -> web.Response:
 def make_app(state: SimState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
+    if state.dialect == "genesys":
+        calls = [
+            web.post("/api/v2/conversations/calls/user/{user_id}", create_call),
+            web.post("/api/v2/conversations/calls", genesys_calls_without_user),
+        ]
+    else:
+        calls = [web.post("/api/v2/conversations/calls", create_call)]
     app.add_routes(
         [
             web.post("/oauth/token", token_endpoint),
-            web.post("/api/v2/conversations/calls", create_call),
+            *calls,
             web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
             web.get("/_sim/calls", list_calls),
             web.get("/_sim/requests", list_requests),

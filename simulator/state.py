@@ -82,6 +82,7 @@ class SimState:
     clients: dict[str, Client]
     users: frozenset[str] | None  # None: every user id exists
     token_ttl_s: int = 86400
+    dialect: str = "conversations"  # or "genesys" (api-contract.md §1, §2)
     tokens: dict[str, Token] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every create-call, any answer
@@ -102,12 +103,21 @@ class SimState:
         return token
 
     def accept_call(
-        self, body: dict[str, Any], headers: dict[str, str], client_id: str, authorization: str
+        self,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        client_id: str,
+        authorization: str,
+        *,
+        user: str,
+        number: str,
     ) -> dict[str, Any]:
         call = {
             "id": str(uuid.uuid4()),
             "received_at": time.time(),
             "body": body,
+            "user_id": user,
+            "number": number,
             "authorization": authorization,
             "client_id": client_id,
             "correlation_id": headers.get("inin-correlation-id"),

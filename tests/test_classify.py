@@ -11,10 +11,12 @@ import pytest
 
 from followup.worker.classify import (
     MESSAGE_CHARS,
+    Verdict,
     classify_answer,
     classify_exception,
     retry_after,
 )
+from followup.worker.conversations_dialect import ConversationsDialect
 from followup.worker.http import Answer
 
 CAP = 300.0
@@ -37,8 +39,15 @@ def answer(
     return Answer(status, httpx.Headers(headers or {}), content)
 
 
+def classify(reply: Answer) -> Verdict:
+    """The conversations dialect's reading (both dialects read answers alike)."""
+    return classify_answer(
+        reply, forbidden_hint=ConversationsDialect.forbidden_hint, max_retry_after_s=CAP
+    )
+
+
 def test_2xx_is_placed_with_the_conversation_id() -> None:
-    verdict = classify_answer(answer(201, {"id": "conv-1", "selfUri": "/x"}), max_retry_after_s=CAP)
+    verdict = classify(answer(201, {"id": "conv-1", "selfUri": "/x"}))
     assert (verdict.kind, verdict.conversation_id) == ("placed", "conv-1")
 
 
@@ -54,7 +63,7 @@ def test_2xx_is_placed_with_the_conversation_id() -> None:
     ],
 )
 def test_a_2xx_without_a_string_id_is_unknown_not_placed(status: int, raw: bytes) -> None:
-    verdict = classify_answer(answer(status, raw=raw), max_retry_after_s=CAP)
+    verdict = classify(answer(status, raw=raw))
     assert verdict.kind == "unknown"
     assert verdict.error is not None
     assert verdict.error.code == "response.no_id"
@@ -64,9 +73,7 @@ def test_a_2xx_without_a_string_id_is_unknown_not_placed(status: int, raw: bytes
 
 @pytest.mark.parametrize("status", [400, 404, 409, 422])
 def test_permanent_errors_fail_and_keep_the_error_body(status: int) -> None:
-    verdict = classify_answer(
-        answer(status, {**ERROR_BODY, "status": status}), max_retry_after_s=CAP
-    )
+    verdict = classify(answer(status, {**ERROR_BODY, "status": status}))
     assert verdict.kind == "fail"
     assert verdict.error is not None
     assert verdict.error.status == status
@@ -79,17 +86,13 @@ def test_permanent_errors_fail_and_keep_the_error_body(status: int) -> None:
 
 @pytest.mark.parametrize("status", [408, 425, 500, 502, 504])
 def test_not_processed_and_server_errors_retry_with_backoff(status: int) -> None:
-    verdict = classify_answer(
-        answer(status, {"message": "boom", "code": "x"}), max_retry_after_s=CAP
-    )
+    verdict = classify(answer(status, {"message": "boom", "code": "x"}))
     assert (verdict.kind, verdict.retry_after_s) == ("retry", None)
 
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_throttling_retries_no_sooner_than_retry_after(status: int) -> None:
-    verdict = classify_answer(
-        answer(status, {"code": "too.many.requests"}, {"Retry-After": "7"}), max_retry_after_s=CAP
-    )
+    verdict = classify(answer(status, {"code": "too.many.requests"}, {"Retry-After": "7"}))
     assert (verdict.kind, verdict.retry_after_s) == ("retry", 7.0)
 
 
@@ -117,21 +120,17 @@ def test_retry_after_is_parsed_strictly_and_capped(value: str, waited: float | N
 
 
 def test_a_capped_retry_after_keeps_what_was_asked_for_the_log() -> None:
-    verdict = classify_answer(answer(429, {}, {"Retry-After": "999999999"}), max_retry_after_s=CAP)
+    verdict = classify(answer(429, {}, {"Retry-After": "999999999"}))
     assert (verdict.retry_after_s, verdict.retry_after_asked_s) == (CAP, 999999999.0)
 
 
 def test_401_asks_for_a_new_token() -> None:
-    verdict = classify_answer(
-        answer(401, {"code": "authentication.required"}), max_retry_after_s=CAP
-    )
+    verdict = classify(answer(401, {"code": "authentication.required"}))
     assert verdict.kind == "reauth"
 
 
 def test_403_fails_and_names_the_missing_scope() -> None:
-    verdict = classify_answer(
-        answer(403, {"message": "Missing permission", "code": "forbidden"}), max_retry_after_s=CAP
-    )
+    verdict = classify(answer(403, {"message": "Missing permission", "code": "forbidden"}))
     assert verdict.kind == "fail"
     assert verdict.error is not None
     assert "conversation:write" in verdict.error.message
@@ -143,7 +142,7 @@ def test_error_bodies_are_bounded_whatever_the_platform_sends() -> None:
         "code": "y" * 100_000,
         "errors": [{"message": "z" * 1000, "code": "c"} for _ in range(10_000)],
     }
-    verdict = classify_answer(answer(400, body), max_retry_after_s=CAP)
+    verdict = classify(answer(400, body))
     assert verdict.error is not None
     assert len(verdict.error.message) <= MESSAGE_CHARS
     assert len(verdict.error.code) <= 80
@@ -153,13 +152,9 @@ def test_error_bodies_are_bounded_whatever_the_platform_sends() -> None:
 
 
 def test_numbers_in_error_codes_and_text_bodies_are_masked() -> None:
-    coded = classify_answer(
-        answer(400, {"message": "bad", "code": "bad.number.+61298765432"}), max_retry_after_s=CAP
-    )
+    coded = classify(answer(400, {"message": "bad", "code": "bad.number.+61298765432"}))
     assert coded.error is not None and "98765432" not in coded.error.code
-    text = classify_answer(
-        answer(502, raw=b"upstream said no for +61298765432"), max_retry_after_s=CAP
-    )
+    text = classify(answer(502, raw=b"upstream said no for +61298765432"))
     assert text.error is not None
     assert text.error.code == "http.502"
     assert "98765432" not in text.error.message

@@ -37,6 +37,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.backoff",
             "worker.http",
             "worker.classify",
+            "worker.conversations_dialect",
+            "worker.genesys_dialect",
+            "worker.dialects",
             "worker.tokens",
             "worker.api_client",
             "worker.pipeline",
@@ -48,7 +51,13 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]
 # Helpers that sit beside the layers: the simulator (a stand-in for the platform) and the
 # local stack and tables the CLI, demo and tests use.
-BESIDE = {"simulator.server", "simulator.state", "cli.local_stack", "cli.table"}
+BESIDE = {
+    "simulator.server",
+    "simulator.state",
+    "simulator.contracts",
+    "cli.local_stack",
+    "cli.table",
+}
 # Imports inside functions, each for a reason other than dodging a cycle.
 DEFERRED_IMPORTS = {
     ("followup", "worker.celery_app"),  # `followup.app`: the worker, only if asked

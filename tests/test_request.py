@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from followup.tasks.request import FollowUpRequest, InvalidRequest, parse_request
-from followup.worker.api_client import build_call_body
+from followup.worker.conversations_dialect import ConversationsDialect
 from tests.conftest import SEED_PAYLOAD
 
 VALID = {"contact_id": "c-12345", "user_id": "u-67890", "phone_number": "+61 2 9876 5432"}
@@ -63,7 +63,7 @@ def test_the_same_content_has_the_same_digest() -> None:
 
 
 def test_call_body_is_the_contract_and_never_a_campaign_call() -> None:
-    body = build_call_body(FollowUpRequest.model_validate(VALID))
+    body = ConversationsDialect().call_body(FollowUpRequest.model_validate(VALID), "r-1")
     assert body == {
         "from": {"id": "u-67890", "address": "u-67890", "addressType": "user"},
         "to": [{"id": "c-12345", "address": "+61298765432", "addressType": "phone"}],

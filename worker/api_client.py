@@ -1,43 +1,55 @@
-"""The contact-center API's create-call request (api-contract.md §1, "conversations")."""
+"""The create-call request, in the configured dialect (`dialects`); sent once, never twice."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer, classify_exception
+from followup.worker.dialects import Dialect
 from followup.worker.http import PlatformHttp
 
-CALLS_PATH = "/api/v2/conversations/calls"
 CORRELATION_HEADER = "ININ-Correlation-Id"
 
 LOST_CLAIM = Verdict("lost")  # the claim expired before sending: nothing sent, not ours now
 
 
-def build_call_body(request: FollowUpRequest) -> dict[str, Any]:
-    """A Personal Connection call: from the agent as a `user`, never a campaign `callType`."""
-    return {
-        "from": {"id": request.user_id, "address": request.user_id, "addressType": "user"},
-        "to": [{"id": request.contact_id, "address": request.phone_number, "addressType": "phone"}],
-        "type": "outbound",
-        "media": "audio",
-    }
+@dataclass(frozen=True)
+class CallRequest:
+    """A create-call request, built before the send marker is written."""
+
+    url: str
+    body: dict[str, Any]
 
 
 class ContactCenterClient:
     """Sends one create-call request; never sends it twice (no transport retries)."""
 
-    def __init__(self, http: PlatformHttp, api_base_url: str, *, max_retry_after_s: float) -> None:
+    def __init__(
+        self, http: PlatformHttp, api_base_url: str, dialect: Dialect, *, max_retry_after_s: float
+    ) -> None:
         self._http = http
-        self._url = api_base_url + CALLS_PATH
+        self._base_url = api_base_url
+        self.dialect = dialect
         self._max_retry_after_s = max_retry_after_s
 
-    def post_call(self, body: dict[str, Any], token: str, request_id: str) -> Verdict:
+    def prepare(self, request: FollowUpRequest, request_id: str) -> CallRequest:
+        return CallRequest(
+            self._base_url + self.dialect.call_path(request),
+            self.dialect.call_body(request, request_id),
+        )
+
+    def post_call(self, call: CallRequest, token: str, request_id: str) -> Verdict:
         headers = {"Authorization": f"Bearer {token}", CORRELATION_HEADER: request_id}
         try:
-            answer = self._http.request("POST", self._url, json=body, headers=headers)
+            answer = self._http.request("POST", call.url, json=call.body, headers=headers)
         except httpx.HTTPError as exc:
             return classify_exception(exc)
-        return classify_answer(answer, max_retry_after_s=self._max_retry_after_s)
+        return classify_answer(
+            answer,
+            forbidden_hint=self.dialect.forbidden_hint,
+            max_retry_after_s=self._max_retry_after_s,
+        )

@@ -26,7 +26,6 @@ Kind = Literal["placed", "retry", "fail", "reauth", "unknown", "lost", "credenti
 # 408 and 425: the server says it did not process the request (RFC 9110 §15.5.9, RFC 8470).
 BACKOFF = {408, 425, 500, 502, 504}
 THROTTLED = {429, 503}
-REQUIRED_SCOPE = "conversation:write"
 
 MESSAGE_CHARS = 300
 CODE_CHARS = 80
@@ -54,17 +53,21 @@ class Verdict:
 
 
 class ApiErrorBody(BaseModel):
-    """The platform's error body: {message, status, code, contextId, details, errors}."""
+    """The platform's error body (Genesys' ErrorBody): message, code, status, contextId,
+    messageParams, details, errors."""
 
     model_config = ConfigDict(extra="allow")
     message: str = ""
     status: int | None = None
     code: str = ""
     contextId: str | None = None
+    messageParams: dict[str, Any] = {}
+    details: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
 
 
-def classify_answer(answer: Answer, *, max_retry_after_s: float) -> Verdict:
+def classify_answer(answer: Answer, *, forbidden_hint: str, max_retry_after_s: float) -> Verdict:
+    """forbidden_hint: the dialect's words for a 403 (the scope or permission to grant)."""
     status = answer.status
     if 200 <= status < 300:
         conversation_id = _conversation_id(answer)
@@ -75,12 +78,8 @@ def classify_answer(answer: Answer, *, max_retry_after_s: float) -> Verdict:
     if status == 401:
         return Verdict("reauth", error=error)
     if status == 403:
-        hint = (
-            f"the token lacks the scope or permission this call needs ({REQUIRED_SCOPE}); "
-            "grant it to the OAuth client named by FOLLOWUP_CLIENT_ID"
-        )
         return Verdict(
-            "fail", error=error.model_copy(update={"message": f"{error.message}: {hint}"})
+            "fail", error=error.model_copy(update={"message": f"{error.message}: {forbidden_hint}"})
         )
     if status in THROTTLED:
         waited, asked = retry_after(answer.headers.get("retry-after"), max_retry_after_s)
@@ -139,22 +138,33 @@ def error_info(answer: Answer) -> ErrorInfo:
             code=f"http.{answer.status}",
             message=clip(mask_text(_start(answer.body)) or _reason(answer.status)),
         )
-    errors = [
-        {
-            "message": clip(mask_text(str(e.get("message", "")))),
-            "code": clip(mask_text(str(e.get("code", ""))), CODE_CHARS),
-        }
-        for e in body.errors[:MAX_ERRORS]
-    ]
-    if len(body.errors) > MAX_ERRORS:
-        errors.append({"message": f"and {len(body.errors) - MAX_ERRORS} more", "code": ""})
+    context_id = body.contextId or answer.headers.get("inin-correlation-id")
     return ErrorInfo(
         status=answer.status,
         code=clip(mask_text(body.code), CODE_CHARS) or f"http.{answer.status}",
         message=clip(mask_text(body.message)) or _reason(answer.status),
-        errors=errors,
-        context_id=clip(mask_text(body.contextId), CODE_CHARS) if body.contextId else None,
+        errors=_entries(body.errors),
+        details=_entries(body.details),
+        message_params={
+            clip(str(k), CODE_CHARS): clip(mask_text(str(v)))
+            for k, v in list(body.messageParams.items())[:MAX_ERRORS]
+        },
+        context_id=clip(mask_text(context_id), CODE_CHARS) if context_id else None,
     )
+
+
+def _entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """errors[] or details[]: ten entries, each message and code clipped and masked."""
+    kept = [
+        {
+            "message": clip(mask_text(str(e.get("message", "")))),
+            "code": clip(mask_text(str(e.get("code") or e.get("errorCode") or "")), CODE_CHARS),
+        }
+        for e in entries[:MAX_ERRORS]
+    ]
+    if len(entries) > MAX_ERRORS:
+        kept.append({"message": f"and {len(entries) - MAX_ERRORS} more", "code": ""})
+    return kept
 
 
 def retry_after(value: str | None, cap_s: float) -> tuple[float | None, float | None]:

@@ -25,7 +25,7 @@ from followup.tasks.request import (
     key_conflict,
     parse_request,
 )
-from followup.worker.api_client import LOST_CLAIM, ContactCenterClient, build_call_body
+from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterClient
 from followup.worker.backoff import retry_delay
 from followup.worker.classify import Verdict
 from followup.worker.records import ErrorInfo, State
@@ -131,7 +131,7 @@ class Pipeline:
             return self._dial(request_id, claim, request)
 
     def _dial(self, request_id: str, claim: Claim, request: FollowUpRequest) -> str:
-        attempts, verdict = self._send(request_id, claim, build_call_body(request))
+        attempts, verdict = self._send(request_id, claim, self.client.prepare(request, request_id))
         if verdict.kind == "lost":
             log.warning("claim lost before sending; nothing sent, its new owner goes on")
             return "lost"
@@ -179,7 +179,7 @@ class Pipeline:
         log.warning("transition", state="scheduled", waiting_for="credentials")
         return "scheduled"
 
-    def _send(self, request_id: str, claim: Claim, body: dict[str, Any]) -> tuple[int, Verdict]:
+    def _send(self, request_id: str, claim: Claim, call: CallRequest) -> tuple[int, Verdict]:
         """Token, send marker, POST; a 401 (the platform did nothing) takes the marker back
         and goes once more with a fresh token. Returns (attempts spent, the answer).
 
@@ -195,7 +195,7 @@ class Pipeline:
             attempts = self.store.mark_sent(request_id, claim.token)
             if not attempts:
                 return claim.attempts, LOST_CLAIM
-            verdict = self.client.post_call(body, token, request_id)
+            verdict = self.client.post_call(call, token, request_id)
             if verdict.kind != "reauth":
                 return attempts, verdict
             self.tokens.invalidate(token)

@@ -51,6 +51,8 @@ class ErrorInfo(BaseModel):
     code: str
     message: str
     errors: list[dict[str, Any]] = []
+    details: list[dict[str, Any]] = []
+    message_params: dict[str, str] = {}
     context_id: str | None = None  # the platform's id for this error, for its support team
 
 

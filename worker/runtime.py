@@ -12,6 +12,7 @@ import structlog
 
 from followup.config.settings import Settings, get_settings
 from followup.worker.api_client import ContactCenterClient
+from followup.worker.dialects import dialect_for
 from followup.worker.http import PlatformHttp
 from followup.worker.pipeline import Pipeline
 from followup.worker.store import StatusStore
@@ -59,7 +60,10 @@ class Runtime:
             on_granted=lambda: self._credentials_granted(credentials),
         )
         client = ContactCenterClient(
-            self.http, s.api_base_url, max_retry_after_s=s.max_retry_after_s
+            self.http,
+            s.effective_api_base_url,
+            dialect_for(s),
+            max_retry_after_s=s.max_retry_after_s,
         )
         return Pipeline(self.store, client, tokens, s, credentials_pause=credentials)
 

@@ -1,0 +1,107 @@
+"""What each dialect's create-call request must look like, strictly (api-contract.md).
+
+Each validator returns (the first violation or None, the call's parts: user, number, contact).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import phonenumbers
+
+CONVERSATIONS_FIELDS = {"from", "to", "type", "media"}
+PARTY_FIELDS = {"id", "address", "addressType"}
+CONVERSATIONS_SCOPE = "conversation:write"
+# CreateCallRequest's fields, as api-contract.md §2 lists them (the SDK's models agree).
+CREATE_CALL_FIELDS = frozenset(
+    {
+        "phoneNumber",
+        "callerId",
+        "callerIdName",
+        "callFromQueueId",
+        "callQueueId",
+        "callUserId",
+        "languageId",
+        "uuiData",
+        "externalContactId",
+        "label",
+        "priority",
+        "attributes",
+        "routingSkillsIds",
+        "conversationIds",
+        "participants",
+    }
+)
+GENESYS_PERMISSIONS = frozenset({"conversation:call:add", "conversation:agentlessCall:add"})
+
+
+class Parts(NamedTuple):
+    user: str
+    number: str
+    contact: str | None
+
+
+def conversations_call(body: Any) -> tuple[str | None, Parts | None]:
+    """§1: {from: the agent as a user, to: [one phone party], type: outbound, media: audio}."""
+    if not isinstance(body, dict):
+        return "Request body must be a JSON object", None
+    for name in body:
+        if name not in CONVERSATIONS_FIELDS:
+            return f"Field '{name}' is not valid for this endpoint", None
+    for name in sorted(CONVERSATIONS_FIELDS - set(body)):
+        return f"Field '{name}' is required", None
+    sender, to = body["from"], body["to"]
+    if not isinstance(sender, dict) or set(sender) != PARTY_FIELDS:
+        return "Field 'from' must have exactly id, address and addressType", None
+    if sender["addressType"] != "user":
+        return "Field 'from.addressType' must be 'user' for a Personal Connection call", None
+    if (
+        not isinstance(to, list)
+        or len(to) != 1
+        or not isinstance(to[0], dict)
+        or set(to[0]) != PARTY_FIELDS
+    ):
+        return "Field 'to' must be a list of one party with id, address and addressType", None
+    if to[0]["addressType"] != "phone":
+        return "Field 'to[0].addressType' must be 'phone'", None
+    if not is_e164(to[0]["address"]):
+        return "Field 'to[0].address' is not a valid E.164 number", None
+    if body["type"] != "outbound":
+        return "Field 'type' must be 'outbound'", None
+    if body["media"] != "audio":
+        return "Field 'media' must be 'audio'", None
+    return None, Parts(str(sender["id"]), to[0]["address"], str(to[0]["id"]))
+
+
+def genesys_call(user: str, body: Any) -> tuple[str | None, Parts | None]:
+    """§2: a flat CreateCallRequest; unknown fields refused; attributes strings only."""
+    if not isinstance(body, dict):
+        return "Request body must be a JSON object", None
+    for name in body:
+        if name not in CREATE_CALL_FIELDS:
+            return f"Unrecognized field '{name}' (not in CreateCallRequest)", None
+    number = body.get("phoneNumber")
+    if not is_e164(number):
+        return "Field 'phoneNumber' is not a valid E.164 number", None
+    attributes = body.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        return "Field 'attributes' must be a map of strings to strings", None
+    for name in ("callerId", "callerIdName", "callFromQueueId"):
+        if name in body and not isinstance(body[name], str):
+            return f"Field '{name}' must be a string", None
+    return None, Parts(user, str(number), attributes.get("followup_contact_id"))
+
+
+def is_e164(value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith("+"):
+        return False
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return (
+        phonenumbers.is_valid_number(number)
+        and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    )
