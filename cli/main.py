@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,13 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(_settings(), timeout_s=args.timeout)
+    # SIGTERM stops the demo as Ctrl-C does: what it started is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run_demo(_settings(), timeout_s=args.timeout)
+    except RuntimeError as exc:  # no Redis, none to start: one line, no traceback
+        print(f"followup: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,7 +11,9 @@ import logging
 import os
 import sys
 import threading
-from typing import Any
+import time
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import redis
 import structlog
@@ -22,6 +24,7 @@ from followup.config.logging import configure_logging, redact_handlers
 from followup.config.settings import ConfigError, get_settings
 from followup.tasks.publish import publish
 from followup.worker.runtime import get_runtime
+from followup.worker.store import MIN_VERSION
 
 try:
     settings = get_settings()
@@ -45,13 +48,47 @@ def _setup_logging(logger: logging.Logger, **_: Any) -> None:
 
 @signals.worker_init.connect
 def _check_worker_config(**_: Any) -> None:
-    """A worker without API credentials fails now, naming the variable, not at the first call."""
+    """A worker that cannot work fails now, in one line naming the setting, not at the
+    first call: no API credentials, no status store, or one too old."""
     try:
         settings.require_credentials()
     except ConfigError as exc:
-        sys.stderr.write(f"followup: {exc}\n")
-        sys.stderr.flush()
-        os._exit(2)  # Celery logs and swallows exceptions raised in signal handlers
+        _exit(str(exc))
+    store = get_runtime().store
+    where = f"{_host_of(settings.redis_url)} (FOLLOWUP_REDIS_URL)"
+    deadline = time.monotonic() + REDIS_GRACE_S
+    while True:
+        try:
+            version = store.server_version()
+            break
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                _exit(
+                    f"the status store at {where} does not answer ({type(exc).__name__}): "
+                    "start Redis there, or set FOLLOWUP_REDIS_URL to one that runs"
+                )
+            time.sleep(0.5)
+    if version < MIN_VERSION:
+        needed = ".".join(map(str, MIN_VERSION))
+        _exit(
+            f"the status store at {where} runs Redis {'.'.join(map(str, version))}; followup "
+            f"needs Redis {needed} or newer (or Valkey)"
+        )
+
+
+REDIS_GRACE_S = 5.0  # a worker may start just before its Redis does
+
+
+def _exit(message: str) -> NoReturn:
+    sys.stderr.write(f"followup: {message}\n")
+    sys.stderr.flush()
+    os._exit(2)  # Celery logs and swallows exceptions raised in signal handlers
+
+
+def _host_of(url: str) -> str:
+    """A Redis URL without its password, for a message."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 @signals.worker_ready.connect

@@ -80,6 +80,9 @@ def _ts(value: str | float | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
+MIN_VERSION = (6, 2)  # Lua with cjson, streams and XAUTOCLAIM
+
+
 def connect(url: str, *, timeout_s: float) -> redis.Redis:
     """A Redis client for the status store. No silent command retries: a Lua transition
     that may have run must never be run again blindly; callers decide what an error means."""
@@ -247,6 +250,11 @@ class StatusStore:
         if attempts and int(local) < 1:
             raise UnconfirmedWrite("the send marker was not on disk in time; not sending")
         return int(attempts)
+
+    def server_version(self) -> tuple[int, ...]:
+        """The server's Redis version (Valkey reports the Redis version it is compatible with)."""
+        info = cast(dict[str, Any], self.redis.info("server"))
+        return tuple(int(x) for x in str(info.get("redis_version", "0")).split(".")[:2])
 
     def check_durability(self) -> str:
         """What a machine crash can cost, read from the server; turns on WAITAOF for send
