@@ -40,6 +40,9 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
         "FOLLOWUP_BACKOFF_BASE_S": "0.5",
         "FOLLOWUP_BACKOFF_MAX_S": "5",
         "FOLLOWUP_WORKER_CONCURRENCY": "4",
+        # The demo's agents get a few follow-ups each in a few seconds: space them 2 s apart
+        # (the default, 30 s, would make it wait), at the default fleet rate of 5 a second.
+        "FOLLOWUP_PER_USER_INTERVAL_S": "2",
     }
     with Stack(queue, redis_url, **demo_settings) as stack:
         if stack.started_private_redis:

@@ -27,7 +27,8 @@ def outcome(record: StatusRecord) -> str:
         status = f"{record.last_error.status} " if record.last_error.status else ""
         return f"{status}{record.last_error.code}: {record.last_error.message}"
     if record.next_attempt_at and record.state in WAITING_STATES:
-        return f"next attempt {record.next_attempt_at:%H:%M:%S}"
+        why = f", waiting for {record.waiting_for}" if record.waiting_for else ""
+        return f"next attempt {record.next_attempt_at:%H:%M:%S} UTC{why}"
     return ""
 
 
@@ -62,7 +63,8 @@ def describe(record: StatusRecord) -> str:
             for e in record.last_error.errors
         )
     if record.next_attempt_at:
-        lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC")
+        waiting = f"   waiting for {record.waiting_for}" if record.waiting_for else ""
+        lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{waiting}")
     lines.append("history")
     lines.append(
         render(

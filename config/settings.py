@@ -84,7 +84,21 @@ class Settings(BaseSettings):
         300.0, gt=0, le=86400, description="The longest Retry-After the platform may impose."
     )
 
-    max_attempts: int = Field(5, ge=1, le=50)
+    max_attempts: int = Field(
+        5, ge=1, le=50, description="Attempts that reached the platform and failed, at most."
+    )
+    max_wait_s: int = Field(
+        3 * 86400, ge=60, description="A request not placed this long after enqueue is given up."
+    )
+    rate_limit_per_s: float = Field(
+        5.0, gt=0, le=10000, description="Create-call requests a second, for the whole fleet."
+    )
+    rate_burst: int = Field(1, ge=1, le=1000)
+    per_user_interval_s: float = Field(
+        30.0, ge=0, le=86400, description="The least time between two calls of one agent."
+    )
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(30.0, gt=0, le=3600)
     backoff_base_s: float = Field(2.0, gt=0, le=3600)
     backoff_max_s: float = Field(300.0, gt=0, le=86400)
 

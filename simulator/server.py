@@ -192,6 +192,8 @@ async def _answer(
 ) -> web.StreamResponse:
     """A valid request: the next scripted fault, or a new conversation."""
     faults = state.faults
+    if faults.over_the_limit(time.monotonic()):
+        return error(429, "too.many.requests", "Rate limit exceeded", headers={"Retry-After": "1"})
     fault = faults.next_call_fault(parts.contact or "")
     if fault == "drop_before":
         return _drop(request)
@@ -349,6 +351,7 @@ async def set_faults(request: web.Request) -> web.Response:
         retry_after=str(spec.get("retry_after", "1")),
         hang_s=float(spec.get("hang_s", 30.0)),
         rng=random.Random(spec.get("seed")),
+        rate_limit=float(spec.get("rate_limit", 0.0)),
     )
     return web.json_response({"ok": True})
 

@@ -65,6 +65,19 @@ class Faults:
     retry_after: str = "1"
     hang_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
+    rate_limit: float = 0.0  # create-call requests a second it takes; more get a 429
+    recent: deque[float] = field(default_factory=deque)
+
+    def over_the_limit(self, now: float) -> bool:
+        """A sliding one-second window, as a platform's limiter would keep."""
+        if not self.rate_limit:
+            return False
+        while self.recent and self.recent[0] <= now - 1.0:
+            self.recent.popleft()
+        if len(self.recent) >= self.rate_limit:
+            return True
+        self.recent.append(now)
+        return False
 
     def next_call_fault(self, contact_id: str) -> str | None:
         mine = self.by_contact.get(contact_id)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from followup.config.redaction import mask_phone
@@ -58,6 +62,53 @@ class FollowUpRequest(BaseModel):
         description="The caller's own id for this follow-up: the same key enqueued twice, by any "
         "path, returns the first request and never calls twice.",
     )
+    not_before: AwareDatetime | None = Field(
+        None, description="Not dialled before this time (ISO 8601 with an offset)."
+    )
+    not_after: AwareDatetime | None = Field(
+        None,
+        description="Not dialled after this time (ISO 8601 with an offset); still waiting then, "
+        "it ends failed with code window.missed.",
+    )
+    timezone: str | None = Field(
+        None,
+        max_length=64,
+        description="The contact's IANA time zone (e.g. America/Los_Angeles); default: the "
+        "number's own zone(s).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"'{value[:64]}' is not an IANA time zone; use a name such as "
+                "America/Los_Angeles or Australia/Sydney"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> FollowUpRequest:
+        if self.not_before and self.not_after and self.not_before >= self.not_after:
+            raise ValueError("not_before must be earlier than not_after")
+        return self
+
+    def check_not_expired(self, now: datetime) -> None:
+        """At enqueue: a not_after already past is refused (the request could never go)."""
+        if self.not_after is not None and self.not_after <= now:
+            raise InvalidRequest(
+                [
+                    FieldError(
+                        field="not_after",
+                        message=f"{self.not_after.isoformat()} has already passed; give a later "
+                        "time, or none",
+                    )
+                ]
+            )
 
     @field_validator("phone_number")
     @classmethod

@@ -55,6 +55,11 @@ FAST = {
     "FOLLOWUP_BACKOFF_MAX_S": "0.2",
     "FOLLOWUP_MAX_ATTEMPTS": "4",
     "FOLLOWUP_WORKER_CONCURRENCY": "4",
+    # Pacing and the breaker off unless a test is about them: many tests call the same
+    # agents back to back, and some make the platform fail on purpose.
+    "FOLLOWUP_RATE_LIMIT_PER_S": "1000",
+    "FOLLOWUP_PER_USER_INTERVAL_S": "0",
+    "FOLLOWUP_BREAKER_FAILURES": "1000",
     "FOLLOWUP_LOG_LEVEL": "DEBUG",
 }
 

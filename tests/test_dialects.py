@@ -185,7 +185,7 @@ def test_a_503_then_success_is_placed(on: Platform) -> None:
     record = on.wait(request_id, "placed")
     assert [r["status"] for r in requests_for(on.sim, request_id)] == [503, 201]
     assert len(calls_for(on.sim, request_id)) == 1
-    assert record.attempts == 2
+    assert record.attempts == 1  # a 503 with Retry-After spends no attempt
 
 
 # --- genesys only -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,14 @@ def test_config_and_the_store_import_no_worker_runtime_and_no_httpx() -> None:
         assert "import httpx" not in text, module
 
 
+def test_each_lua_script_reads_exactly_the_arguments_it_declares() -> None:
+    for script in store_lua.SCRIPTS:
+        declared = (*store_lua.COMMON, *script.params)
+        read = set(re.findall(r"ARG\.([a-z_]+)", script.source))
+        assert len(declared) == len(set(declared)), script.name
+        assert read == set(declared), (script.name, set(declared) ^ read)
+
+
 def test_the_lua_scripts_are_built_from_the_python_state_sets() -> None:
     source = store_lua.CLAIM.source
     for name, states in (("TERMINAL", TERMINAL_STATES), ("WAITING", WAITING_STATES)):
@@ -133,12 +142,11 @@ def test_the_lua_scripts_are_built_from_the_python_state_sets() -> None:
         assert {p.split("=")[0].strip() for p in line.split("{")[1].rstrip("}").split(",")} == {
             s.value for s in states
         }
+    common = {"ns": "x", "ttl": 1, "idem_ttl": 1, "redeliver_after": 1, "max_wait": 1}
     with pytest.raises(TypeError, match="missing \\['token'\\]"):
-        store_lua.SEND.args(ns="x", ttl=1, idem_ttl=1, redeliver_after=1, id="r-1")
+        store_lua.UNSEND.args(**common, id="r-1", detail="")
     with pytest.raises(TypeError, match="unexpected \\['tokn'\\]"):
-        store_lua.SEND.args(
-            ns="x", ttl=1, idem_ttl=1, redeliver_after=1, id="r-1", token="t", tokn="t"
-        )
+        store_lua.UNSEND.args(**common, id="r-1", token="t", detail="", tokn="t")
 
 
 IMPORT_EVERYTHING = """

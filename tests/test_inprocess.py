@@ -88,7 +88,7 @@ def test_the_sweeper_publishes_a_due_retry_and_resolves_a_lost_sent_claim(
 
     sent_id = client.enqueue(_request(), queue=private_queue)
     claim = store.claim(sent_id, lease_s=30)
-    assert store.mark_sent(sent_id, claim.token)
+    assert store.mark_sent(sent_id, claim.token, user="u-1001").outcome == "sent"
     # The worker is lost with the call sent; its lease runs out (made to, here, at once).
     store.redis.hset(f"{store.ns}:req:{sent_id}", "lease_until", 0)
     store.redis.zadd(f"{store.ns}:due", {sent_id: 0})
@@ -114,7 +114,7 @@ def test_a_401_takes_the_send_marker_back_so_a_lost_lease_is_not_called_unknown(
     store = client.store
     request_id = client.enqueue(_request(), queue=private_queue)
     claim = store.claim(request_id, lease_s=30)
-    assert store.mark_sent(request_id, claim.token) == 1
+    assert store.mark_sent(request_id, claim.token, user="u-1001").attempts == 1
     assert store.unsend(request_id, claim.token, "401 authentication.required")
 
     record = client.status(request_id)

@@ -74,7 +74,7 @@ def test_an_idempotency_key_lasts_while_its_request_is_pending_or_unknown(
         assert (again.outcome, again.request_id) == ("duplicate", "a")
 
         claim = store.claim("a", lease_s=30)
-        assert store.mark_sent("a", claim.token)
+        assert store.mark_sent("a", claim.token, user="u-1").outcome == "sent"
         store.redis.hset(f"{store.ns}:req:a", "lease_until", 0)  # its worker was lost
         assert store.claim("a", lease_s=30, mode="sweep").outcome == "unknown"
         time.sleep(1.5)  # unknown: a person decides, and the key still guards it
@@ -83,8 +83,8 @@ def test_an_idempotency_key_lasts_while_its_request_is_pending_or_unknown(
 
         assert store.retry("a", "ops")[0]
         claim = store.claim("a", lease_s=30)
-        store.mark_sent("a", claim.token)
-        assert store.finish("a", claim.token, State.PLACED, event="placed")
+        store.mark_sent("a", claim.token, user="u-1")
+        assert store.finish("a", claim.token, State.PLACED, event="placed").recorded
         time.sleep(1.5)  # finished: now the key's TTL runs out
         assert store.register("d", request, queue="q", source="producer").outcome == "created"
     finally:

@@ -40,6 +40,30 @@ class Verdict:
     retry_after_s: float | None = None  # what will be waited: Retry-After, capped
     retry_after_asked_s: float | None = None  # what the platform asked for
     error: ErrorInfo | None = None
+    status: int | None = None  # the HTTP status, if the platform answered
+
+    @property
+    def spends(self) -> bool:
+        """Does this answer spend an attempt? Only one that reached the platform and failed
+        does: not a 429, a 503 with Retry-After, or a request that never left (refused,
+        connect or pool timeout; a token that could not be had)."""
+        if self.kind != "retry":
+            return True
+        if self.status is None or self.status == 429:
+            return False
+        return not (self.status == 503 and self.retry_after_s is not None)
+
+    @property
+    def health(self) -> Literal["ok", "failure", ""]:
+        """What the answer says of the platform, for the breaker: a transport failure or a
+        5xx is a failure; a 2xx or a 4xx means it is up; a 429 says nothing of outages."""
+        if self.kind in ("credentials", "lost"):
+            return ""
+        if self.status is None:  # it never answered
+            return "failure" if self.kind in ("retry", "unknown") else ""
+        if self.status >= 500:
+            return "failure"
+        return "" if self.status == 429 else "ok"
 
     @property
     def summary(self) -> str:
@@ -72,21 +96,23 @@ def classify_answer(answer: Answer, *, forbidden_hint: str, max_retry_after_s: f
     if 200 <= status < 300:
         conversation_id = _conversation_id(answer)
         if conversation_id is None:
-            return Verdict("unknown", error=_no_id(answer))
-        return Verdict("placed", conversation_id=conversation_id)
+            return Verdict("unknown", error=_no_id(answer), status=status)
+        return Verdict("placed", conversation_id=conversation_id, status=status)
     error = error_info(answer)
     if status == 401:
-        return Verdict("reauth", error=error)
+        return Verdict("reauth", error=error, status=status)
     if status == 403:
-        return Verdict(
-            "fail", error=error.model_copy(update={"message": f"{error.message}: {forbidden_hint}"})
-        )
+        hinted = error.model_copy(update={"message": f"{error.message}: {forbidden_hint}"})
+        return Verdict("fail", error=hinted, status=status)
     if status in THROTTLED:
         waited, asked = retry_after(answer.headers.get("retry-after"), max_retry_after_s)
-        return Verdict("retry", retry_after_s=waited, retry_after_asked_s=asked, error=error)
+        return Verdict(
+            "retry", retry_after_s=waited, retry_after_asked_s=asked, error=error, status=status
+        )
     if status in BACKOFF or status >= 500:
-        return Verdict("retry", error=error)
-    return Verdict("fail", error=error)  # 400, 404, 409, 422 and any other 4xx: it never will
+        return Verdict("retry", error=error, status=status)
+    # 400, 404, 409, 422 and any other 4xx: it never will
+    return Verdict("fail", error=error, status=status)
 
 
 # What went wrong, in our words: an exception's own text can carry a header (a token).

@@ -29,7 +29,7 @@ from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterCli
 from followup.worker.backoff import retry_delay
 from followup.worker.classify import Verdict
 from followup.worker.records import ErrorInfo, State
-from followup.worker.store import Claim, StatusStore
+from followup.worker.store import Claim, Finished, Send, StatusStore
 from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 
 log = structlog.get_logger(__name__)
@@ -131,7 +131,11 @@ class Pipeline:
             return self._dial(request_id, claim, request)
 
     def _dial(self, request_id: str, claim: Claim, request: FollowUpRequest) -> str:
-        attempts, verdict = self._send(request_id, claim, self.client.prepare(request, request_id))
+        call = self.client.prepare(request, request_id)
+        attempts, verdict = self._send(request_id, claim, call, request.user_id)
+        if isinstance(verdict, Waiting):
+            log.info("transition", state="scheduled", waiting_for=verdict.reason)
+            return "scheduled"
         if verdict.kind == "lost":
             log.warning("claim lost before sending; nothing sent, its new owner goes on")
             return "lost"
@@ -146,7 +150,7 @@ class Pipeline:
                 cap_s=waited,
             )
         outcome = decide(verdict, attempts, self.settings)
-        recorded = self._record(
+        finished = self._record(
             lambda: self.store.finish(
                 request_id,
                 claim.token,
@@ -158,11 +162,36 @@ class Pipeline:
                 retry_in_s=outcome.retry_in_s,
                 pause_all_s=outcome.pause_all_s,
                 waiting_for="api_pause" if outcome.pause_all_s else "retry_backoff",
+                spent=verdict.spends,
+                slow=verdict.status == 429,
+                health=verdict.health,
             ),
         )
+        self._log_fleet_changes(finished)
         log_method = log.info if outcome.state in (State.PLACED, State.RETRYING) else log.warning
-        log_method("transition", state=outcome.state, detail=outcome.detail, recorded=recorded)
+        log_method(
+            "transition",
+            state=outcome.state,
+            detail=outcome.detail,
+            recorded=finished.recorded,
+            status=verdict.status,
+        )
         return outcome.state
+
+    def _log_fleet_changes(self, finished: Finished) -> None:
+        s = self.settings
+        if finished.rate is not None:
+            log.warning("a 429: the fleet slows down", rate_in_force_per_s=round(finished.rate, 3))
+        if finished.breaker == "opened":
+            log.error(
+                "the platform keeps failing: the breaker opens, dialling pauses fleet-wide",
+                failures_in_a_row=s.breaker_failures,
+                cooldown_s=s.breaker_cooldown_s,
+            )
+        elif finished.breaker == "reopened":
+            log.error("the breaker's probe failed: it opens again, for longer")
+        elif finished.breaker == "closed":
+            log.warning("the platform answers again: the breaker closes")
 
     def _wait_for_credentials(self, request_id: str, claim: Claim, verdict: Verdict) -> str:
         """The platform refused our credentials: nothing was sent, nothing is spent; this
@@ -179,9 +208,12 @@ class Pipeline:
         log.warning("transition", state="scheduled", waiting_for="credentials")
         return "scheduled"
 
-    def _send(self, request_id: str, claim: Claim, call: CallRequest) -> tuple[int, Verdict]:
-        """Token, send marker, POST; a 401 (the platform did nothing) takes the marker back
-        and goes once more with a fresh token. Returns (attempts spent, the answer).
+    def _send(
+        self, request_id: str, claim: Claim, call: CallRequest, user: str
+    ) -> tuple[int, Verdict | Waiting]:
+        """Token, the fleet's gates and the send marker, POST; a 401 (the platform did
+        nothing) takes the marker back and goes once more with a fresh token. Returns
+        (attempts spent, the answer), or Waiting when a gate made the request wait.
 
         A Redis error here, before or at the marker, propagates: nothing was sent, and the
         task hands the message back to the broker.
@@ -192,9 +224,12 @@ class Pipeline:
                 token = self.tokens.get()
             except TokenError as exc:
                 return attempts, exc.verdict  # nothing was sent
-            attempts = self.store.mark_sent(request_id, claim.token)
-            if not attempts:
+            sent = self._through_the_gates(request_id, claim, user)
+            if sent.outcome == "wait":
+                return attempts, Waiting(sent.reason, sent.at)
+            if sent.outcome != "sent":
                 return claim.attempts, LOST_CLAIM
+            attempts = sent.attempts
             verdict = self.client.post_call(call, token, request_id)
             if verdict.kind != "reauth":
                 return attempts, verdict
@@ -206,6 +241,7 @@ class Pipeline:
         assert verdict.error is not None
         return attempts, Verdict(
             "fail",
+            status=verdict.status,
             error=verdict.error.model_copy(
                 update={
                     "message": f"{verdict.error.message}: refused twice, with a fresh "
@@ -214,7 +250,17 @@ class Pipeline:
             ),
         )
 
-    def _record(self, write: Callable[[], bool]) -> bool:
+    def _through_the_gates(self, request_id: str, claim: Claim, user: str) -> Send:
+        """The send marker, after the fleet's gates. A reserved slot that near is waited for
+        here (at most Pacing.hold, a few times), so calls leave evenly spaced."""
+        for _ in range(5):
+            sent = self.store.mark_sent(request_id, claim.token, user=user, pauses=self._pauses)
+            if sent.outcome != "hold":
+                return sent
+            time.sleep(sent.seconds)
+        return sent
+
+    def _record(self, write: Callable[[], Finished]) -> Finished:
         """The outcome is known and must land: ride out any Redis error (refused, reset,
         stalled) for up to half the visibility timeout. The claim's token stays valid past
         its lease, so a write that lands after the sweeper called the request `unknown`
@@ -237,6 +283,14 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """A gate made the request wait (nothing was sent): for `reason`, until `at`."""
+
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What one attempt's verdict does to the request."""
 
@@ -254,7 +308,7 @@ def decide(verdict: Verdict, attempts: int, settings: Settings) -> Outcome:
         return Outcome(State.UNKNOWN, "outcome unknown", verdict.summary)
     if verdict.kind != "retry":
         return Outcome(State.FAILED, "failed", verdict.summary)
-    if attempts >= settings.max_attempts:
+    if verdict.spends and attempts >= settings.max_attempts:
         return Outcome(
             State.FAILED,
             "gave up",

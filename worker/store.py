@@ -7,6 +7,7 @@ request, and a request's record, indices and history never disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import uuid
@@ -67,6 +68,57 @@ def _at_least(version: str, wanted: tuple[int, int]) -> bool:
 
 
 @dataclass(frozen=True)
+class Pacing:
+    """The fleet's gates as the send-marker script applies them (`store_lua.SEND`)."""
+
+    limit: float = 1e6  # create-call requests a second, fleet-wide (FOLLOWUP_RATE_LIMIT_PER_S)
+    burst: int = 1  # FOLLOWUP_RATE_BURST
+    spacing: float = 0.0  # between one agent's calls (FOLLOWUP_PER_USER_INTERVAL_S)
+    hold: float = 1.0  # a slot this near is waited for in the thread, not in the due set
+    lead: float = 0.5  # a request waiting for its slot is due this long before it
+    failures: int = 5  # in a row, to open the breaker (FOLLOWUP_BREAKER_FAILURES)
+    cooldown: float = 30.0  # FOLLOWUP_BREAKER_COOLDOWN_S
+    probe_for: float = 60.0  # how long the breaker's probe may take (the claim's lease)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pacing:
+        """hold and lead follow the sweep interval: a request waiting for its slot is
+        published one sweep ahead of it, and its thread holds the rest."""
+        sweep = settings.sweep_interval_s
+        return cls(
+            limit=settings.rate_limit_per_s,
+            burst=settings.rate_burst,
+            spacing=settings.per_user_interval_s,
+            hold=2 * sweep + 0.5,
+            lead=sweep + 0.25,
+            failures=settings.breaker_failures,
+            cooldown=settings.breaker_cooldown_s,
+            probe_for=settings.claim_lease_s,
+        )
+
+
+@dataclass(frozen=True)
+class Send:
+    """What the send marker's gates said: sent (attempts counts it), hold (seconds in the
+    thread, then ask again), wait (the request now waits for `reason` until `at`), lost."""
+
+    outcome: Literal["sent", "hold", "wait", "lost"]
+    attempts: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """FINISH's answer: recorded?, and what the fleet's gates made of it."""
+
+    recorded: bool
+    breaker: str = ""  # 'opened', 'reopened', 'closed' or ''
+    rate: float | None = None  # the rate in force, when a 429 lowered it
+
+
+@dataclass(frozen=True)
 class DueRequest:
     request_id: str
     state: str
@@ -105,12 +157,17 @@ class StatusStore:
         idempotency_ttl_s: int,
         record_ttl_s: int,
         redeliver_after_s: float,
+        max_wait_s: float = 3 * 86400,
+        pacing: Pacing | None = None,
     ) -> None:
         self.redis = client
         self.ns = namespace
         self.idempotency_ttl_s = idempotency_ttl_s
         self.record_ttl_s = record_ttl_s
         self.redeliver_after_s = redeliver_after_s
+        self.max_wait_s = max_wait_s
+        self.pacing = pacing or Pacing()
+        self._policy = json.dumps(dataclasses.asdict(self.pacing))
         self._scripts = {s.name: client.register_script(s.source) for s in store_lua.SCRIPTS}
         self._fsync_markers = False  # see check_durability()
 
@@ -122,6 +179,8 @@ class StatusStore:
             idempotency_ttl_s=settings.idempotency_ttl_s,
             record_ttl_s=settings.record_ttl_s,
             redeliver_after_s=settings.redeliver_after_s,
+            max_wait_s=settings.max_wait_s,
+            pacing=Pacing.from_settings(settings),
         )
 
     def _run(self, script: LuaScript, pipe: Any = None, **values: Any) -> Any:
@@ -131,6 +190,7 @@ class StatusStore:
             ttl=self.record_ttl_s,
             idem_ttl=self.idempotency_ttl_s,
             redeliver_after=self.redeliver_after_s,
+            max_wait=self.max_wait_s,
             **values,
         )
         return self._scripts[script.name](args=args, client=pipe)
@@ -160,6 +220,7 @@ class StatusStore:
             state=State.QUEUED,
             last_error=None,
             pipe=pipe,
+            not_after=request.not_after.timestamp() if request.not_after else None,
         )
 
     def _register_record(
@@ -174,6 +235,7 @@ class StatusStore:
         state: State,
         last_error: ErrorInfo | None,
         pipe: Any,
+        not_after: float | None = None,
     ) -> Registered | Any:
         result = self._run(
             store_lua.REGISTER,
@@ -186,6 +248,7 @@ class StatusStore:
             queue=queue,
             last_error=last_error.model_dump_json() if last_error else None,
             source=source,
+            not_after=not_after,
         )
         return result if pipe is not None else self.registered(result)
 
@@ -235,21 +298,37 @@ class StatusStore:
         )
         return Claim(outcome, state, int(attempts), token, request_json or "")
 
-    def mark_sent(self, request_id: str, token: str) -> int:
-        """The send marker, written just before the call leaves. Returns the attempts spent,
-        counting this one; 0 if the claim was lost (then nothing may be sent).
+    def mark_sent(
+        self,
+        request_id: str,
+        token: str,
+        *,
+        user: str,
+        pauses: Sequence[tuple[str, str]] = (),
+    ) -> Send:
+        """The fleet's gates (pauses, breaker, agent spacing, rate limit), then the send
+        marker, written just before the call leaves; see `Send` for what may come back.
 
         Where the server can (WAITAOF), the marker is on disk before this returns, in the
         same round trip; a marker not confirmed in time raises UnconfirmedWrite."""
+        values = {
+            "id": request_id,
+            "token": token,
+            "user": user,
+            "pauses": json.dumps(list(pauses)),
+            "policy": self._policy,
+            "spread": random.uniform(0, 1),
+        }
         if not self._fsync_markers:
-            return int(self._run(store_lua.SEND, id=request_id, token=token))
+            return _send(self._run(store_lua.SEND, **values))
         pipe = self.redis.pipeline(transaction=False)
-        self._run(store_lua.SEND, pipe, id=request_id, token=token)
+        self._run(store_lua.SEND, pipe, **values)
         pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
-        attempts, (local, _) = pipe.execute()
-        if attempts and int(local) < 1:
+        raw, (local, _) = pipe.execute()
+        sent = _send(raw)
+        if sent.outcome == "sent" and int(local) < 1:
             raise UnconfirmedWrite("the send marker was not on disk in time; not sending")
-        return int(attempts)
+        return sent
 
     def server_version(self) -> tuple[int, ...]:
         """The server's Redis version (Valkey reports the Redis version it is compatible with)."""
@@ -304,18 +383,22 @@ class StatusStore:
         retry_in_s: float = 0.0,
         pause_all_s: float = 0.0,
         waiting_for: str = "retry_backoff",
-    ) -> bool:
-        """Record an attempt's outcome; only the claim's holder may. False if it was not.
+        spent: bool = True,
+        slow: bool = False,
+        health: Literal["ok", "failure", ""] = "",
+    ) -> Finished:
+        """Record an attempt's outcome; only the claim's holder may (else not `recorded`).
 
         pause_all_s > 0 (the API's Retry-After on a 429/503) holds every worker's claims.
-        A retry waits for `waiting_for`.
+        A retry waits for `waiting_for`. spent=False refunds the attempt (the platform did
+        nothing with it); slow (a 429) lowers the fleet's rate; health feeds the breaker.
         """
         fields: dict[str, Any] = {
             "last_error": error.model_dump_json() if error else None,
         }
         if conversation_id:
             fields["conversation_id"] = conversation_id
-        ok, _ = self._run(
+        ok, _, breaker, rate = self._run(
             store_lua.FINISH,
             id=request_id,
             token=token,
@@ -326,8 +409,12 @@ class StatusStore:
             due_in=retry_in_s,
             pause=pause_all_s,
             waiting=waiting_for,
+            spent=spent,
+            slow=slow,
+            health=health,
+            policy=self._policy,
         )
-        return bool(ok)
+        return Finished(bool(ok), breaker or "", float(rate) if rate else None)
 
     def defer(
         self,
@@ -449,6 +536,17 @@ def _to_record(request_id: str, f: dict[str, str], history: list[str]) -> Status
         updated_at=_ts(f.get("updated_at")),
         history=[HistoryEntry.model_validate(json.loads(entry)) for entry in history],
     )
+
+
+def _send(raw: list[Any]) -> Send:
+    outcome = raw[0]
+    if outcome == "sent":
+        return Send("sent", attempts=int(raw[1]))
+    if outcome == "hold":
+        return Send("hold", seconds=float(raw[1]))
+    if outcome == "wait":
+        return Send("wait", reason=str(raw[1]), at=float(raw[2]))
+    return Send("lost")
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -26,7 +26,7 @@ PRELUDE = (
     + r"""
 local ns = ARG.ns
 local TTL, IDEM_TTL = tonumber(ARG.ttl), tonumber(ARG.idem_ttl)
-local REDELIVER_AFTER = tonumber(ARG.redeliver_after)
+local REDELIVER_AFTER, MAX_WAIT = tonumber(ARG.redeliver_after), tonumber(ARG.max_wait)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local DUE = ns .. ':due'
@@ -52,9 +52,18 @@ local function move(id, old, new)
   redis.call('ZADD', ns .. ':state:' .. new, now, id)
   redis.call('HSET', rkey(id), 'state', new, 'updated_at', now)
 end
+-- When a request must be given up if it is still waiting: its own not_after, or
+-- give_up_at (enqueued + FOLLOWUP_MAX_WAIT_S), whichever comes first.
+local function deadline_of(id)
+  local r = redis.call('HMGET', rkey(id), 'give_up_at', 'not_after')
+  local give_up, not_after = tonumber(r[1]) or math.huge, tonumber(r[2]) or math.huge
+  return math.min(give_up, not_after), not_after <= give_up
+end
 -- Make a request wait until `at` (a due time: no worker, no message holds it meanwhile),
--- saying what for. state: 'scheduled' (a gate) or 'retrying' (after an attempt).
+-- saying what for; never past its deadline, when it comes back to be given up.
+-- state: 'scheduled' (a gate) or 'retrying' (after an attempt).
 local function wait(id, old, state, at, reason, event, detail)
+  at = math.min(at, (deadline_of(id)))
   if old ~= state then move(id, old, state) else unwait(id) end
   redis.call('HDEL', rkey(id), 'lease_until')
   redis.call('HSET', rkey(id), 'next_attempt_at', at, 'waiting_for', reason)
@@ -71,6 +80,65 @@ local function pause(name, seconds)
   if ends > paused_until(name) then
     redis.call('SET', ns .. ':pause:' .. name, ends, 'PX', math.ceil(seconds * 1000) + 1000)
   end
+end
+-- The global rate limit: GCRA in its virtual-scheduling form, with reservations. A send
+-- takes the next slot (ns:limiter 'tat': the theoretical arrival time). The rate in force
+-- is the limit, halved by a 429 and won back linearly at RECOVER of the limit a second.
+local LIMITER = ns .. ':limiter'
+local RECOVER = 0.05
+local function rate_in_force(limit)
+  local l = redis.call('HMGET', LIMITER, 'rate', 'rate_at')
+  local rate, at = tonumber(l[1]), tonumber(l[2])
+  if not rate or not at then return limit end
+  return math.min(limit, rate + (now - at) * limit * RECOVER)
+end
+local function reserve(limit, burst)
+  local rate = rate_in_force(limit)
+  local interval = 1 / rate
+  local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, now)
+  local slot = math.max(now, tat - (burst - 1) * interval)
+  redis.call('HSET', LIMITER, 'tat', math.max(tat, slot) + interval, 'rate', rate, 'rate_at', now)
+  return slot
+end
+local function slow_down(limit)
+  local rate = math.max(limit * 0.1, rate_in_force(limit) * 0.5)
+  redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now)
+  return rate
+end
+-- The breaker (ns:breaker): open after policy.failures transport failures or 5xx answers in
+-- a row; after its cool-down one request goes as a probe; the probe's answer closes it, or
+-- opens it again with the cool-down doubled (up to ten times the first).
+local BREAKER = ns .. ':breaker'
+local function breaker_gate(id, policy)
+  local b = redis.call('HMGET', BREAKER, 'state', 'ends', 'probe', 'probe_ends')
+  if b[1] ~= 'open' then return nil end
+  local ends = tonumber(b[2]) or 0
+  if now < ends then return ends end
+  if b[3] and b[3] ~= '' and b[3] ~= id and (tonumber(b[4]) or 0) > now then return now + 1 end
+  redis.call('HSET', BREAKER, 'probe', id, 'probe_ends', now + policy.probe_for)
+  return nil
+end
+local function breaker_heard(id, health, policy)
+  if health == 'ok' then
+    if redis.call('DEL', BREAKER) == 1 then return 'closed' end
+    return ''
+  end
+  if health ~= 'failure' then return '' end
+  local b = redis.call('HMGET', BREAKER, 'state', 'failures', 'cooldown', 'probe')
+  if b[1] == 'open' then
+    if b[4] ~= id then return '' end
+    local cooldown = math.min((tonumber(b[3]) or policy.cooldown) * 2, policy.cooldown * 10)
+    redis.call('HSET', BREAKER, 'ends', now + cooldown, 'cooldown', cooldown, 'probe', '')
+    return 'reopened'
+  end
+  local failures = (tonumber(b[2]) or 0) + 1
+  if failures < policy.failures then
+    redis.call('HSET', BREAKER, 'failures', failures)
+    return ''
+  end
+  redis.call('HSET', BREAKER, 'state', 'open', 'ends', now + policy.cooldown,
+    'cooldown', policy.cooldown, 'failures', 0, 'probe', '')
+  return 'opened'
 end
 -- The idempotency key of a request, if it still points to that request.
 local function ikey_of(id)
@@ -104,9 +172,9 @@ end
 
 
 # Every script gets these first: the namespace, how long a finished record is kept, how long
-# an idempotency key outlives its finished request, and when an unclaimed request is
-# published again.
-COMMON = ("ns", "ttl", "idem_ttl", "redeliver_after")
+# an idempotency key outlives its finished request, when an unclaimed request is published
+# again, and how long a request may wait in all before it is given up.
+COMMON = ("ns", "ttl", "idem_ttl", "redeliver_after", "max_wait")
 
 
 @dataclass(frozen=True)
@@ -145,19 +213,7 @@ def _argv(value: Any) -> Any:
 # Returns {outcome, request_id}: created | exists | duplicate | conflict (the key's holder).
 REGISTER = LuaScript(
     "register",
-    (
-        "id",
-        "request",
-        "digest",
-        "key",
-        "idem_ttl",
-        "state",
-        "queue",
-        "last_error",
-        "source",
-        "ttl",
-        "redeliver_after",
-    ),
+    ("id", "request", "digest", "key", "state", "queue", "last_error", "source", "not_after"),
     r"""
 local id, key = ARG.id, ARG.key
 if redis.call('EXISTS', rkey(id)) == 1 then return {'exists', id} end
@@ -175,7 +231,9 @@ if key ~= '' then
   redis.call('SET', ikey, id)  -- no expiry while the request is pending: see settle()
 end
 redis.call('HSET', rkey(id), 'request', ARG.request, 'digest', ARG.digest, 'idempotency_key', key,
-  'attempts', 0, 'created_at', now, 'queue', ARG.queue, 'source', ARG.source, 'republished', 0)
+  'attempts', 0, 'created_at', now, 'queue', ARG.queue, 'source', ARG.source, 'republished', 0,
+  'give_up_at', now + MAX_WAIT)
+if ARG.not_after ~= '' then redis.call('HSET', rkey(id), 'not_after', ARG.not_after) end
 if ARG.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', ARG.last_error) end
 move(id, nil, ARG.state)
 redis.call('ZADD', ns .. ':all', now, id)
@@ -235,6 +293,24 @@ else
   if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'already ' .. state) end
   return {'done', state, attempts, ''}
 end
+local deadline, by_window = deadline_of(id)
+if now >= deadline then
+  local reason = redis.call('HGET', rkey(id), 'waiting_for') or ''
+  local code, message = 'wait.exceeded', string.format(
+    'not placed within FOLLOWUP_MAX_WAIT_S (%ds) of being enqueued; it last waited for %s',
+    MAX_WAIT, reason ~= '' and reason or 'a worker')
+  if by_window then
+    code, message = 'window.missed', 'its not_after passed while it waited; never dialled'
+  elseif reason == 'agent_busy' then
+    code, message = 'agent.unavailable', 'the agent stayed on other calls until the wait ran out'
+  end
+  move(id, state, 'failed')
+  redis.call('HSET', rkey(id), 'last_error', cjson.encode({code = code, message = message}))
+  redis.call('HDEL', rkey(id), 'claim')
+  note(id, 'gave up', message)
+  settle(id)
+  return {'done', 'failed', attempts, ''}
+end
 for _, gate in ipairs(cjson.decode(ARG.pauses)) do
   local ends = paused_until(gate[1])
   if ends > now then
@@ -254,19 +330,65 @@ return {'claimed', 'dialing', attempts, redis.call('HGET', rkey(id), 'request')}
 """,
 )
 
-# The send marker, written just before the create-call request leaves. Returns the attempts
-# spent, counting this one, or 0 when the caller no longer holds a live claim (send nothing).
+# The send marker, written just before the create-call request leaves, after the fleet's
+# gates, all at once: the pauses, the breaker, the agent's spacing and the global limiter.
+# Returns one of
+#   {'sent', attempts}: send now; attempts counts this one
+#   {'hold', seconds}: the reserved slot is that near: wait in the thread, then call again
+#   {'wait', reason, at}: the request now waits in 'scheduled' until `at`; send nothing
+#   {'lost'}: the caller no longer holds a live claim; send nothing
+# policy: {limit, burst, spacing, hold, lead, failures, cooldown, probe_for} (a JSON object).
 SEND = LuaScript(
     "send",
-    ("id", "token"),
+    ("id", "token", "user", "pauses", "policy", "spread"),
     r"""
-local id = ARG.id
-local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts')
-if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then return 0 end
+local id, policy = ARG.id, cjson.decode(ARG.policy)
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts', 'slot')
+if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then return {'lost'} end
+local function hold_off(at, reason, detail)
+  redis.call('HDEL', rkey(id), 'claim')
+  wait(id, 'dialing', 'scheduled', at, reason, 'waiting for ' .. reason, detail)
+  return {'wait', reason, tostring(at)}
+end
+local spread = tonumber(ARG.spread)
+for _, gate in ipairs(cjson.decode(ARG.pauses)) do
+  local ends = paused_until(gate[1])
+  if ends > now then return hold_off(ends + spread, gate[2], 'a fleet-wide pause') end
+end
+local breaker = breaker_gate(id, policy)
+if breaker then
+  return hold_off(breaker + spread, 'breaker', 'the platform kept failing; the fleet waits')
+end
+local interval = 1 / rate_in_force(policy.limit)
+local slot = tonumber(r[5])
+if slot and slot < now - interval / 2 then slot = nil end  -- missed its slot: take a new one
+if not slot then
+  local akey = ns .. ':agent:' .. ARG.user
+  if policy.spacing > 0 then
+    local last = redis.call('HMGET', akey, 'at', 'id')
+    local free = (tonumber(last[1]) or 0) + policy.spacing
+    if last[2] ~= id and free > now then
+      return hold_off(free + spread / 10, 'agent_spacing',
+        string.format("the agent's previous follow-up was under %gs ago", policy.spacing))
+    end
+  end
+  slot = reserve(policy.limit, policy.burst)
+  if policy.spacing > 0 then
+    redis.call('HSET', akey, 'at', slot, 'id', id)
+    redis.call('PEXPIRE', akey, math.ceil((slot - now + policy.spacing) * 1000) + 1000)
+  end
+  redis.call('HSET', rkey(id), 'slot', slot)
+end
+if slot - now > policy.hold then
+  return hold_off(slot - policy.lead, 'rate_limit',
+    string.format('the fleet-wide rate limit gave it a slot in %.1fs', slot - now))
+end
+if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
+redis.call('HDEL', rkey(id), 'slot')
 note(id, 'sending', nil)
-return attempts
+return {'sent', attempts}
 """,
 )
 
@@ -289,19 +411,45 @@ return 1
 """,
 )
 
-# Returns {ok, state}. Only the holder of the claim may finish; a late answer may also settle
-# an 'unknown'. Running it again after it landed (its reply was lost in an outage) is a no-op
-# that reports success. fields: a JSON object of record fields to set ('' or null deletes).
-# pause > 0 (the API's Retry-After) pauses every worker's claims that long. A retry waits
-# as `waiting` says (api_pause, retry_backoff).
+# Returns {ok, state, breaker event ('opened' | 'reopened' | 'closed' | ''), the rate in force
+# if a 429 lowered it, else ''}. Only the holder of the claim may finish; a late answer may
+# also settle an 'unknown'. Running it again after it landed (its reply was lost in an
+# outage) is a no-op that reports success. fields: a JSON object of record fields to set
+# ('' or null deletes). pause > 0 (the API's Retry-After) pauses every worker's claims that
+# long. A retry waits as `waiting` says (api_pause, retry_backoff). spent = 0 refunds the
+# attempt (the platform did nothing with it); slow = 1 (a 429) lowers the fleet's rate;
+# health ('ok' | 'failure' | '') is what the answer tells the breaker.
 FINISH = LuaScript(
     "finish",
-    ("id", "token", "state", "fields", "event", "detail", "due_in", "pause", "waiting"),
+    (
+        "id",
+        "token",
+        "state",
+        "fields",
+        "event",
+        "detail",
+        "due_in",
+        "pause",
+        "waiting",
+        "spent",
+        "slow",
+        "health",
+        "policy",
+    ),
     r"""
 local id, new = ARG.id, ARG.state
-local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'finished')
-if r[2] == ARG.token and r[3] == ARG.token then return {1, r[1]} end
-if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then return {0, r[1] or ''} end
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'finished', 'attempts', 'sent_at')
+if r[2] == ARG.token and r[3] == ARG.token then return {1, r[1], '', ''} end
+if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then
+  return {0, r[1] or '', '', ''}
+end
+local policy = cjson.decode(ARG.policy)
+if ARG.spent == '0' and r[5] and r[5] ~= '' then
+  redis.call('HSET', rkey(id), 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
+end
+local rate = ''
+if ARG.slow == '1' then rate = tostring(slow_down(policy.limit)) end
+local breaker = breaker_heard(id, ARG.health, policy)
 for k, v in pairs(cjson.decode(ARG.fields)) do
   if v == cjson.null or v == '' then redis.call('HDEL', rkey(id), k)
   else redis.call('HSET', rkey(id), k, v) end
@@ -317,7 +465,7 @@ else
   keep(id)  -- a late answer can move an 'unknown' back to pending
   wait(id, r[1], new, now + tonumber(ARG.due_in), ARG.waiting, ARG.event, ARG.detail)
 end
-return {1, new}
+return {1, new, breaker, rate}
 """,
 )
 
@@ -374,8 +522,9 @@ end
 if state ~= 'unknown' and state ~= 'failed' then return {0, state} end
 local previous = redis.call('HGET', rkey(id), 'attempts')
 keep(id)
-redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished')
-redis.call('HSET', rkey(id), 'attempts', 0, 'next_attempt_at', now, 'republished', 0)
+redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished', 'slot', 'not_after')
+redis.call('HSET', rkey(id), 'attempts', 0, 'next_attempt_at', now, 'republished', 0,
+  'give_up_at', now + MAX_WAIT)
 move(id, state, 'retrying')
 note(id, 'manual retry', 'by ' .. ARG.who .. ' after ' .. state .. ' (' .. previous .. ' attempts)')
 redis.call('ZADD', DUE, now, id)

@@ -124,7 +124,7 @@ class TokenCache:
                 retry_after_s=waited,
                 retry_after_asked_s=asked,
                 error=info.model_copy(update={"message": _at_endpoint(info)}),
-            )
+            )  # no status: the call itself was never sent, so nothing is said of the API
             raise TokenError(verdict, waited or FAILURE_HOLD_S)
         token, lifetime = _read_token(answer)
         margin = min(60.0, lifetime / 10)
