@@ -44,6 +44,10 @@ def main() -> int:
         "FOLLOWUP_BACKOFF_MAX_S": "1",
         "FOLLOWUP_MAX_ATTEMPTS": "8",
         "FOLLOWUP_WORKER_CONCURRENCY": "8",
+        # Pacing is on, at a rate this machine can feed (RATE_LIMIT below, a second), and
+        # without per-agent spacing: the run is about crashes and a flaky platform.
+        "FOLLOWUP_RATE_LIMIT_PER_S": os.environ.get("CHAOS_RATE_LIMIT", "100"),
+        "FOLLOWUP_PER_USER_INTERVAL_S": "0",
     }
     with Stack(f"chaos-{uuid.uuid4().hex[:6]}", url, "--any-user", **settings) as stack:
         return chaos(stack, rng)

@@ -352,6 +352,7 @@ async def set_faults(request: web.Request) -> web.Response:
         hang_s=float(spec.get("hang_s", 30.0)),
         rng=random.Random(spec.get("seed")),
         rate_limit=float(spec.get("rate_limit", 0.0)),
+        rate_window_s=float(spec.get("rate_window_s", 1.0)),
     )
     return web.json_response({"ok": True})
 

@@ -66,15 +66,16 @@ class Faults:
     hang_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
     rate_limit: float = 0.0  # create-call requests a second it takes; more get a 429
+    rate_window_s: float = 1.0  # over what sliding window (Genesys counts per minute)
     recent: deque[float] = field(default_factory=deque)
 
     def over_the_limit(self, now: float) -> bool:
-        """A sliding one-second window, as a platform's limiter would keep."""
+        """At most rate_limit x rate_window_s requests in any sliding window that long."""
         if not self.rate_limit:
             return False
-        while self.recent and self.recent[0] <= now - 1.0:
+        while self.recent and self.recent[0] <= now - self.rate_window_s:
             self.recent.popleft()
-        if len(self.recent) >= self.rate_limit:
+        if len(self.recent) >= self.rate_limit * self.rate_window_s:
             return True
         self.recent.append(now)
         return False

@@ -56,14 +56,15 @@ class Verdict:
     @property
     def health(self) -> Literal["ok", "failure", ""]:
         """What the answer says of the platform, for the breaker: a transport failure or a
-        5xx is a failure; a 2xx or a 4xx means it is up; a 429 says nothing of outages."""
+        5xx is a failure; a 2xx or a 4xx means it is up. A 429, or a 503 with Retry-After,
+        asks for a pause (which the fleet takes): it says nothing of an outage."""
         if self.kind in ("credentials", "lost"):
             return ""
         if self.status is None:  # it never answered
             return "failure" if self.kind in ("retry", "unknown") else ""
-        if self.status >= 500:
-            return "failure"
-        return "" if self.status == 429 else "ok"
+        if self.status == 429 or (self.status == 503 and self.retry_after_s is not None):
+            return ""
+        return "failure" if self.status >= 500 else "ok"
 
     @property
     def summary(self) -> str:

@@ -84,8 +84,10 @@ end
 -- The global rate limit: GCRA in its virtual-scheduling form, with reservations. A send
 -- takes the next slot (ns:limiter 'tat': the theoretical arrival time). The rate in force
 -- is the limit, halved by a 429 and won back linearly at RECOVER of the limit a second.
+-- Slots are spaced for HEADROOM of it: a sender exactly at a platform's limit puts the limit
+-- plus one into a counting window at its edge, and that one 429 would halve the rate.
 local LIMITER = ns .. ':limiter'
-local RECOVER = 0.05
+local RECOVER, HEADROOM = 0.05, 0.98
 local function rate_in_force(limit)
   local l = redis.call('HMGET', LIMITER, 'rate', 'rate_at')
   local rate, at = tonumber(l[1]), tonumber(l[2])
@@ -94,7 +96,7 @@ local function rate_in_force(limit)
 end
 local function reserve(limit, burst)
   local rate = rate_in_force(limit)
-  local interval = 1 / rate
+  local interval = 1 / (rate * HEADROOM)
   local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, now)
   local slot = math.max(now, tat - (burst - 1) * interval)
   redis.call('HSET', LIMITER, 'tat', math.max(tat, slot) + interval, 'rate', rate, 'rate_at', now)
@@ -359,7 +361,7 @@ local breaker = breaker_gate(id, policy)
 if breaker then
   return hold_off(breaker + spread, 'breaker', 'the platform kept failing; the fleet waits')
 end
-local interval = 1 / rate_in_force(policy.limit)
+local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
 if slot and slot < now - interval / 2 then slot = nil end  -- missed its slot: take a new one
 if not slot then
