@@ -2,8 +2,9 @@
 
 Each run: N requests (one agent each) queued before the workers start, FOLLOWUP_RATE_LIMIT_PER_S
 = LIMIT; the simulator enforces the same limit itself (a 429 past LIMIT x 10 requests in any
-sliding 10-second window; Genesys counts per minute), so a 429 counts against us. The achieved rate is (N - 1) / (last call - first
-call), from the simulator's own receive times. Baseline in the same run: the limit itself.
+sliding 10-second window; Genesys counts per minute), so a 429 counts against us. The
+achieved rate is (N - 1) / (last call - first call), from the simulator's own receive times.
+Baseline in the same run: the limit itself.
 Usage: python bench/pacing.py [N] [LIMIT]
 """
 
