@@ -71,7 +71,13 @@ def direct_posts(sim_url: str, n: int, threads: int) -> float:
 def main() -> int:
     url = os.environ.get("FOLLOWUP_REDIS_URL", "redis://localhost:6379/0")
     run = f"tput-{uuid.uuid4().hex[:6]}"
-    with Stack(run, url, "--any-user", FOLLOWUP_WORKER_CONCURRENCY=str(CONCURRENCY)) as stack:
+    unpaced = {  # capacity, not policy: no rate limit, no spacing, no calling hours
+        "FOLLOWUP_WORKER_CONCURRENCY": str(CONCURRENCY),
+        "FOLLOWUP_RATE_LIMIT_PER_S": "10000",
+        "FOLLOWUP_PER_USER_INTERVAL_S": "0",
+        "FOLLOWUP_ENFORCE_CALLING_HOURS": "false",
+    }
+    with Stack(run, url, "--any-user", **unpaced) as stack:
         return measure(stack)
 
 

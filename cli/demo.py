@@ -11,7 +11,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import phonenumbers
 
 from followup.cli.local_stack import Simulator, Stack, wait_until
 from followup.cli.table import outcome, render
@@ -19,7 +22,61 @@ from followup.config.settings import Settings
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.publish import publish
 from followup.tasks.request import InvalidRequest
+from followup.worker.calling_hours import DEFAULT, next_opening, rule_for, zones_for
 from followup.worker.records import TERMINAL_STATES
+
+# Cities around the world, with a run of valid numbers in each: at any hour it is day in some
+# and night in others. The demo dials daytime ones, and shows one night-time number waiting.
+CITIES = {
+    "Sydney": "+612987654{n:02d}",
+    "London": "+4420794609{n:02d}",
+    "New York": "+12125550{n:03d}",
+    "Los Angeles": "+12135550{n:03d}",
+    "Honolulu": "+18085550{n:03d}",
+    "Tokyo": "+8131234{n:04d}",
+    "Berlin": "+49301234{n:04d}",
+    "Sao Paulo": "+5511312345{n:02d}",
+    "Johannesburg": "+27115551{n:03d}",
+    "Auckland": "+649300{n:04d}",
+}
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """Daytime numbers to dial now, and a night-time one that must wait for its morning."""
+
+    day_city: str
+    night_city: str
+    night_number: str
+    night_opens: datetime
+
+    def day(self, n: int) -> str:
+        return _number(self.day_city, n)
+
+
+def _number(city: str, n: int) -> str:
+    template = CITIES[city]
+    return template.format(n=100 + n if "{n:03d}" in template else n)
+
+
+def pick_numbers(now: datetime) -> Numbers:
+    """A city where calls may go now and for the next half hour, and one where it is night."""
+
+    def opening(city: str, at: datetime) -> datetime | None:
+        number = phonenumbers.parse(_number(city, 1))
+        return next_opening(at, zones_for(number, None, "UTC"), rule_for(number, DEFAULT))
+
+    open_now = [
+        c
+        for c in CITIES
+        if opening(c, now) == now and opening(c, now + HALF_HOUR) == now + HALF_HOUR
+    ]
+    closed = [(c, o) for c in CITIES if (o := opening(c, now)) and o > now + timedelta(hours=1)]
+    night_city, opens = closed[0]
+    return Numbers(open_now[0], night_city, _number(night_city, 99), opens)
+
+
+HALF_HOUR = timedelta(minutes=30)
 
 
 @dataclass
@@ -44,6 +101,11 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
         # (the default, 30 s, would make it wait), at the default fleet rate of 5 a second.
         "FOLLOWUP_PER_USER_INTERVAL_S": "2",
     }
+    numbers = pick_numbers(datetime.now(UTC))
+    print(
+        f"calling hours are on: daytime numbers are in {numbers.day_city}; "
+        f"it is night in {numbers.night_city}"
+    )
     with Stack(queue, redis_url, **demo_settings) as stack:
         if stack.started_private_redis:
             print(f"no Redis answers at {redis_url} (FOLLOWUP_REDIS_URL)")
@@ -56,16 +118,16 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
         )
         client = FollowUpClient(stack.settings())
         try:
-            rows = _enqueue_batch(client, stack.sim, run, queue, noscope_queue)
+            rows = _enqueue_batch(client, stack.sim, run, queue, noscope_queue, numbers)
             ok = _report(client, rows, stack.sim, timeout_s)
         finally:
             client.close()
-        ok = _genesys_part(stack, run, timeout_s) and ok
+        ok = _genesys_part(stack, run, numbers, timeout_s) and ok
     print("demo " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
 
 
-def _genesys_part(stack: Stack, run: str, timeout_s: float) -> bool:
+def _genesys_part(stack: Stack, run: str, numbers: Numbers, timeout_s: float) -> bool:
     """A short second table: the same pipeline speaking Genesys Cloud's dialect to the
     simulator in genesys mode (the flat CreateCallRequest on /calls/user/{userId})."""
     print(
@@ -96,7 +158,7 @@ def _genesys_part(stack: Stack, run: str, timeout_s: float) -> bool:
                 "placed",
                 contact_id="c-3001",
                 user_id="u-1001",
-                phone_number="+61298765440",
+                phone_number=numbers.day(40),
                 metadata={"ticket": "T-90"},
             )
             enqueue(
@@ -104,14 +166,14 @@ def _genesys_part(stack: Stack, run: str, timeout_s: float) -> bool:
                 "placed",
                 contact_id="c-3002",
                 user_id="u-1002",
-                phone_number="+61298765441",
+                phone_number=numbers.day(41),
             )
             enqueue(
                 "unknown agent u-99999",
                 "failed",
                 contact_id="c-3003",
                 user_id="u-99999",
-                phone_number="+61298765442",
+                phone_number=numbers.day(42),
             )
             enqueue(
                 "client without conversation:call:add",
@@ -119,7 +181,7 @@ def _genesys_part(stack: Stack, run: str, timeout_s: float) -> bool:
                 queue=f"{queue}-noperm",
                 contact_id="c-3004",
                 user_id="u-1003",
-                phone_number="+61298765443",
+                phone_number=numbers.day(43),
             )
             return _report(client, rows, sim, timeout_s)
         finally:
@@ -129,7 +191,12 @@ def _genesys_part(stack: Stack, run: str, timeout_s: float) -> bool:
 
 
 def _enqueue_batch(
-    client: FollowUpClient, sim: Simulator, run: str, queue: str, noscope_queue: str
+    client: FollowUpClient,
+    sim: Simulator,
+    run: str,
+    queue: str,
+    noscope_queue: str,
+    numbers: Numbers,
 ) -> list[Row]:
     rows: list[Row] = []
 
@@ -149,10 +216,12 @@ def _enqueue_batch(
         "placed",
         contact_id="c-2001",
         user_id="u-1001",
-        phone_number="+61 2 9876 5432",
+        phone_number=phonenumbers.format_number(  # spaces and all: it is normalised
+            phonenumbers.parse(numbers.day(32)), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        ),
         reason="invoice query",
     )
-    _wait_terminal(client, [flaky], 30)
+    _wait_settled(client, [Row("flaky", "placed", flaky)], 30)
     sim.set_faults()
 
     enqueue(
@@ -160,16 +229,26 @@ def _enqueue_batch(
         "placed",
         contact_id="c-2002",
         user_id="u-1002",
-        phone_number="+442079460958",
+        phone_number=numbers.day(58),
         metadata={"ticket": "T-88"},
     )
+    enqueue(
+        f"night in {numbers.night_city}",
+        "scheduled",
+        contact_id="c-2009",
+        user_id="u-67890",
+        phone_number=numbers.night_number,
+    )
+    zone = zones_for(phonenumbers.parse(numbers.night_number), None, "UTC")[0]
+    local = numbers.night_opens.astimezone(zone)
+    rows[-1].note = f"its calling hours open {local:%a %H:%M} local time; not dialled before"
     key = f"crm-ticket-{run}"
     first = enqueue(
         "idempotency key, first",
         "placed",
         contact_id="c-2003",
         user_id="u-1003",
-        phone_number="+61298765433",
+        phone_number=numbers.day(33),
         idempotency_key=key,
     )
     again = enqueue(
@@ -177,7 +256,7 @@ def _enqueue_batch(
         "placed",
         contact_id="c-2003",
         user_id="u-1003",
-        phone_number="+61298765433",
+        phone_number=numbers.day(33),
         idempotency_key=key,
     )
     rows[-1].note = "same request id: not queued twice" if again == first else "NEW ID (bug)"
@@ -193,7 +272,7 @@ def _enqueue_batch(
         "failed",
         contact_id="c-2004",
         user_id="u-99999",
-        phone_number="+61298765434",
+        phone_number=numbers.day(34),
     )
     enqueue(
         "token without conversation:write",
@@ -201,7 +280,7 @@ def _enqueue_batch(
         queue=noscope_queue,
         contact_id="c-2005",
         user_id="u-1004",
-        phone_number="+61298765435",
+        phone_number=numbers.day(35),
     )
 
     # Another service publishing straight to the queue, with the seed's truncated number.
@@ -221,12 +300,20 @@ def _enqueue_batch(
     return rows
 
 
-def _wait_terminal(client: FollowUpClient, ids: list[str | None], timeout_s: float) -> bool:
+def _wait_settled(client: FollowUpClient, rows: list[Row], timeout_s: float) -> bool:
+    """Until every request is terminal, or in the state its row expects (a night-time number
+    waits, scheduled)."""
     store = client.store
 
     def done() -> bool:
-        records = [store.get(i, history=False) for i in ids if i]
-        return all(r is not None and r.state in TERMINAL_STATES for r in records)
+        for row in rows:
+            record = store.get(row.request_id, history=False) if row.request_id else None
+            if row.request_id and (
+                record is None
+                or (record.state not in TERMINAL_STATES and record.state != row.expect)
+            ):
+                return False
+        return True
 
     try:
         wait_until(done, timeout_s, "every request to finish", interval_s=0.2)
@@ -237,7 +324,7 @@ def _wait_terminal(client: FollowUpClient, ids: list[str | None], timeout_s: flo
 
 def _report(client: FollowUpClient, rows: list[Row], sim: Simulator, timeout_s: float) -> bool:
     started = time.monotonic()
-    finished = _wait_terminal(client, [r.request_id for r in rows], timeout_s)
+    finished = _wait_settled(client, rows, timeout_s)
     store = client.store
     table, ok = [], finished
     placed_ids = set()

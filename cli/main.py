@@ -88,6 +88,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             "reason": args.reason,
             "metadata": metadata,
             "idempotency_key": args.idempotency_key,
+            "not_before": args.not_before,
+            "not_after": args.not_after,
+            "timezone": args.timezone,
         }
         requests = [{k: v for k, v in fields.items() if v not in (None, {})}]
     ids = FollowUpClient(_settings()).enqueue_many(requests, queue=args.queue)
@@ -225,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason")
     p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--idempotency-key")
+    p.add_argument("--not-before", metavar="ISO8601", help="e.g. 2026-11-28T09:30:00+11:00")
+    p.add_argument("--not-after", metavar="ISO8601", help="still waiting then: window.missed")
+    p.add_argument("--timezone", metavar="IANA", help="the customer's zone, e.g. Australia/Perth")
     p.add_argument("--file", help="enqueue a batch: JSON lines or a JSON array ('-' for stdin)")
     p.add_argument("--queue", help="default: FOLLOWUP_QUEUE")
     p.add_argument("--json", action="store_true")

@@ -65,6 +65,11 @@ def describe(record: StatusRecord) -> str:
     if record.next_attempt_at:
         waiting = f"   waiting for {record.waiting_for}" if record.waiting_for else ""
         lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{waiting}")
+        if record.next_attempt_local is not None:
+            lines.append(
+                f"          {record.next_attempt_local:%a %Y-%m-%d %H:%M} the customer's time "
+                f"({record.customer_timezone})"
+            )
     lines.append("history")
     lines.append(
         render(

@@ -7,8 +7,10 @@ variable and what is wrong with it (never the value of a secret).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import time
 from functools import lru_cache
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +36,18 @@ GENESYS_REGIONS = (
     "apse1.pure.cloud",
     "use2.us-gov-pure.cloud",
 )
+
+
+def parse_hours(text: str) -> tuple[time, time]:
+    """'08:00-21:00' (seconds allowed: '08:00:30-21:00') -> (opening, closing), local times."""
+    start, dash, end = text.partition("-")
+    try:
+        opening, closing = time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not an opening and a closing time") from None
+    if not dash or closing <= opening:
+        raise ValueError(f"'{text}': the closing time must come after the opening, the same day")
+    return opening, closing
 
 
 class ConfigError(Exception):
@@ -102,6 +116,15 @@ class Settings(BaseSettings):
     backoff_base_s: float = Field(2.0, gt=0, le=3600)
     backoff_max_s: float = Field(300.0, gt=0, le=86400)
 
+    enforce_calling_hours: bool = Field(
+        True, description="Dial only within the customer's calling hours (off: testing only)."
+    )
+    calling_hours: str = Field(
+        "08:00-21:00", description="Local hours where the country has no rule of its own."
+    )
+    default_timezone: str = Field(
+        "UTC", description="The zone of a number that maps to none (e.g. +800, satellite)."
+    )
     idempotency_ttl_s: int = Field(7 * 86400, ge=60)
     record_ttl_s: int = Field(30 * 86400, ge=60)
     claim_lease_s: float = Field(60.0, gt=0, le=3600)
@@ -134,6 +157,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"'{value}' is not a Genesys Cloud region; one of {', '.join(GENESYS_REGIONS)}"
             )
+        return value
+
+    @field_validator("calling_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        try:
+            parse_hours(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; write it as HH:MM-HH:MM, e.g. 08:00-21:00") from None
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone, e.g. Europe/London") from None
         return value
 
     @field_validator("log_level", mode="before")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -129,9 +130,12 @@ class FollowUpClient:
 def _parse_all(requests: list[Requestish]) -> list[FollowUpRequest]:
     """Validate every request; in a batch, each error names its request: requests[3].user_id."""
     parsed, errors = [], []
+    now = datetime.now(UTC)
     for n, raw in enumerate(requests):
         try:
-            parsed.append(parse_request(dict(raw) if isinstance(raw, Mapping) else raw))
+            request = parse_request(dict(raw) if isinstance(raw, Mapping) else raw)
+            request.check_not_expired(now)
+            parsed.append(request)
         except InvalidRequest as exc:
             prefix = f"requests[{n}]." if len(requests) > 1 else ""
             errors += [FieldError(field=prefix + e.field, message=e.message) for e in exc.errors]

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "worker.backoff",
             "worker.http",
+            "worker.calling_hours",
             "worker.classify",
             "worker.conversations_dialect",
             "worker.genesys_dialect",

@@ -153,6 +153,7 @@ def test_a_platform_down_for_15s_fails_nothing_and_calls_each_once(
         FOLLOWUP_MAX_ATTEMPTS="3", FOLLOWUP_BREAKER_FAILURES="5", FOLLOWUP_BREAKER_COOLDOWN_S="2"
     )
     f.start_workers(1)
+    wait_until(lambda: f.sim.tokens()["token_requests"] > 0, 15, "the worker's first token")
     port = f.sim.port
     f.sim.stop()  # connection refused from now on
     ids = [f.enqueue(user=f"u-{n}") for n in range(15)]

@@ -103,6 +103,11 @@ def _start_sweeper(**_: Any) -> None:
         durability = runtime.store.check_durability()
     except redis.RedisError as exc:
         durability = f"unknown: the status store did not answer ({type(exc).__name__})"
+    if not settings.enforce_calling_hours:
+        log.warning(
+            "FOLLOWUP_ENFORCE_CALLING_HOURS is off: customers are called at any hour of their "
+            "day or night; for internal testing only"
+        )
     log.info(
         "worker ready",
         queue=settings.queue,

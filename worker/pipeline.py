@@ -11,13 +11,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
+import phonenumbers
 import redis
 import structlog
 
 from followup.config.redaction import dialling
-from followup.config.settings import Settings
+from followup.config.settings import Settings, parse_hours
 from followup.tasks.request import (
     FieldError,
     FollowUpRequest,
@@ -27,6 +30,7 @@ from followup.tasks.request import (
 )
 from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterClient
 from followup.worker.backoff import retry_delay
+from followup.worker.calling_hours import ANY_TIME, Rule, next_opening, rule_for, zones_for
 from followup.worker.classify import Verdict
 from followup.worker.records import ErrorInfo, State
 from followup.worker.store import Claim, Finished, Send, StatusStore
@@ -42,6 +46,13 @@ class Pipeline:
     tokens: TokenCache
     settings: Settings
     credentials_pause: str  # this OAuth client's fleet-wide pause (runtime.credentials_pause)
+
+    @cached_property
+    def calling_rule(self) -> Rule:
+        """The hours where the number's country has no rule of its own."""
+        return Rule.every_day(
+            "FOLLOWUP_CALLING_HOURS", parse_hours(self.settings.calling_hours), "your setting"
+        )
 
     @property
     def _pauses(self) -> list[tuple[str, str]]:
@@ -128,7 +139,45 @@ class Pipeline:
         log.info("transition", state="dialing")
         request = FollowUpRequest.model_validate_json(claim.request_json)
         with dialling(request.phone_number):  # its number is masked in every form, everywhere
+            if self._outside_its_window(request_id, claim, request):
+                return "scheduled"
             return self._dial(request_id, claim, request)
+
+    def _outside_its_window(self, request_id: str, claim: Claim, request: FollowUpRequest) -> bool:
+        """Checked before every attempt, on the status store's clock: the customer's calling
+        hours and the request's own not_before/not_after. Outside them, the request waits
+        (a due time, no attempt spent) for the next opening; with none before not_after, it
+        waits for not_after, and is then given up (window.missed) without being dialled."""
+        s = self.settings
+        now = datetime.fromtimestamp(claim.now, UTC)
+        number = phonenumbers.parse(request.phone_number)
+        rule = rule_for(number, self.calling_rule) if s.enforce_calling_hours else ANY_TIME
+        zones = zones_for(number, request.timezone, s.default_timezone)
+        opening = next_opening(now, zones, rule, request.not_before, request.not_after)
+        if opening is not None and opening <= now:
+            return False
+        local = now.astimezone(zones[0])
+        if opening is None:
+            until = request.not_after or now + timedelta(seconds=s.max_wait_s)
+            reason, detail = "calling_hours", f"no calling hours open before {until.isoformat()}"
+        elif request.not_before is not None and opening == request.not_before:
+            until, reason, detail = opening, "not_before", f"not before {opening.isoformat()}"
+        else:
+            until, reason = opening, "calling_hours"
+            detail = (
+                f"{local:%a %H:%M} in {zones[0].key} is outside the calling hours "
+                f"({rule.name}: {rule.source}); they open {opening.astimezone(zones[0]):%a %H:%M}"
+            )
+        self.store.defer(
+            request_id,
+            claim.token,
+            delay_s=max(0.0, (until - now).total_seconds()),
+            reason=reason,
+            detail=detail,
+            fields={"customer_timezone": zones[0].key},
+        )
+        log.info("transition", state="scheduled", waiting_for=reason, next_attempt_at=until)
+        return True
 
     def _dial(self, request_id: str, claim: Claim, request: FollowUpRequest) -> str:
         call = self.client.prepare(request, request_id)

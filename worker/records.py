@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 
 class State(StrEnum):
@@ -86,6 +87,15 @@ class StatusRecord(BaseModel):
     last_error: ErrorInfo | None = None
     next_attempt_at: datetime | None = None
     waiting_for: str | None = None  # while it waits: api_pause, retry_backoff, credentials ...
+    customer_timezone: str | None = None  # the zone its calling hours were judged in
     created_at: datetime
     updated_at: datetime
     history: list[HistoryEntry] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def next_attempt_local(self) -> datetime | None:
+        """next_attempt_at in the customer's own time, when calling hours were judged."""
+        if self.next_attempt_at is None or self.customer_timezone is None:
+            return None
+        return self.next_attempt_at.astimezone(ZoneInfo(self.customer_timezone))

@@ -54,6 +54,7 @@ class Claim:
     attempts: int
     token: str
     request_json: str  # the stored request, when claimed
+    now: float = 0.0  # the status store's clock at the claim (when claimed)
 
 
 WAITAOF_TIMEOUT_MS = 1000
@@ -286,7 +287,7 @@ class StatusStore:
 
         pauses: (pause name, reason) pairs; while one holds, the request waits instead."""
         token = uuid.uuid4().hex
-        outcome, state, attempts, request_json = self._run(
+        outcome, state, attempts, request_json, *clock = self._run(
             store_lua.CLAIM,
             id=request_id,
             token=token,
@@ -296,7 +297,14 @@ class StatusStore:
             spread=random.uniform(0, 1),
             pauses=json.dumps(list(pauses)),
         )
-        return Claim(outcome, state, int(attempts), token, request_json or "")
+        return Claim(
+            outcome,
+            state,
+            int(attempts),
+            token,
+            request_json or "",
+            float(clock[0]) if clock else 0,
+        )
 
     def mark_sent(
         self,
@@ -426,6 +434,7 @@ class StatusStore:
         detail: str,
         error: ErrorInfo | None = None,
         pause: tuple[str, float] | None = None,
+        fields: dict[str, str] | None = None,
     ) -> bool:
         """Before sending: the request waits delay_s for `reason`, spending nothing; with
         `pause` (name, seconds), that fleet-wide pause is set too. False if the claim was lost."""
@@ -441,6 +450,7 @@ class StatusStore:
                 last_error=error.model_dump_json() if error else None,
                 pause_name=name,
                 pause_s=seconds,
+                fields=json.dumps(fields or {}),
             )
         )
 
@@ -532,6 +542,7 @@ def _to_record(request_id: str, f: dict[str, str], history: list[str]) -> Status
         last_error=ErrorInfo.model_validate_json(last_error) if last_error else None,
         next_attempt_at=_ts(f.get("next_attempt_at")),
         waiting_for=f.get("waiting_for") or None,
+        customer_timezone=f.get("customer_timezone") or None,
         created_at=_ts(f.get("created_at")),
         updated_at=_ts(f.get("updated_at")),
         history=[HistoryEntry.model_validate(json.loads(entry)) for entry in history],

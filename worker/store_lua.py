@@ -323,12 +323,22 @@ for _, gate in ipairs(cjson.decode(ARG.pauses)) do
     return {'paused', 'scheduled', attempts, ''}
   end
 end
+-- An open breaker holds claims too, so nothing is tried (not even a token) until its
+-- cool-down ends; the probe is chosen at the send marker.
+local b = redis.call('HMGET', BREAKER, 'state', 'ends')
+if b[1] == 'open' and (tonumber(b[2]) or 0) > now then
+  local at = tonumber(b[2]) + tonumber(ARG.spread)
+  redis.call('HDEL', rkey(id), 'claim')
+  wait(id, state, 'scheduled', at, 'breaker', 'waiting for breaker',
+    'the platform kept failing; the fleet waits')
+  return {'paused', 'scheduled', attempts, ''}
+end
 redis.call('HSET', rkey(id), 'claim', ARG.token, 'lease_until', now + tonumber(ARG.lease),
   'sent_at', '', 'republished', 0)
 move(id, state, 'dialing')
 redis.call('ZADD', DUE, now + tonumber(ARG.lease), id)
 note(id, 'claimed', nil)
-return {'claimed', 'dialing', attempts, redis.call('HGET', rkey(id), 'request')}
+return {'claimed', 'dialing', attempts, redis.call('HGET', rkey(id), 'request'), tostring(now)}
 """,
 )
 
@@ -476,11 +486,22 @@ return {1, new, breaker, rate}
 # pause_s > 0 the named fleet-wide pause is set too. Spends no attempt. Returns 1 if done.
 DEFER = LuaScript(
     "defer",
-    ("id", "token", "delay", "reason", "detail", "last_error", "pause_name", "pause_s"),
+    (
+        "id",
+        "token",
+        "delay",
+        "reason",
+        "detail",
+        "last_error",
+        "pause_name",
+        "pause_s",
+        "fields",
+    ),
     r"""
 local id = ARG.id
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token or (r[3] and r[3] ~= '') then return 0 end
+for k, v in pairs(cjson.decode(ARG.fields)) do redis.call('HSET', rkey(id), k, v) end
 if (tonumber(ARG.pause_s) or 0) > 0 then pause(ARG.pause_name, tonumber(ARG.pause_s)) end
 if ARG.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', ARG.last_error) end
 redis.call('HDEL', rkey(id), 'claim')
