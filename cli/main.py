@@ -6,18 +6,24 @@ import argparse
 import getpass
 import json
 import signal
+import socket
 import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from followup.cli.demo import run_demo
-from followup.cli.table import STATUS_HEADERS, describe, render, status_rows
+from followup.cli.table import STATUS_HEADERS, describe, render, render_stats, status_rows
+from followup.config.celery import create_app
 from followup.config.logging import configure_logging
 from followup.config.settings import ConfigError, Settings, load_settings
+from followup.tasks.outcomes import Outcome, follow, outcomes, recent
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest
+from followup.worker import stats
 from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
 from followup.worker.store import StatusStore
 
@@ -170,6 +176,88 @@ def _login() -> str:
         return "operator"
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    settings = _settings()
+    store = StatusStore.from_settings(settings)
+    figures = stats.read(store, stats.now(store)).as_dict()
+    app = create_app(settings)
+    figures["queue"] = {"name": settings.queue, "messages": _queue_depth(app, settings.queue)}
+    figures["workers"] = sorted(
+        name for reply in app.control.ping(timeout=args.timeout) or [] for name in reply
+    )
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(render_stats(figures))
+    return 0
+
+
+def _queue_depth(app: Any, queue: str) -> int | None:
+    """Messages waiting in the broker's queue (None if the broker cannot say)."""
+    try:
+        with app.connection_for_read() as connection:
+            try:
+                _, depth, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+            except connection.channel_errors:
+                return 0  # no such queue yet: nothing was ever published to it
+            return int(depth)
+    except Exception:  # the broker did not answer; the rest of the figures still show
+        return None
+
+
+def cmd_worker_check(args: argparse.Namespace) -> int:
+    """Exit 0 when a worker consumes the follow-up queue and answers in time, else 1."""
+    settings = _settings()
+    app = create_app(settings)
+    try:
+        replies = app.control.inspect(timeout=args.timeout).active_queues() or {}
+    except Exception as exc:  # the broker is unreachable: Celery raises its transport's errors
+        print(
+            f"followup: cannot ask the workers: the broker does not answer "
+            f"({type(exc).__name__}); check FOLLOWUP_BROKER_URL",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.this_host:
+        host = f"@{socket.gethostname()}"
+        replies = {name: queues for name, queues in replies.items() if name.endswith(host)}
+    consuming = sorted(
+        name
+        for name, queues in replies.items()
+        if any(q.get("name") == settings.queue for q in queues)
+    )
+    if consuming:
+        print(f"ok: {', '.join(consuming)} consume queue '{settings.queue}'")
+        return 0
+    answered = f"{len(replies)} answered but none consumes it" if replies else "none answered"
+    print(
+        f"followup: no worker consumes queue '{settings.queue}' ({answered} within "
+        f"{args.timeout:g}s{' on this host' if args.this_host else ''})",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if args.group:
+        stream = outcomes(args.group, args.consumer or _login(), settings=settings)
+    elif args.follow:
+        stream = follow(settings)
+    else:
+        stream = iter(recent(settings, args.count))
+    for outcome in stream:
+        shown = {k: v for k, v in asdict(outcome).items() if v not in (None, "")}
+        print(json.dumps(shown) if args.json else _outcome_line(outcome), flush=True)
+    return 0
+
+
+def _outcome_line(o: Outcome) -> str:
+    at = datetime.fromtimestamp(o.at, UTC)
+    extra = o.conversation_id or o.code or ""
+    return f"{at:%Y-%m-%d %H:%M:%S}  {o.request_id}  {o.state:<9}  {o.contact_id or '-'}  {extra}"
+
+
 def cmd_schema(_: argparse.Namespace) -> int:
     print(json.dumps(FollowUpRequest.model_json_schema(), indent=2))
     return 0
@@ -255,6 +343,26 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("request_id")
         p.add_argument("--by", help="who acts (recorded in the history); default: your login")
         p.set_defaults(run=fn)
+
+    p = sub.add_parser("stats", help="the fleet at a glance: states, last hour, waits, workers")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=1.0, help="how long workers may take to answer")
+    p.set_defaults(run=cmd_stats)
+
+    p = sub.add_parser(
+        "worker-check", help="exit 0 if a worker consumes the queue and answers (a health check)"
+    )
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--this-host", action="store_true", help="only workers on this host count")
+    p.set_defaults(run=cmd_worker_check)
+
+    p = sub.add_parser("outcomes", help="the outcome stream: recent ones, or --follow new ones")
+    p.add_argument("--follow", action="store_true", help="keep printing new outcomes")
+    p.add_argument("--group", help="read as this consumer group (acknowledging each)")
+    p.add_argument("--consumer", help="the consumer's name in --group (default: your login)")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_outcomes)
 
     p = sub.add_parser("schema", help="print the request's JSON Schema")
     p.set_defaults(run=cmd_schema)

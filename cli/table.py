@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from followup.worker.records import WAITING_STATES, StatusRecord
 
@@ -82,3 +83,40 @@ def describe(record: StatusRecord) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def render_stats(f: dict[str, Any]) -> str:
+    """`followup stats` for a person."""
+
+    def pairs(mapping: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {v}" for k, v in mapping.items() if v) or "none"
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}s"
+
+    queue = f["queue"]
+    depth = "unknown" if queue["messages"] is None else queue["messages"]
+    rate = f"{f['rate_limit_per_s']:g}/s"
+    if f["rate_in_force_per_s"] < f["rate_limit_per_s"]:
+        rate += f" (in force: {f['rate_in_force_per_s']:g}/s, after a 429)"
+    breaker = f["breaker"]
+    rows = [
+        ("requests by state", pairs(f["states"])),
+        ("last hour", pairs(f["last_hour"])),
+        (
+            "enqueue to placed",
+            f"p50 {seconds(f['placed_p50_s'])}  p95 {seconds(f['placed_p95_s'])} (last hour)",
+        ),
+        ("broker queue", f"{queue['name']}: {depth} messages"),
+        ("waiting (due set)", f"{f['due']}: {pairs(f['waiting'])}"),
+        ("rate limit", rate),
+        (
+            "breaker",
+            breaker["state"]
+            + (f", {breaker['seconds_left']}s left" if breaker.get("seconds_left") else ""),
+        ),
+        ("fleet-wide pauses", pairs({k: f"{v}s" for k, v in f["paused"].items()})),
+        ("workers answering", f"{len(f['workers'])}: {', '.join(f['workers']) or '-'}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

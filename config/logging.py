@@ -1,4 +1,10 @@
-"""structlog set-up: one event per transition, phone numbers masked, secrets dropped."""
+"""Logging for the entry points (the worker, the CLI); library code never configures it.
+
+One pipeline: structlog's events and the standard library's records (Celery's, kombu's)
+go through one handler, rendered by structlog (JSON lines with FOLLOWUP_LOG_FORMAT=json,
+else readable lines), so a line is never interleaved with another, and every value of every
+line is masked: phone numbers and personal data, and secrets dropped, at every level.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
-from followup.config.redaction import REDACTED, is_secret_key, mask_text, redact
+from followup.config.redaction import REDACTED, is_secret_key, redact
 from followup.config.settings import Settings
 
 # structlog's own keys are left alone; every other value goes through redaction.
@@ -25,46 +32,47 @@ def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
     return event_dict
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, stdlib_level: int | None = None) -> None:
+    """structlog events at FOLLOWUP_LOG_LEVEL; other libraries' records at `stdlib_level`
+    (the worker's `-l`), else the same level."""
     level = getattr(logging, settings.log_level)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    stamped: list[Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_event,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_event,
-            structlog.processors.format_exc_info,
-            renderer,
+            *stamped,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=stamped,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(stdlib_level if stdlib_level is not None else level)
+    logging.getLogger("followup").setLevel(level)  # our own events, whatever the rest
     # httpx logs every request URL at INFO; keep it quiet (headers are never logged by it).
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     # At DEBUG, Celery's pool prints each task's whole message, personal data and all.
-    logging.getLogger("celery.pool").setLevel(max(level, logging.INFO))
-
-
-class RedactingFilter(logging.Filter):
-    """For stdlib log records (Celery's and kombu's own): masks phone-like text in the
-    formatted message, so even `-l DEBUG` (which prints task arguments) shows no number."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_text(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def redact_handlers(logger: logging.Logger) -> None:
-    for handler in logger.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    logging.getLogger("celery.pool").setLevel(max(root.level, logging.INFO))

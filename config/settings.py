@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(1.0, gt=0, le=60)
     visibility_timeout_s: int = Field(3600, ge=60)
 
+    outcomes_maxlen: int = Field(
+        100_000, ge=100, description="About how many entries the outcome stream keeps."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics on this port (per process)."
+    )
     worker_concurrency: int = Field(8, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from followup.config.settings import ConfigError, Settings
+from followup.tasks.outcomes import Outcome, outcomes
 from followup.tasks.producer import (
     FollowUpClient,
     IdempotencyConflict,
@@ -32,12 +33,14 @@ __all__ = [
     "FollowUpRequest",
     "IdempotencyConflict",
     "InvalidRequest",
+    "Outcome",
     "Settings",
     "State",
     "StatusRecord",
     "enqueue_follow_up",
     "enqueue_many",
     "get_status",
+    "outcomes",
 ]
 
 

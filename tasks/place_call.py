@@ -73,6 +73,8 @@ def hand_back(task: Task, error: Exception) -> NoReturn:
     log.error(
         "status store unavailable; message handed back to the broker",
         request_id=task.request.id,
+        attempt=None,  # unknown: the store holds them
+        state=None,
         retry_in_s=delay,
         error=type(error).__name__,
     )
@@ -83,12 +85,19 @@ def hand_back(task: Task, error: Exception) -> NoReturn:
             raise task.retry(countdown=delay)
         except Reject as refused:  # the broker did not take it either
             if time.monotonic() + pause > held_until:
-                log.error("hand-back not published; message requeued", request_id=task.request.id)
+                log.error(
+                    "hand-back not published; message requeued",
+                    request_id=task.request.id,
+                    attempt=None,
+                    state=None,
+                )
                 raise Reject(refused.reason, requeue=True) from None
             log.warning(
                 "hand-back not published; holding the message",
                 retry_in_s=pause,
                 request_id=task.request.id,
+                attempt=None,
+                state=None,
             )
             time.sleep(pause)
             pause = min(pause * 2, 5.0)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from followup.cli.local_stack import free_port, redis_answers, wait_until
+from followup.cli.local_stack import bundled_redis_server, free_port, redis_answers, wait_until
 from followup.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,14 @@ def _command(service: dict[str, Any], port: int) -> list[str]:
     return [exe, *command[1:]]
 
 
-def _run_until(command: list[str], env: dict[str, str], ready: Any, log: Path) -> None:
+def _run_until(
+    command: list[str],
+    env: dict[str, str],
+    ready: Any,
+    log: Path,
+    healthcheck: list[str] | None = None,
+) -> None:
+    """Start the service's command; once it is ready, its healthcheck must pass too."""
     with log.open("w") as out:
         proc = subprocess.Popen(
             command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
@@ -70,9 +77,41 @@ def _run_until(command: list[str], env: dict[str, str], ready: Any, log: Path) -
         try:
             wait_until(lambda: ready() or proc.poll() is not None, 30, command[0], 0.2)
             assert proc.poll() is None, log.read_text()
+            if healthcheck:
+                wait_until(
+                    lambda: (
+                        subprocess.run(
+                            healthcheck, env={**os.environ, **env}, capture_output=True, timeout=30
+                        ).returncode
+                        == 0
+                    ),
+                    30,
+                    f"the healthcheck {healthcheck}",
+                    0.5,
+                )
         finally:
             proc.terminate()
             proc.wait(15)
+
+
+def _healthcheck(service: dict[str, Any], port: int | None = None) -> list[str]:
+    """The service's healthcheck command, run here: its port mapped to the test's, the
+    executables found in this environment (redis-cli, else the bundled valkey-cli)."""
+    test = [str(part) for part in service["healthcheck"]["test"]]
+    assert test[0] == "CMD", "healthchecks use the exec form"
+    command = test[1:]
+    if port is not None:
+        command = [re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", c) for c in command]
+    if command[0] == "python":
+        return [sys.executable, *command[1:]]
+    if command[0] == "redis-cli":
+        cli = shutil.which("redis-cli") or str(
+            Path(bundled_redis_server() or "").parent / "valkey-cli"
+        )
+        return [cli, "-p", str(port), *command[1:]]
+    exe = shutil.which(command[0], path=str(BIN))
+    assert exe, f"{command[0]} is not installed here"
+    return [exe, *command[1:]]
 
 
 def _answers(url: str) -> bool:
@@ -96,6 +135,7 @@ def test_every_service_command_runs_here(
         {},
         lambda: redis_answers(f"redis://127.0.0.1:{port}/0"),
         tmp_path / "redis.log",
+        _healthcheck(services["redis"], port),
     )
 
     port = free_port()
@@ -104,11 +144,19 @@ def test_every_service_command_runs_here(
         {},
         lambda: _answers(f"http://127.0.0.1:{port}/_sim/calls"),
         tmp_path / "sim.log",
+        _healthcheck(services["simulator"], port),
     )
 
     log = tmp_path / "worker.log"
     env = {**_env(services["worker"], redis_url, sim.url), **isolation}
-    _run_until(_command(services["worker"], 0), env, lambda: " ready." in log.read_text(), log)
+    env["FOLLOWUP_METRICS_PORT"] = str(free_port())
+    _run_until(
+        _command(services["worker"], 0),
+        env,
+        lambda: " ready." in log.read_text(),
+        log,
+        _healthcheck(services["worker"]),
+    )
 
     port = free_port()
     env = {**_env(services["flower"], redis_url, sim.url), **isolation}
@@ -117,4 +165,5 @@ def test_every_service_command_runs_here(
         env,
         lambda: _answers(f"http://127.0.0.1:{port}/healthcheck"),
         tmp_path / "flower.log",
+        _healthcheck(services["flower"], port),
     )

@@ -30,13 +30,14 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"config.settings", "config.redaction", "config.logging", "config.broker", "config.celery"},
     ),
     ("request model", {"tasks.request"}),
-    ("status store", {"worker.records", "worker.store_lua", "worker.store"}),
-    ("producer", {"tasks.publish", "tasks.producer", "followup"}),
+    ("status store", {"worker.records", "worker.store_lua", "worker.store", "worker.stats"}),
+    ("producer", {"tasks.publish", "tasks.producer", "tasks.outcomes", "followup"}),
     (
         "worker runtime",
         {
             "worker.backoff",
             "worker.http",
+            "worker.metrics",
             "worker.calling_hours",
             "worker.classify",
             "worker.conversations_dialect",
@@ -143,7 +144,7 @@ def test_the_lua_scripts_are_built_from_the_python_state_sets() -> None:
         assert {p.split("=")[0].strip() for p in line.split("{")[1].rstrip("}").split(",")} == {
             s.value for s in states
         }
-    common = {"ns": "x", "ttl": 1, "idem_ttl": 1, "redeliver_after": 1, "max_wait": 1}
+    common = {name: 1 for name in store_lua.COMMON}
     with pytest.raises(TypeError, match="missing \\['token'\\]"):
         store_lua.UNSEND.args(**common, id="r-1", detail="")
     with pytest.raises(TypeError, match="unexpected \\['tokn'\\]"):

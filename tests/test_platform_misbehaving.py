@@ -263,7 +263,9 @@ def test_stale_keep_alive_connections_are_never_written_into() -> None:
         lost = 0
         for n in range(24):
             try:
-                assert http.request("POST", server.url, json={"n": n}).status == 201
+                assert (
+                    http.request("POST", server.url, endpoint="call", json={"n": n}).status == 201
+                )
             except httpx.HTTPError:
                 lost += 1
             time.sleep(0.35 + (n % 3) * 0.05)  # the spacing that meets the server's closing
@@ -279,7 +281,7 @@ def test_headers_sent_in_drips_cannot_outlast_the_deadline() -> None:
     http = PlatformHttp(timeout_s=0.5, keepalive_s=4, max_connections=4)
     try:
         with pytest.raises(httpx.ReadTimeout):
-            http.request("POST", server.url, json={})
+            http.request("POST", server.url, endpoint="call", json={})
     finally:
         http.close()
         server.close()

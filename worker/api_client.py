@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -44,12 +45,16 @@ class ContactCenterClient:
 
     def post_call(self, call: CallRequest, token: str, request_id: str) -> Verdict:
         headers = {"Authorization": f"Bearer {token}", CORRELATION_HEADER: request_id}
+        started = time.monotonic()
         try:
-            answer = self._http.request("POST", call.url, json=call.body, headers=headers)
+            answer = self._http.request(
+                "POST", call.url, endpoint="call", json=call.body, headers=headers
+            )
         except httpx.HTTPError as exc:
-            return classify_exception(exc)
-        return classify_answer(
+            return replace(classify_exception(exc), seconds=time.monotonic() - started)
+        verdict = classify_answer(
             answer,
             forbidden_hint=self.dialect.forbidden_hint,
             max_retry_after_s=self._max_retry_after_s,
         )
+        return replace(verdict, seconds=answer.seconds)

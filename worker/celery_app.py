@@ -20,7 +20,7 @@ import structlog
 from celery import signals
 
 from followup.config.celery import create_app
-from followup.config.logging import configure_logging, redact_handlers
+from followup.config.logging import configure_logging
 from followup.config.settings import ConfigError, get_settings
 from followup.tasks.publish import publish
 from followup.worker.runtime import get_runtime
@@ -38,12 +38,11 @@ log = structlog.get_logger(__name__)
 _sweeper_stop: threading.Event | None = None
 
 
-@signals.after_setup_logger.connect
-@signals.after_setup_task_logger.connect
-def _setup_logging(logger: logging.Logger, **_: Any) -> None:
-    configure_logging(settings)
-    redact_handlers(logger)
-    redact_handlers(logging.getLogger())
+@signals.setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery hands its logging to us: one handler for its records and our events."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    configure_logging(settings, stdlib_level=level if isinstance(level, int) else None)
 
 
 @signals.worker_init.connect
@@ -95,6 +94,8 @@ def _host_of(url: str) -> str:
 def _start_sweeper(**_: Any) -> None:
     global _sweeper_stop
     runtime = get_runtime()
+    if settings.metrics_port:
+        runtime.metrics.serve(settings.metrics_port)
     runtime.warm_up()
     _sweeper_stop = runtime.start_sweeper(
         lambda request_id, request, queue: publish(app, request_id, request, queue)

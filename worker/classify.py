@@ -41,6 +41,7 @@ class Verdict:
     retry_after_asked_s: float | None = None  # what the platform asked for
     error: ErrorInfo | None = None
     status: int | None = None  # the HTTP status, if the platform answered
+    seconds: float | None = None  # how long the request took
 
     @property
     def spends(self) -> bool:

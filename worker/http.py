@@ -20,7 +20,7 @@ Warning:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -108,13 +108,26 @@ class Answer:
     headers: httpx.Headers
     body: bytes
     truncated: bool = False
+    seconds: float = 0.0  # how long it took, all told
+
+
+Observer = Callable[[str, int | None, float], None]  # (endpoint, HTTP status, seconds)
 
 
 class PlatformHttp:
-    """One pooled client for all of a worker's threads."""
+    """One pooled client for all of a worker's threads. `observe` hears of every request:
+    its endpoint ('token', 'call' ...), its status (None if no answer) and how long it took."""
 
-    def __init__(self, *, timeout_s: float, keepalive_s: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        keepalive_s: float,
+        max_connections: int,
+        observe: Observer = lambda *_: None,
+    ) -> None:
         self.timeout_s = timeout_s
+        self._observe = observe
         transport = httpx.HTTPTransport(
             retries=0,  # a create-call POST must never be sent twice by the library
             limits=httpx.Limits(
@@ -131,11 +144,14 @@ class PlatformHttp:
             headers={"Accept-Encoding": "identity"},
         )
 
-    def request(self, method: str, url: str, **kwargs: Any) -> Answer:
+    def request(self, method: str, url: str, *, endpoint: str, **kwargs: Any) -> Answer:
         """One request within FOLLOWUP_HTTP_TIMEOUT_S, all told; raises httpx.HTTPError."""
-        token = _deadline.set(time.monotonic() + self.timeout_s)
+        started = time.monotonic()
+        token = _deadline.set(started + self.timeout_s)
+        status = None
         try:
             with self.client.stream(method, url, **kwargs) as response:
+                status = response.status_code
                 body = bytearray()
                 truncated = False
                 for chunk in response.iter_bytes():
@@ -144,10 +160,15 @@ class PlatformHttp:
                         truncated = True
                         break
                 return Answer(
-                    response.status_code, response.headers, bytes(body[:MAX_BODY_BYTES]), truncated
+                    status,
+                    response.headers,
+                    bytes(body[:MAX_BODY_BYTES]),
+                    truncated,
+                    time.monotonic() - started,
                 )
         finally:
             _deadline.reset(token)
+            self._observe(endpoint, status, time.monotonic() - started)
 
     def close(self) -> None:
         self.client.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -32,7 +32,8 @@ from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterCli
 from followup.worker.backoff import retry_delay
 from followup.worker.calling_hours import ANY_TIME, Rule, next_opening, rule_for, zones_for
 from followup.worker.classify import Verdict
-from followup.worker.records import ErrorInfo, State
+from followup.worker.metrics import Metrics
+from followup.worker.records import TERMINAL_STATES, ErrorInfo, State
 from followup.worker.store import Claim, Finished, Send, StatusStore
 from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 
@@ -46,6 +47,7 @@ class Pipeline:
     tokens: TokenCache
     settings: Settings
     credentials_pause: str  # this OAuth client's fleet-wide pause (runtime.credentials_pause)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @cached_property
     def calling_rule(self) -> Rule:
@@ -68,7 +70,8 @@ class Pipeline:
     ) -> str:
         """Process one delivery; returns a short outcome word (shown in Flower)."""
         queue = queue or self.settings.queue
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # Every event about a request carries its id, attempt and state (null until known).
+        structlog.contextvars.bind_contextvars(request_id=request_id, attempt=None, state=None)
         try:
             claim = self._claim(request_id)
             if claim.outcome == "missing":  # first sight: another service's send_task
@@ -123,6 +126,7 @@ class Pipeline:
             queue,
             source="message",
         )
+        self.metrics.outcome("rejected")
         log.warning("transition", state="rejected", attempt=0, errors=[str(e) for e in errors])
         return "rejected"
 
@@ -132,9 +136,11 @@ class Pipeline:
         )
 
     def _attempt(self, request_id: str, claim: Claim) -> str:
-        structlog.contextvars.bind_contextvars(attempt=claim.attempts)
+        structlog.contextvars.bind_contextvars(attempt=claim.attempts, state=claim.state)
         if claim.outcome != "claimed":
-            log.info("not claimed", outcome=claim.outcome, state=claim.state)
+            if claim.outcome == "paused":
+                self.metrics.waited("pause")
+            log.info("not claimed", outcome=claim.outcome)
             return claim.outcome
         log.info("transition", state="dialing")
         request = FollowUpRequest.model_validate_json(claim.request_json)
@@ -176,6 +182,7 @@ class Pipeline:
             detail=detail,
             fields={"customer_timezone": zones[0].key},
         )
+        self.metrics.waited(reason)
         log.info("transition", state="scheduled", waiting_for=reason, next_attempt_at=until)
         return True
 
@@ -183,6 +190,7 @@ class Pipeline:
         call = self.client.prepare(request, request_id)
         attempts, verdict = self._send(request_id, claim, call, request.user_id)
         if isinstance(verdict, Waiting):
+            self.metrics.waited(verdict.reason)
             log.info("transition", state="scheduled", waiting_for=verdict.reason)
             return "scheduled"
         if verdict.kind == "lost":
@@ -217,6 +225,8 @@ class Pipeline:
             ),
         )
         self._log_fleet_changes(finished)
+        if outcome.state in TERMINAL_STATES:
+            self.metrics.outcome(outcome.state)
         log_method = log.info if outcome.state in (State.PLACED, State.RETRYING) else log.warning
         log_method(
             "transition",
@@ -224,6 +234,7 @@ class Pipeline:
             detail=outcome.detail,
             recorded=finished.recorded,
             status=verdict.status,
+            latency_ms=round(verdict.seconds * 1000) if verdict.seconds is not None else None,
         )
         return outcome.state
 
@@ -254,6 +265,7 @@ class Pipeline:
             error=verdict.error,
             pause=(self.credentials_pause, CREDENTIALS_RECHECK_S),
         )
+        self.metrics.waited("credentials")
         log.warning("transition", state="scheduled", waiting_for="credentials")
         return "scheduled"
 
@@ -279,6 +291,7 @@ class Pipeline:
             if sent.outcome != "sent":
                 return claim.attempts, LOST_CLAIM
             attempts = sent.attempts
+            self.metrics.attempts.inc()
             verdict = self.client.post_call(call, token, request_id)
             if verdict.kind != "reauth":
                 return attempts, verdict

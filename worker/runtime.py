@@ -14,6 +14,7 @@ from followup.config.settings import Settings, get_settings
 from followup.worker.api_client import ContactCenterClient
 from followup.worker.dialects import dialect_for
 from followup.worker.http import PlatformHttp
+from followup.worker.metrics import Metrics
 from followup.worker.pipeline import Pipeline
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Publish, Sweeper
@@ -38,12 +39,17 @@ class Runtime:
         return StatusStore.from_settings(self.settings)
 
     @cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(self.store)
+
+    @cached_property
     def http(self) -> PlatformHttp:
         s = self.settings
         return PlatformHttp(
             timeout_s=s.http_timeout_s,
             keepalive_s=s.http_keepalive_s,
             max_connections=s.worker_concurrency * 2,
+            observe=self.metrics.api_request,
         )
 
     @cached_property
@@ -58,6 +64,7 @@ class Runtime:
             secret,
             max_retry_after_s=s.max_retry_after_s,
             on_granted=lambda: self._credentials_granted(credentials),
+            on_fetched=lambda result: self.metrics.tokens.labels(result).inc(),
         )
         client = ContactCenterClient(
             self.http,
@@ -65,7 +72,9 @@ class Runtime:
             dialect_for(s),
             max_retry_after_s=s.max_retry_after_s,
         )
-        return Pipeline(self.store, client, tokens, s, credentials_pause=credentials)
+        return Pipeline(
+            self.store, client, tokens, s, credentials_pause=credentials, metrics=self.metrics
+        )
 
     def _credentials_granted(self, pause_name: str) -> None:
         """A token was granted: a credentials pause (this OAuth client's) is over."""

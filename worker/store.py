@@ -160,6 +160,7 @@ class StatusStore:
         redeliver_after_s: float,
         max_wait_s: float = 3 * 86400,
         pacing: Pacing | None = None,
+        outcomes_maxlen: int = 100_000,
     ) -> None:
         self.redis = client
         self.ns = namespace
@@ -167,6 +168,7 @@ class StatusStore:
         self.record_ttl_s = record_ttl_s
         self.redeliver_after_s = redeliver_after_s
         self.max_wait_s = max_wait_s
+        self.outcomes_maxlen = outcomes_maxlen
         self.pacing = pacing or Pacing()
         self._policy = json.dumps(dataclasses.asdict(self.pacing))
         self._scripts = {s.name: client.register_script(s.source) for s in store_lua.SCRIPTS}
@@ -182,6 +184,7 @@ class StatusStore:
             redeliver_after_s=settings.redeliver_after_s,
             max_wait_s=settings.max_wait_s,
             pacing=Pacing.from_settings(settings),
+            outcomes_maxlen=settings.outcomes_maxlen,
         )
 
     def _run(self, script: LuaScript, pipe: Any = None, **values: Any) -> Any:
@@ -192,6 +195,7 @@ class StatusStore:
             idem_ttl=self.idempotency_ttl_s,
             redeliver_after=self.redeliver_after_s,
             max_wait=self.max_wait_s,
+            outcomes_maxlen=self.outcomes_maxlen,
             **values,
         )
         return self._scripts[script.name](args=args, client=pipe)

@@ -79,6 +79,7 @@ local function pause(name, seconds)
   local ends = now + seconds
   if ends > paused_until(name) then
     redis.call('SET', ns .. ':pause:' .. name, ends, 'PX', math.ceil(seconds * 1000) + 1000)
+    redis.call('SADD', ns .. ':pauses', name)  -- the names, for `followup stats`
   end
 end
 -- The global rate limit: GCRA in its virtual-scheduling form, with reservations. A send
@@ -157,12 +158,35 @@ local function keep(id)
   local ikey = ikey_of(id)
   if ikey then redis.call('PERSIST', ikey) end
 end
+-- Every terminal transition, in the same script as the transition itself: an entry in the
+-- outcome stream (what producers read: never the phone number), and the per-minute
+-- counters `followup stats` reads (outcomes; enqueue-to-placed times in log-scale buckets).
+local function record_outcome(id, state)
+  local r = redis.call('HMGET', rkey(id), 'request', 'conversation_id', 'last_error',
+    'idempotency_key', 'created_at')
+  local ok, request = pcall(cjson.decode, r[1] or '{}')
+  local contact = ok and type(request) == 'table' and request.contact_id or ''
+  local ok2, last_error = pcall(cjson.decode, r[3] or '{}')
+  local code = ok2 and type(last_error) == 'table' and last_error.code or ''
+  redis.call('XADD', ns .. ':outcomes', 'MAXLEN', '~', tonumber(ARG.outcomes_maxlen), '*',
+    'request_id', id, 'state', state, 'conversation_id', r[2] or '',
+    'code', type(code) == 'string' and code or '', 'idempotency_key', r[4] or '',
+    'contact_id', type(contact) == 'string' and contact or '', 'at', tostring(now))
+  local minute = ns .. ':stats:' .. math.floor(now / 60)
+  redis.call('HINCRBY', minute, state, 1)
+  if state == 'placed' and tonumber(r[5]) then
+    local took = math.max(now - tonumber(r[5]), 0.001)
+    redis.call('HINCRBY', minute, 'took:' .. math.floor(math.log(took * 1000) / math.log(1.25)), 1)
+  end
+  redis.call('EXPIRE', minute, 7200)
+end
 -- A terminal state: retention starts, except for 'unknown', which waits for a person (or a
 -- late answer), its idempotency key still guarding against a second request.
 local function settle(id)
   redis.call('ZREM', DUE, id)
   redis.call('HDEL', rkey(id), 'lease_until', 'next_attempt_at')
   local state = redis.call('HGET', rkey(id), 'state')
+  record_outcome(id, state)
   if state == 'unknown' then keep(id); return end
   redis.call('EXPIRE', rkey(id), TTL)
   redis.call('EXPIRE', hkey(id), TTL)
@@ -175,8 +199,9 @@ end
 
 # Every script gets these first: the namespace, how long a finished record is kept, how long
 # an idempotency key outlives its finished request, when an unclaimed request is published
-# again, and how long a request may wait in all before it is given up.
-COMMON = ("ns", "ttl", "idem_ttl", "redeliver_after", "max_wait")
+# again, how long a request may wait in all before it is given up, and about how many
+# entries the outcome stream keeps.
+COMMON = ("ns", "ttl", "idem_ttl", "redeliver_after", "max_wait", "outcomes_maxlen")
 
 
 @dataclass(frozen=True)

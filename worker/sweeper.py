@@ -47,7 +47,13 @@ class Sweeper:
         for due in self.store.take_due(self.batch):
             if due.state == "dialing":
                 claim = self.store.claim(due.request_id, lease_s=self.lease_s, mode="sweep")
-                log.info("stale claim resolved", request_id=due.request_id, outcome=claim.outcome)
+                log.info(
+                    "stale claim resolved",
+                    request_id=due.request_id,
+                    attempt=claim.attempts,
+                    state=claim.state,
+                    outcome=claim.outcome,
+                )
                 if claim.outcome != "requeued":
                     continue
             self.publish(due.request_id, due.request, due.queue)

@@ -59,12 +59,14 @@ class TokenCache:
         *,
         max_retry_after_s: float,
         on_granted: Callable[[], None] = lambda: None,
+        on_fetched: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._http = http
         self._url = token_url
         self._auth = (client_id, client_secret)
         self._max_retry_after_s = max_retry_after_s
         self._on_granted = on_granted
+        self._on_fetched = on_fetched  # once a fetch: 'granted', 'refused' or 'failed'
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
@@ -83,8 +85,10 @@ class TokenCache:
                 self._token, self._expires_at = self._fetch()
             except TokenError as exc:
                 self._failure, self._failure_until = exc, time.monotonic() + exc.hold_s
+                self._on_fetched("refused" if exc.verdict.kind == "credentials" else "failed")
                 raise
             self._failure = None
+        self._on_fetched("granted")
         self._on_granted()
         return self._token
 
@@ -98,7 +102,11 @@ class TokenCache:
         started = time.monotonic()
         try:
             answer = self._http.request(
-                "POST", self._url, data={"grant_type": "client_credentials"}, auth=self._auth
+                "POST",
+                self._url,
+                endpoint="token",
+                data={"grant_type": "client_credentials"},
+                auth=self._auth,
             )
         except httpx.HTTPError as exc:
             # Fetching a token changes nothing at the platform: any transport error may retry.

@@ -1,0 +1,107 @@
+"""Prometheus metrics of one worker process, served on FOLLOWUP_METRICS_PORT (off: no-op).
+
+Counters and the latency histogram count what this process did; Prometheus sums them over
+processes. The `followup_fleet_*` gauges are read from the status store at each scrape, so
+every process reports the same fleet-wide figures (take max() in a dashboard). No label is
+a phone number, a request id or a user id: privacy, and bounded cardinality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from followup.worker import stats
+from followup.worker.store import StatusStore
+
+log = structlog.get_logger(__name__)
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10)
+
+
+class Metrics:
+    def __init__(self, store: StatusStore | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "followup_requests",
+            "Requests this process settled, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "followup_attempts", "Create-call requests this process sent.", registry=r
+        )
+        self.waits = Counter(
+            "followup_waits",
+            "Times a request was made to wait (no attempt spent), by what for.",
+            ["reason"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "followup_token_fetches", "Token fetches, by result.", ["result"], registry=r
+        )
+        self.latency = Histogram(
+            "followup_api_request_duration_seconds",
+            "Requests to the platform, by endpoint and status class (2xx, 4xx, 5xx, none).",
+            ["endpoint", "status_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        if store is not None:
+            r.register(_FleetCollector(store))
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)
+        log.info("metrics served", port=port, path="/metrics")
+
+    def api_request(self, endpoint: str, status: int | None, seconds: float) -> None:
+        status_class = f"{status // 100}xx" if status else "none"
+        self.latency.labels(endpoint, status_class).observe(seconds)
+
+    def outcome(self, state: str) -> None:
+        self.requests.labels(state).inc()
+
+    def waited(self, reason: str) -> None:
+        self.waits.labels(reason).inc()
+
+
+class _FleetCollector(Collector):
+    """Fleet-wide gauges, read from the status store at scrape time."""
+
+    def __init__(self, store: StatusStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            figures = stats.read(self.store, stats.now(self.store))
+        except redis.RedisError:
+            return
+        states = GaugeMetricFamily(
+            "followup_fleet_requests", "Requests in each state, fleet-wide.", labels=["state"]
+        )
+        for state, count in figures.states.items():
+            states.add_metric([state], count)
+        waiting = GaugeMetricFamily(
+            "followup_fleet_waiting", "Requests waiting, by what for.", labels=["reason"]
+        )
+        for reason in stats.WAIT_REASONS:
+            waiting.add_metric([reason], figures.waiting.get(reason, 0))
+        yield states
+        yield waiting
+        yield GaugeMetricFamily(
+            "followup_fleet_rate_in_force_per_second",
+            "The global rate limit in force (lowered after a 429).",
+            value=figures.rate_in_force_per_s,
+        )
+        yield GaugeMetricFamily(
+            "followup_fleet_breaker_open",
+            "1 while the breaker holds dialling, else 0.",
+            value=0 if figures.breaker["state"] == "closed" else 1,
+        )
