@@ -8,6 +8,10 @@ two workers, one of them killed with SIGKILL three times at random moments and r
 Pass when: no request was called twice (simulator, by correlation id), every placed request
 was called exactly once, and every request ends terminal (or pending with a next attempt
 time). Loopback only; every loop is bounded in count and time. Exit 0 on pass.
+
+CHAOS_DIALECT=genesys runs it against the simulator in genesys mode, with reconciliation:
+it then also waits for the lookups and reports the `unknown` left, split by whether the
+platform holds the call (those a lookup should have settled) or not.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ RATE = float(sys.argv[2]) if len(sys.argv) > 2 else 0.2
 KILLS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 SEED = int(sys.argv[4]) if len(sys.argv) > 4 else 7
 DEADLINE_S = 300.0
+DIALECT = os.environ.get("CHAOS_DIALECT", "conversations")
 PENDING = {"queued", "scheduled", "retrying"}
 
 
@@ -51,7 +56,15 @@ def main() -> int:
         # The run dials Sydney numbers at any hour: calling hours are not what it measures.
         "FOLLOWUP_ENFORCE_CALLING_HOURS": "false",
     }
-    with Stack(f"chaos-{uuid.uuid4().hex[:6]}", url, "--any-user", **settings) as stack:
+    sim_args = ["--any-user"]
+    if DIALECT == "genesys":
+        sim_args += ["--dialect", "genesys"]
+        settings |= {
+            "FOLLOWUP_API_DIALECT": "genesys",
+            "FOLLOWUP_RECONCILE_AFTER_S": "1",
+            "FOLLOWUP_RECONCILE_FOR_S": "16",
+        }
+    with Stack(f"chaos-{uuid.uuid4().hex[:6]}", url, *sim_args, **settings) as stack:
         return chaos(stack, rng)
 
 
@@ -122,8 +135,30 @@ def chaos(stack: Stack, rng: random.Random) -> int:
         f"without a terminal or pending state: {len(lost)}"
     )
     ok = duplicates == 0 and placed_once == len(placed) and not lost
+    if DIALECT == "genesys":
+        ok = reconciled(client, ids, per_request) and ok
     print("chaos run " + ("PASSED" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+def reconciled(client: FollowUpClient, ids: list[str], per_request: Counter[str]) -> bool:
+    """Wait for the lookups (bounded), then: how many `unknown` are left, and of those how
+    many the platform holds a call for (a lookup should have settled those)."""
+    store = client.store
+    before = sum(1 for i in ids if (r := store.get(i, history=False)) and r.state == "unknown")
+    deadline = time.monotonic() + 60
+    while store.redis.zcard(f"{store.ns}:reconcile") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = [store.get(i) for i in ids]
+    unknown = [r for r in records if r and r.state == "unknown"]
+    with_call = [r for r in unknown if per_request.get(r.request_id)]
+    by_lookup = sum(1 for r in records if r and "settled by lookup" in [h.event for h in r.history])
+    print(
+        f"reconciliation: unknown before {before}, settled by lookup {by_lookup}, unknown left "
+        f"{len(unknown)} ({len(with_call)} of them with a call at the platform, "
+        f"{len(unknown) - len(with_call)} without)"
+    )
+    return not with_call
 
 
 if __name__ == "__main__":

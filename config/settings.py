@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     genesys_caller_id: str | None = Field(None, max_length=64)
     genesys_caller_id_name: str | None = Field(None, max_length=128)
     genesys_queue_id: str | None = Field(None, max_length=128)
+    reconcile: bool | None = Field(
+        None, description="Settle unknown outcomes by an analytics lookup (default: genesys)."
+    )
+    reconcile_after_s: float = Field(60.0, gt=0, le=3600, description="The first lookup's delay.")
+    reconcile_for_s: float = Field(1800.0, gt=0, le=86400, description="How long lookups go on.")
+    check_agent_busy: bool | None = Field(
+        None, description="Do not dial an agent on another call (default: genesys)."
+    )
+    agent_busy_recheck_s: float = Field(30.0, gt=0, le=3600)
     api_base_url: str = Field(
         "http://127.0.0.1:8765",
         description="Contact-center API (default: https://api.{region}, else the simulator).",
@@ -200,6 +209,11 @@ class Settings(BaseSettings):
             )
             if getattr(self, name)
         ]
+        genesys_only += [
+            f"{ENV_PREFIX}{name.upper()}=true"
+            for name in ("reconcile", "check_agent_busy")
+            if getattr(self, name)
+        ]
         if genesys_only and self.api_dialect != "genesys":
             raise ValueError(
                 f"{', '.join(genesys_only)} apply to Genesys Cloud only: set "
@@ -237,6 +251,16 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def reconcile_on(self) -> bool:
+        return self.reconcile if self.reconcile is not None else self.api_dialect == "genesys"
+
+    @property
+    def check_agent_busy_on(self) -> bool:
+        if self.check_agent_busy is not None:
+            return self.check_agent_busy
+        return self.api_dialect == "genesys"
 
     @property
     def effective_api_base_url(self) -> str:

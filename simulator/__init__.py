@@ -10,7 +10,7 @@ DEFAULT_CLIENTS = (
     "followup-noscope:demo-secret:user:call:center:write",
 )
 DEFAULT_GENESYS_CLIENTS = (
-    "followup-demo:demo-secret:conversation:call:add",
+    "followup-demo:demo-secret:conversation:call:add analytics:conversationDetail:view",
     "followup-noscope:demo-secret:conversation:view",
 )
 DEFAULT_USERS = ("u-67890", "u-1001", "u-1002", "u-1003", "u-1004")

@@ -33,6 +33,7 @@ CREATE_CALL_FIELDS = frozenset(
     }
 )
 GENESYS_PERMISSIONS = frozenset({"conversation:call:add", "conversation:agentlessCall:add"})
+ANALYTICS_PERMISSION = "analytics:conversationDetail:view"
 
 
 class Parts(NamedTuple):

@@ -28,13 +28,14 @@ import random
 import time
 import uuid
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
 from aiohttp import web
 
 from followup.simulator import contracts
-from followup.simulator.state import FAULT_KINDS, TOKEN_FAULT_KINDS, Faults, SimState
+from followup.simulator.state import FAULT_KINDS, TOKEN_FAULT_KINDS, Faults, SimState, Token
 
 STATE_KEY = web.AppKey("state", SimState)
 
@@ -245,6 +246,82 @@ async def _answer(
     )
 
 
+async def genesys_user(request: web.Request) -> web.Response:
+    """GET /api/v2/users/{userId}?expand=conversationSummary: calls in progress."""
+    state = request.app[STATE_KEY]
+    if _bearer(request) is None:
+        return error(401, "authentication.required", "Authentication failed")
+    user = request.match_info["user_id"]
+    if state.users is not None and user not in state.users:
+        return error(404, "not.found", f"User '{user}' was not found")
+    active = 1 if state.faults.busy_until.get(user, 0) > time.time() else 0
+    summary = {"contactCenter": {"active": active, "acw": 0}, "enterprise": {"active": 0}}
+    body: dict[str, Any] = {"id": user, "name": user, "state": "active"}
+    if "conversationSummary" in request.query.get("expand", ""):
+        body["conversationSummary"] = {"call": summary}
+    return web.json_response(body)
+
+
+async def genesys_analytics(request: web.Request) -> web.Response:
+    """POST /api/v2/analytics/conversations/details/query: the calls it accepted, as
+    analytics shows them once the lag has passed (userId, direction, mediaType, interval)."""
+    state = request.app[STATE_KEY]
+    token = _bearer(request)
+    if token is None:
+        return error(401, "authentication.required", "Authentication failed")
+    if contracts.ANALYTICS_PERMISSION not in token.scopes:
+        return error(
+            403, "missing.permissions", f"Missing permission: {contracts.ANALYTICS_PERMISSION}"
+        )
+    try:
+        query = json.loads(await request.read())
+        start, end = (
+            datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+            for t in query["interval"].split("/")
+        )
+        predicates = {
+            p["dimension"]: p["value"]
+            for f in query.get("segmentFilters", [])
+            for p in f.get("predicates", [])
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return invalid("The query is not a conversation details query")
+    now = time.time()
+    found = [
+        _as_analytics(call)
+        for call in state.calls
+        if start <= call["received_at"] < end
+        and call["received_at"] + state.faults.analytics_lag_s <= now
+        and predicates.get("userId", call["user_id"]) == call["user_id"]
+    ]
+    return web.json_response({"conversations": found, "totalHits": len(found)})
+
+
+def _as_analytics(call: dict[str, Any]) -> dict[str, Any]:
+    started = datetime.fromtimestamp(call["received_at"], UTC).isoformat().replace("+00:00", "Z")
+    dnis = f"tel:{call['number']}"
+    return {
+        "conversationId": call["id"],
+        "conversationStart": started,
+        "originatingDirection": "outbound",
+        "participants": [
+            {
+                "purpose": "agent",
+                "userId": call["user_id"],
+                "sessions": [{"mediaType": "voice", "direction": "outbound", "dnis": dnis}],
+            },
+            {"purpose": "external", "sessions": [{"mediaType": "voice", "dnis": dnis}]},
+        ],
+    }
+
+
+def _bearer(request: web.Request) -> Token | None:
+    authorization = request.headers.get("Authorization", "")
+    if not authorization.startswith("Bearer "):
+        return None
+    return request.app[STATE_KEY].token_for(authorization.removeprefix("Bearer "))
+
+
 async def genesys_calls_without_user(request: web.Request) -> web.Response:
     """Genesys: POST /api/v2/conversations/calls acts for the token's user, and a
     client-credentials token has none."""
@@ -352,6 +429,8 @@ async def set_faults(request: web.Request) -> web.Response:
         hang_s=float(spec.get("hang_s", 30.0)),
         rng=random.Random(spec.get("seed")),
         rate_limit=float(spec.get("rate_limit", 0.0)),
+        analytics_lag_s=float(spec.get("analytics_lag_s", 0.0)),
+        busy_until={u: time.time() + float(s) for u, s in spec.get("busy_users", {}).items()},
         rate_window_s=float(spec.get("rate_window_s", 1.0)),
     )
     return web.json_response({"ok": True})
@@ -374,6 +453,8 @@ def make_app(state: SimState) -> web.Application:
         calls = [
             web.post("/api/v2/conversations/calls/user/{user_id}", create_call),
             web.post("/api/v2/conversations/calls", genesys_calls_without_user),
+            web.get("/api/v2/users/{user_id}", genesys_user),
+            web.post("/api/v2/analytics/conversations/details/query", genesys_analytics),
         ]
     else:
         calls = [web.post("/api/v2/conversations/calls", create_call)]

@@ -65,6 +65,8 @@ class Faults:
     retry_after: str = "1"
     hang_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
+    analytics_lag_s: float = 0.0  # a call shows in analytics this long after it began
+    busy_until: dict[str, float] = field(default_factory=dict)  # agent -> on a call until
     rate_limit: float = 0.0  # create-call requests a second it takes; more get a 429
     rate_window_s: float = 1.0  # over what sliding window (Genesys counts per minute)
     recent: deque[float] = field(default_factory=deque)

@@ -43,6 +43,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.conversations_dialect",
             "worker.genesys_dialect",
             "worker.dialects",
+            "worker.genesys_queries",
+            "worker.reconciler",
             "worker.tokens",
             "worker.api_client",
             "worker.pipeline",

@@ -35,7 +35,7 @@ except ConfigError as exc:
 app = create_app(settings, include=["followup.tasks.place_call"])
 
 log = structlog.get_logger(__name__)
-_sweeper_stop: threading.Event | None = None
+_stops: list[threading.Event] = []
 
 
 @signals.setup_logging.connect
@@ -92,14 +92,18 @@ def _host_of(url: str) -> str:
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
-    global _sweeper_stop
     runtime = get_runtime()
     if settings.metrics_port:
         runtime.metrics.serve(settings.metrics_port)
     runtime.warm_up()
-    _sweeper_stop = runtime.start_sweeper(
-        lambda request_id, request, queue: publish(app, request_id, request, queue)
+    _stops.append(
+        runtime.start_sweeper(
+            lambda request_id, request, queue: publish(app, request_id, request, queue)
+        )
     )
+    reconciler = runtime.start_reconciler()
+    if reconciler is not None:
+        _stops.append(reconciler)
     try:
         durability = runtime.store.check_durability()
     except redis.RedisError as exc:
@@ -119,5 +123,5 @@ def _start_sweeper(**_: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _stop(**_: Any) -> None:
-    if _sweeper_stop is not None:
-        _sweeper_stop.set()
+    for stop in _stops:
+        stop.set()

@@ -32,6 +32,7 @@ from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterCli
 from followup.worker.backoff import retry_delay
 from followup.worker.calling_hours import ANY_TIME, Rule, next_opening, rule_for, zones_for
 from followup.worker.classify import Verdict
+from followup.worker.genesys_queries import GenesysQueries
 from followup.worker.metrics import Metrics
 from followup.worker.records import TERMINAL_STATES, ErrorInfo, State
 from followup.worker.store import Claim, Finished, Send, StatusStore
@@ -48,6 +49,7 @@ class Pipeline:
     settings: Settings
     credentials_pause: str  # this OAuth client's fleet-wide pause (runtime.credentials_pause)
     metrics: Metrics = field(default_factory=Metrics)
+    availability: GenesysQueries | None = None  # asks whether the agent is on a call
 
     @cached_property
     def calling_rule(self) -> Rule:
@@ -285,6 +287,8 @@ class Pipeline:
                 token = self.tokens.get()
             except TokenError as exc:
                 return attempts, exc.verdict  # nothing was sent
+            if first_pass and self._agent_is_busy(request_id, claim, user, token):
+                return attempts, Waiting("agent_busy", 0.0)
             sent = self._through_the_gates(request_id, claim, user)
             if sent.outcome == "wait":
                 return attempts, Waiting(sent.reason, sent.at)
@@ -311,6 +315,27 @@ class Pipeline:
                 }
             ),
         )
+
+    def _agent_is_busy(self, request_id: str, claim: Claim, user: str, token: str) -> bool:
+        """On another call, the agent is not rung: the request waits and asks again after
+        FOLLOWUP_AGENT_BUSY_RECHECK_S, spending nothing. Availability is advice: if the
+        platform cannot say, the call goes."""
+        if self.availability is None:
+            return False
+        busy = self.availability.agent_busy(user, token)
+        if busy is None:
+            log.warning("the agent's availability is unknown; dialling anyway")
+            return False
+        if busy:
+            recheck = self.settings.agent_busy_recheck_s
+            self.store.defer(
+                request_id,
+                claim.token,
+                delay_s=recheck,
+                reason="agent_busy",
+                detail=f"the agent is on another call; asked again in {recheck:g}s",
+            )
+        return busy
 
     def _through_the_gates(self, request_id: str, claim: Claim, user: str) -> Send:
         """The send marker, after the fleet's gates. A reserved slot that near is waited for

@@ -13,9 +13,11 @@ import structlog
 from followup.config.settings import Settings, get_settings
 from followup.worker.api_client import ContactCenterClient
 from followup.worker.dialects import dialect_for
+from followup.worker.genesys_queries import GenesysQueries
 from followup.worker.http import PlatformHttp
 from followup.worker.metrics import Metrics
 from followup.worker.pipeline import Pipeline
+from followup.worker.reconciler import Reconciler
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Publish, Sweeper
 from followup.worker.tokens import TokenCache, TokenError
@@ -73,8 +75,40 @@ class Runtime:
             max_retry_after_s=s.max_retry_after_s,
         )
         return Pipeline(
-            self.store, client, tokens, s, credentials_pause=credentials, metrics=self.metrics
+            self.store,
+            client,
+            tokens,
+            s,
+            credentials_pause=credentials,
+            metrics=self.metrics,
+            availability=self.genesys if s.check_agent_busy_on else None,
         )
+
+    @cached_property
+    def genesys(self) -> GenesysQueries:
+        return GenesysQueries(self.http, self.settings.effective_api_base_url)
+
+    def start_reconciler(self) -> threading.Event | None:
+        """The reconciler thread (FOLLOWUP_RECONCILE: on by default for genesys)."""
+        s = self.settings
+        if not s.reconcile_on:
+            return None
+        reconciler = Reconciler(
+            self.store,
+            self.genesys,
+            self.pipeline.tokens,
+            after_s=s.reconcile_after_s,
+            for_s=s.reconcile_for_s,
+            lease_s=max(s.http_timeout_s * 4, 30.0),
+        )
+        stop = threading.Event()
+        threading.Thread(
+            target=reconciler.run,
+            args=(stop, max(s.sweep_interval_s * 5, 1.0)),
+            name="followup-reconciler",
+            daemon=True,
+        ).start()
+        return stop
 
     def _credentials_granted(self, pause_name: str) -> None:
         """A token was granted: a credentials pause (this OAuth client's) is over."""

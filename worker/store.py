@@ -120,6 +120,16 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """An `unknown` request to look up: what it was, when its call was sent, lookups so far."""
+
+    request_id: str
+    request: dict[str, Any]
+    sent_at: float
+    lookups: int
+
+
+@dataclass(frozen=True)
 class DueRequest:
     request_id: str
     state: str
@@ -479,6 +489,33 @@ class StatusStore:
             DueRequest(flat[i], flat[i + 1], flat[i + 2], json.loads(flat[i + 3] or "{}"))
             for i in range(0, len(flat), 4)
         ]
+
+    def take_lookups(self, *, after_s: float, lease_s: float, limit: int = 50) -> list[Lookup]:
+        """`unknown` requests due for a lookup at the platform (see store_lua.TAKE_LOOKUPS)."""
+        flat = self._run(store_lua.TAKE_LOOKUPS, limit=limit, after=after_s, lease=lease_s)
+        return [
+            Lookup(flat[i], json.loads(flat[i + 1] or "{}"), float(flat[i + 2]), int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
+        ]
+
+    def reconcile(
+        self, request_id: str, *, conversation_id: str | None, detail: str, last: bool
+    ) -> str:
+        """Settle an `unknown` request by what the platform says (see store_lua.RECONCILE)."""
+        return str(
+            self._run(
+                store_lua.RECONCILE,
+                id=request_id,
+                conversation_id=conversation_id,
+                detail=detail,
+                last=last,
+            )
+        )
+
+    def take_slot(self) -> float:
+        """A slot of the fleet's rate limit for a lookup: seconds to wait (it is then
+        reserved), or more than Pacing.hold (nothing reserved: try later)."""
+        return float(self._run(store_lua.TAKE_SLOT, policy=self._policy))
 
     # --- reads --------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ end
 local function move(id, old, new)
   if old then redis.call('ZREM', ns .. ':state:' .. old, id) end
   if old and WAITING[old] then unwait(id) end
+  if old == 'unknown' then redis.call('ZREM', ns .. ':reconcile', id) end
   redis.call('ZADD', ns .. ':state:' .. new, now, id)
   redis.call('HSET', rkey(id), 'state', new, 'updated_at', now)
 end
@@ -187,7 +188,16 @@ local function settle(id)
   redis.call('HDEL', rkey(id), 'lease_until', 'next_attempt_at')
   local state = redis.call('HGET', rkey(id), 'state')
   record_outcome(id, state)
-  if state == 'unknown' then keep(id); return end
+  if state == 'unknown' then
+    keep(id)
+    -- Sent, and no answer: the platform may be asked whether the call exists (RECONCILE).
+    local sent = redis.call('HGET', rkey(id), 'sent_at')
+    if sent and sent ~= '' then
+      redis.call('HSET', rkey(id), 'unknown_at', now, 'lookups', 0)
+      redis.call('ZADD', ns .. ':reconcile', now, id)
+    end
+    return
+  end
   redis.call('EXPIRE', rkey(id), TTL)
   redis.call('EXPIRE', hkey(id), TTL)
   local ikey = ikey_of(id)
@@ -552,6 +562,79 @@ return #waiting
 """,
 )
 
+# `unknown` requests due for a lookup at the platform (lookup n is due `after` x 2^n seconds
+# after the request became unknown); each taken one is pushed back by `lease` so no other
+# reconciler takes it meanwhile. Returns a flat list: id, request, sent_at, lookups, ...
+TAKE_LOOKUPS = LuaScript(
+    "take_lookups",
+    ("limit", "after", "lease"),
+    r"""
+local out, RKEY = {}, ns .. ':reconcile'
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', RKEY, '-inf', now, 'LIMIT', 0,
+    tonumber(ARG.limit))) do
+  local r = redis.call('HMGET', rkey(id), 'state', 'request', 'sent_at', 'lookups', 'unknown_at')
+  if r[1] ~= 'unknown' then
+    redis.call('ZREM', RKEY, id)
+  else
+    local lookups = tonumber(r[4]) or 0
+    local due = (tonumber(r[5]) or now) + tonumber(ARG.after) * math.pow(2, math.min(lookups, 10))
+    if due > now then
+      redis.call('ZADD', RKEY, due, id)
+    else
+      redis.call('ZADD', RKEY, now + tonumber(ARG.lease), id)
+      for _, v in ipairs({id, r[2], r[3], tostring(lookups)}) do table.insert(out, v) end
+    end
+  end
+end
+return out
+""",
+)
+
+# A lookup's answer for an `unknown` request: a conversation id settles it `placed`
+# ("settled by lookup"); none is noted, and with last = 1 the lookups end (it stays unknown
+# for a person). Returns the state after, or '' if it was no longer unknown.
+RECONCILE = LuaScript(
+    "reconcile",
+    ("id", "conversation_id", "detail", "last"),
+    r"""
+local id = ARG.id
+local state = redis.call('HGET', rkey(id), 'state')
+if state ~= 'unknown' then return '' end
+if ARG.conversation_id ~= '' then
+  redis.call('HSET', rkey(id), 'conversation_id', ARG.conversation_id)
+  redis.call('HDEL', rkey(id), 'last_error')
+  move(id, 'unknown', 'placed')
+  note(id, 'settled by lookup', ARG.detail)
+  settle(id)
+  return 'placed'
+end
+redis.call('HINCRBY', rkey(id), 'lookups', 1)
+note(id, 'looked up', ARG.detail)
+if ARG.last == '1' then
+  redis.call('ZREM', ns .. ':reconcile', id)
+  note(id, 'lookups over', 'no call found; a person decides (followup retry ID)')
+else
+  redis.call('ZADD', ns .. ':reconcile', now, id)  -- TAKE_LOOKUPS files it under its next time
+end
+return 'unknown'
+""",
+)
+
+# One slot of the fleet's rate limit for a request that is not a call (a lookup): the
+# seconds to wait for it (0: take it now). Only reserved if it is within `hold` seconds.
+TAKE_SLOT = LuaScript(
+    "take_slot",
+    ("policy",),
+    r"""
+local policy = cjson.decode(ARG.policy)
+local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
+local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, now)
+local slot = math.max(now, tat - (policy.burst - 1) * interval)
+if slot - now > policy.hold then return tostring(slot - now) end
+return tostring(reserve(policy.limit, policy.burst) - now)
+""",
+)
+
 # A person's action. action: 'cancel' | 'retry'. Returns {ok, state}.
 MANUAL = LuaScript(
     "manual",
@@ -616,4 +699,17 @@ return out
 """,
 )
 
-SCRIPTS = (REGISTER, CLAIM, SEND, UNSEND, FINISH, DEFER, LIFT, MANUAL, TAKE_DUE)
+SCRIPTS = (
+    REGISTER,
+    CLAIM,
+    SEND,
+    UNSEND,
+    FINISH,
+    DEFER,
+    LIFT,
+    MANUAL,
+    TAKE_DUE,
+    TAKE_LOOKUPS,
+    RECONCILE,
+    TAKE_SLOT,
+)

@@ -1,0 +1,141 @@
+"""Asking Genesys Cloud instead of a person (genesys dialect, real worker, the simulator in
+genesys mode): `unknown` outcomes settled by an analytics lookup, and no call to an agent
+who is on another one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from followup.cli.local_stack import Simulator, Worker, wait_until
+from followup.config.settings import load_settings
+from followup.tasks.outcomes import recent
+from followup.tasks.producer import FollowUpClient
+from followup.worker.records import StatusRecord
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, NOSCOPE_ID, calls_for, requests_for
+
+pytestmark = pytest.mark.integration
+NUMBER = "+61298765432"
+
+
+class Genesys:
+    def __init__(
+        self, env: dict[str, str], start_worker: Callable[..., Worker], **settings: str
+    ) -> None:
+        self.sim = Simulator(
+            "--dialect", "genesys", "--any-user",
+            "--client", f"{CLIENT_ID}:{CLIENT_SECRET}:conversation:call:add,"
+            "analytics:conversationDetail:view",
+            "--client", f"{NOSCOPE_ID}:{CLIENT_SECRET}:conversation:call:add",
+        )  # fmt: skip
+        suffix = uuid.uuid4().hex[:6]
+        self.env = {
+            **env,
+            "FOLLOWUP_API_DIALECT": "genesys",
+            "FOLLOWUP_API_BASE_URL": self.sim.url,
+            "FOLLOWUP_NAMESPACE": f"{env['FOLLOWUP_NAMESPACE']}-gen-{suffix}",
+            "FOLLOWUP_QUEUE": f"{env['FOLLOWUP_QUEUE']}-gen-{suffix}",
+            "FOLLOWUP_RECONCILE_AFTER_S": "1",
+            "FOLLOWUP_RECONCILE_FOR_S": "4",
+            "FOLLOWUP_AGENT_BUSY_RECHECK_S": "1",
+            **settings,
+        }
+        self.worker = start_worker(**self.env)
+        self.client = FollowUpClient(load_settings(self.env))
+
+    def enqueue(self, contact: str, user: str = "u-1001") -> str:
+        return self.client.enqueue(contact_id=contact, user_id=user, phone_number=NUMBER)
+
+    def until(self, request_id: str, check: Callable[[StatusRecord], bool], what: str) -> Any:
+        return wait_until(
+            lambda: (r := self.client.status(request_id)) and check(r) and r, 30, what, 0.1
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        self.sim.stop()
+
+
+@pytest.fixture
+def genesys(
+    env: dict[str, str], start_worker: Callable[..., Worker]
+) -> Iterator[Callable[..., Genesys]]:
+    made: list[Genesys] = []
+
+    def make(**settings: str) -> Genesys:
+        made.append(Genesys(env, start_worker, **settings))
+        return made[-1]
+
+    yield make
+    for g in made:
+        g.close()
+
+
+def _events(record: StatusRecord) -> list[str]:
+    return [h.event for h in record.history]
+
+
+def test_a_dropped_answer_is_settled_placed_by_a_lookup(genesys: Callable[..., Genesys]) -> None:
+    g = genesys()
+    g.sim.set_faults(by_contact={"c-drop": ["drop_after"]}, analytics_lag_s=1.5)
+    request_id = g.enqueue("c-drop")  # the platform takes the call; the answer is lost
+
+    record = g.until(request_id, lambda r: r.state == "placed", "the lookup to settle it")
+    calls = calls_for(g.sim, request_id)
+    assert len(calls) == 1
+    assert record.conversation_id == calls[0]["id"]
+    assert "settled by lookup" in _events(record)
+    assert _events(record).index("outcome unknown") < _events(record).index("settled by lookup")
+    stream = [o.state for o in recent(load_settings(g.env)) if o.request_id == request_id]
+    assert stream == ["unknown", "placed"]
+
+
+def test_a_call_that_never_reached_the_platform_stays_unknown_and_is_never_redialled(
+    genesys: Callable[..., Genesys],
+) -> None:
+    g = genesys()
+    g.sim.set_faults(by_contact={"c-lost": ["drop_before"]})
+    request_id = g.enqueue("c-lost")
+
+    record = g.until(request_id, lambda r: "lookups over" in _events(r), "the lookups to end")
+    assert record.state == "unknown"
+    assert _events(record).count("looked up") == 3  # after 1, 2 and 4 s (FOR_S 4)
+    assert calls_for(g.sim, request_id) == []
+    assert len(requests_for(g.sim, request_id)) == 1  # sent once, never again
+
+
+def test_an_agent_on_a_call_gets_the_follow_up_after_it_and_others_are_not_delayed(
+    genesys: Callable[..., Genesys],
+) -> None:
+    g = genesys()
+    g.sim.set_faults(busy_users={"u-busy": 5})
+    busy = g.enqueue("c-busy", user="u-busy")
+    free = g.enqueue("c-free", user="u-free")
+
+    waiting = g.until(busy, lambda r: r.waiting_for == "agent_busy", "it to wait")
+    assert waiting.attempts == 0
+    placed = g.until(busy, lambda r: r.state == "placed", "it to be placed")
+    assert placed.attempts == 1
+    free_at = calls_for(g.sim, free)[0]["received_at"]
+    busy_at = calls_for(g.sim, busy)[0]["received_at"]
+    assert free_at < busy_at  # the free agent's call did not wait behind the busy one
+    assert "waiting for agent_busy" in _events(placed)
+
+
+def test_without_analytics_permission_reconciliation_stops_and_says_which(
+    genesys: Callable[..., Genesys],
+) -> None:
+    g = genesys(FOLLOWUP_CLIENT_ID=NOSCOPE_ID)
+    g.sim.set_faults(by_contact={"c-drop": ["drop_after"]})
+    request_id = g.enqueue("c-drop")
+    g.until(request_id, lambda r: r.state == "unknown", "unknown")
+    wait_until(
+        lambda: "reconciliation is off until restart" in g.worker.log(), 15, "the 403 logged"
+    )
+    log = g.worker.log()
+    assert "analytics:conversationDetail:view" in log
+    assert log.count("reconciliation is off until restart") == 1
+    assert g.client.status(request_id).state == "unknown"  # type: ignore[union-attr]

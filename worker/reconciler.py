@@ -1,0 +1,106 @@
+"""The reconciler: asks the platform about `unknown` outcomes instead of a person.
+
+Every worker process runs one (FOLLOWUP_RECONCILE, on by default for the genesys dialect).
+Each `unknown` request whose call was sent is looked up at growing intervals: the first
+FOLLOWUP_RECONCILE_AFTER_S after it became unknown (analytics can lag), then twice that,
+four times ..., for FOLLOWUP_RECONCILE_FOR_S. A match settles it `placed` with its
+conversation id ("settled by lookup"); no match is noted in its history; it is never
+redialled. Lookups take slots from the fleet's rate limit. An OAuth client without
+analytics:conversationDetail:view gets a 403: logged once, and reconciliation stops in
+this process until it restarts.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import redis
+import structlog
+
+from followup.worker.genesys_queries import GenesysQueries, LookupFailed, LookupForbidden
+from followup.worker.store import Lookup, StatusStore
+from followup.worker.tokens import TokenCache, TokenError
+
+log = structlog.get_logger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: StatusStore,
+        queries: GenesysQueries,
+        tokens: TokenCache,
+        *,
+        after_s: float,
+        for_s: float,
+        lease_s: float,
+    ) -> None:
+        self.store = store
+        self.queries = queries
+        self.tokens = tokens
+        self.after_s = after_s
+        self.lease_s = lease_s
+        # Lookup n goes after_s x 2^n after the request became unknown: this many fit.
+        self.lookups = max(1, math.floor(math.log2(for_s / after_s)) + 1)
+        self.forbidden = False
+
+    def reconcile_once(self) -> int:
+        """One pass over the lookups that are due; returns how many settled as placed."""
+        if self.forbidden:
+            return 0
+        settled = 0
+        for lookup in self.store.take_lookups(after_s=self.after_s, lease_s=self.lease_s):
+            wait = self.store.take_slot()
+            if wait > self.store.pacing.hold:
+                return settled  # the fleet's rate is spoken for; these come back later
+            time.sleep(wait)
+            try:
+                settled += self._look_up(lookup)
+            except LookupForbidden as exc:
+                self.forbidden = True
+                log.error(
+                    "reconciliation is off until restart: the OAuth client may not read "
+                    "analytics; grant its role the permission",
+                    permission=str(exc),
+                )
+                return settled
+            except TokenError:
+                return settled  # the token cache has said why; next pass
+        return settled
+
+    def _look_up(self, lookup: Lookup) -> int:
+        request = lookup.request
+        number, user = str(request.get("phone_number")), str(request.get("user_id"))
+        last = lookup.lookups + 1 >= self.lookups
+        try:
+            found = self.queries.find_call(user, number, lookup.sent_at, self.tokens.get())
+        except LookupFailed as exc:
+            found, detail = None, f"lookup {lookup.lookups + 1}: no answer ({exc})"
+        else:
+            detail = (
+                f"analytics has conversation {found}: the same agent dialled the same number"
+                if found
+                else f"lookup {lookup.lookups + 1} of {self.lookups}: no such call in analytics"
+            )
+        state = self.store.reconcile(
+            lookup.request_id, conversation_id=found, detail=detail, last=last and not found
+        )
+        log.info(
+            "looked up",
+            request_id=lookup.request_id,
+            attempt=None,
+            state=state or None,
+            conversation_id=found,
+        )
+        return 1 if state == "placed" else 0
+
+    def run(self, stop: threading.Event, interval_s: float) -> None:
+        while not stop.wait(interval_s):
+            try:
+                self.reconcile_once()
+            except redis.RedisError as exc:
+                log.warning("status store unavailable; lookups wait", error=type(exc).__name__)
+            except Exception:
+                log.exception("reconciliation pass failed; will try again")
