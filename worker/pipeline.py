@@ -345,7 +345,14 @@ class Pipeline:
             if sent.outcome != "hold":
                 return sent
             time.sleep(sent.seconds)
-        return sent
+        # Still held after a few waits (many threads contend for the slots): the request
+        # waits in the due set, its claim released, instead of holding a thread.
+        detail = "many requests contend for the fleet-wide rate limit's slots"
+        if not self.store.defer(
+            request_id, claim.token, delay_s=sent.seconds, reason="rate_limit", detail=detail
+        ):
+            return Send("lost")
+        return Send("wait", reason="rate_limit", at=time.time() + sent.seconds)
 
     def _record(self, write: Callable[[], Finished]) -> Finished:
         """The outcome is known and must land: ride out any Redis error (refused, reset,

@@ -89,7 +89,7 @@ end
 -- Slots are spaced for HEADROOM of it: a sender exactly at a platform's limit puts the limit
 -- plus one into a counting window at its edge, and that one 429 would halve the rate.
 local LIMITER = ns .. ':limiter'
-local RECOVER, HEADROOM = 0.05, 0.98
+local RECOVER, HEADROOM, SLOT_GRACE = 0.05, 0.98, 0.02
 local function rate_in_force(limit)
   local l = redis.call('HMGET', LIMITER, 'rate', 'rate_at')
   local rate, at = tonumber(l[1]), tonumber(l[2])
@@ -408,7 +408,9 @@ if breaker then
 end
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
-if slot and slot < now - interval / 2 then slot = nil end  -- missed its slot: take a new one
+-- Missed its slot (came back late, e.g. redelivered): take a new one. A thread's sleep
+-- overshoots by a millisecond or more, so at high limits half an interval is too tight.
+if slot and slot < now - math.max(interval / 2, SLOT_GRACE) then slot = nil end
 if not slot then
   local akey = ns .. ':agent:' .. ARG.user
   if policy.spacing > 0 then
