@@ -12,6 +12,10 @@ time). Loopback only; every loop is bounded in count and time. Exit 0 on pass.
 CHAOS_DIALECT=genesys runs it against the simulator in genesys mode, with reconciliation:
 it then also waits for the lookups and reports the `unknown` left, split by whether the
 platform holds the call (those a lookup should have settled) or not.
+
+CHAOS_BROKER=rabbitmq runs it over RabbitMQ (FOLLOWUP_TEST_RABBITMQ_URL, default
+amqp://guest:guest@127.0.0.1:5672//; a quorum queue) instead of Redis; the status store is
+Redis either way.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ KILLS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 SEED = int(sys.argv[4]) if len(sys.argv) > 4 else 7
 DEADLINE_S = 300.0
 DIALECT = os.environ.get("CHAOS_DIALECT", "conversations")
+BROKER = os.environ.get("CHAOS_BROKER", "redis")
+RABBITMQ_URL = os.environ.get("FOLLOWUP_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PENDING = {"queued", "scheduled", "retrying"}
 
 
@@ -64,6 +70,8 @@ def main() -> int:
             "FOLLOWUP_RECONCILE_AFTER_S": "1",
             "FOLLOWUP_RECONCILE_FOR_S": "16",
         }
+    if BROKER == "rabbitmq":
+        settings["FOLLOWUP_BROKER_URL"] = RABBITMQ_URL
     with Stack(f"chaos-{uuid.uuid4().hex[:6]}", url, *sim_args, **settings) as stack:
         return chaos(stack, rng)
 
@@ -73,7 +81,8 @@ def chaos(stack: Stack, rng: random.Random) -> int:
     sim = stack.sim
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
-        f"{platform.python_version()}; {REQUESTS} requests, failure rate {RATE:.0%}, "
+        f"{platform.python_version()}; broker {BROKER}; {REQUESTS} requests, "
+        f"failure rate {RATE:.0%}, "
         f"{KILLS} kills, seed {SEED}; logs in {stack.log_dir}"
     )
     workers = [stack.start_worker("a"), stack.start_worker("b")]

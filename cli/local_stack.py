@@ -23,13 +23,14 @@ from typing import Any, TypeVar, cast
 
 import redis
 
+from followup.config.celery import create_app
 from followup.config.settings import ENV_PREFIX, Settings, load_settings
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: if the process that started it dies, even by SIGKILL,
     it gets SIGTERM (Linux prctl PR_SET_PDEATHSIG), so nothing is left running."""
     if sys.platform.startswith("linux"):
@@ -82,6 +83,22 @@ def delete_keys(url: str, pattern: str) -> int:
     if batch:
         deleted += cast(int, client.delete(*batch))
     return deleted
+
+
+def delete_broker_queue(settings: Settings, queue: str | None = None) -> None:
+    """On RabbitMQ, delete the queue (the settings' own by default) and its exchange; a Redis
+    broker's queue is a key, deleted with the run's keys. Celery's delayed-delivery exchanges
+    and queues, shared by every Celery app on the virtual host, stay."""
+    if not settings.broker_is_rabbitmq:
+        return
+    app = create_app(settings)
+    try:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            channel.queue_delete(queue or settings.queue)
+            channel.exchange_delete(queue or settings.queue)
+    finally:
+        app.close()
 
 
 def bundled_redis_server() -> str | None:
@@ -145,7 +162,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         _wait_ready(self.proc, lambda: redis_answers(self.url), 10, "a private redis-server")
 
@@ -179,7 +196,7 @@ class Simulator:
             [str(BIN / "followup"), "simulator", "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         _wait_ready(self.proc, self._answers, 15, "simulator")
 
@@ -248,13 +265,12 @@ class Worker:
                 f"{name}@%h",
                 "--without-mingle",
                 "--without-gossip",
-                "--without-heartbeat",
             ],
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         # Celery's own "celery@host ready." line (printed with -l INFO, whatever our log level).
         _wait_ready(
@@ -383,6 +399,8 @@ class Stack:
                 worker.stop()
         if self._sim is not None:
             self._sim.stop()
+        if self.env:
+            delete_broker_queue(self.settings())
         if redis_answers(self.redis_url):
             delete_keys(self.redis_url, f"*{self.run}*")
         if self._private is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 from celery.app.amqp import AMQP
+from kombu.entity import Exchange, Queue
 
 from followup.config.broker import TRANSPORT as REDIS_TRANSPORT
 from followup.config.redaction import argument_reprs, mask_text
@@ -20,13 +21,11 @@ TASK_NAME = "followup.place_call"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    broker = rabbitmq_config(settings) if settings.broker_is_rabbitmq else redis_config(settings)
     return {
         "broker_url": settings.effective_broker_url,
-        "broker_transport": REDIS_TRANSPORT,
         "broker_connection_retry_on_startup": True,
-        # Longer than any wait: the worker never sets a countdown (waits go through the
-        # status store's due set), so a task holds its message only for one attempt.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        **broker,
         "task_serializer": "json",
         "accept_content": ["json"],
         # A killed worker's message comes back; the atomic claim makes that harmless.
@@ -48,6 +47,40 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {TASK_NAME: {"queue": settings.queue}},
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
+    }
+
+
+def redis_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_transport": REDIS_TRANSPORT,
+        # Longer than any wait: the worker never sets a countdown for a wait (waits go
+        # through the status store's due set), so a task holds its message for one attempt.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+    }
+
+
+def rabbitmq_config(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ: a quorum queue (replicated; FOLLOWUP_QUEUE_TYPE) on a topic exchange, so
+    that the one countdown the worker sets (handing a message back while the status store
+    is down) uses RabbitMQ's native delayed delivery instead of a held message; publisher
+    confirms on every publish. A killed worker's unacked messages come straight back (no
+    visibility timeout). Another service's Celery client declares the queue the same way
+    (README: "Running at scale")."""
+    queue_type = settings.queue_type
+    return {
+        "broker_transport_options": {"confirm_publish": True},
+        "task_queues": [
+            Queue(  # type: ignore[no-untyped-call]
+                settings.queue,
+                Exchange(settings.queue, type="topic"),  # type: ignore[no-untyped-call]
+                routing_key=settings.queue,
+                queue_arguments={"x-queue-type": queue_type},
+            )
+        ],
+        "task_default_exchange_type": "topic",
+        "task_create_missing_queue_type": queue_type,
+        "task_create_missing_queue_exchange_type": "topic",
+        "broker_native_delayed_delivery_queue_type": queue_type,
     }
 
 

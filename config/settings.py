@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FOLLOWUP_"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 # Genesys Cloud's regions (api-contract.md §2): https://api.{region}, https://login.{region}.
 GENESYS_REGIONS = (
     "mypurecloud.com",
@@ -63,7 +65,15 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         5.0, gt=0, le=60, description="A status-store command unanswered this long is an outage."
     )
-    broker_url: str | None = Field(None, description="Celery broker; defaults to the Redis URL.")
+    broker_url: str | None = Field(
+        None, description="Celery broker (Redis or RabbitMQ); defaults to the Redis URL."
+    )
+    queue_type: Literal["quorum", "classic"] = Field(
+        "quorum", description="RabbitMQ: the follow-up queue's type."
+    )
+    redis_wait_replicas: int = Field(
+        0, ge=0, le=10, description="Replicas that must acknowledge each claim and send marker."
+    )
     namespace: str = Field(
         "followup", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Prefix of status-store keys."
     )
@@ -151,11 +161,21 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
-    @field_validator("redis_url", "broker_url")
+    @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(REDIS_SCHEMES):
+            raise ValueError(
+                "must start with redis://, rediss://, unix:// or redis+sentinel:// "
+                "(redis+sentinel://host:26379,host2:26379/mymaster/0)"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith((*REDIS_SCHEMES[:3], *AMQP_SCHEMES)):
+            raise ValueError("must start with redis://, rediss://, unix://, amqp:// or amqps://")
         return value
 
     @field_validator("api_base_url", "token_url")
@@ -214,6 +234,11 @@ class Settings(BaseSettings):
             for name in ("reconcile", "check_agent_busy")
             if getattr(self, name)
         ]
+        if self.broker_url is None and self.redis_url.startswith("redis+sentinel://"):
+            raise ValueError(
+                "FOLLOWUP_BROKER_URL must be set when FOLLOWUP_REDIS_URL is a Sentinel URL: "
+                "use RabbitMQ (amqp://...) as the broker of a fleet whose store fails over"
+            )
         if genesys_only and self.api_dialect != "genesys":
             raise ValueError(
                 f"{', '.join(genesys_only)} apply to Genesys Cloud only: set "
@@ -251,6 +276,10 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        return self.effective_broker_url.startswith(AMQP_SCHEMES)
 
     @property
     def reconcile_on(self) -> bool:

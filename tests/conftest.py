@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
+from kombu import Connection
 
 from followup.cli.local_stack import (
     PrivateRedis,
     Simulator,
     Worker,
+    delete_broker_queue,
     delete_keys,
     redis_answers,
     wait_until,
@@ -74,6 +77,97 @@ def redis_url() -> Iterator[str]:
     yield private.url if private else url
     if private:
         private.stop()
+
+
+RABBITMQ_URL = os.environ.get("FOLLOWUP_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def rabbitmq_answers(url: str) -> bool:
+    try:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:  # kombu raises its transport's own connection errors
+        return False
+
+
+@pytest.fixture(scope="session", params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The broker the fleet tests run over: Redis, and RabbitMQ (quorum queues). Where no
+    RabbitMQ answers, its runs are skipped with the reason; under CI=true they are required."""
+    return redis_url if request.param == "redis" else rabbitmq_url()
+
+
+def rabbitmq_url() -> str:
+    """The test RabbitMQ's URL; where none answers, the test is skipped with the reason, or
+    fails under CI=true."""
+    if not rabbitmq_answers(RABBITMQ_URL):
+        reason = f"no RabbitMQ answers at {RABBITMQ_URL} (FOLLOWUP_TEST_RABBITMQ_URL)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true requires it")
+        pytest.skip(reason)
+    return RABBITMQ_URL
+
+
+def foreign_client(broker: str) -> Celery:
+    """Another service's Celery client: it knows only the task name, the queue and JSON, and
+    on RabbitMQ the two settings the README gives it (a quorum queue on a topic exchange)."""
+    app = Celery("crm", broker=broker, set_as_current=False)
+    if broker.startswith("amqp"):
+        app.conf.task_create_missing_queue_type = "quorum"
+        app.conf.task_create_missing_queue_exchange_type = "topic"
+        app.conf.broker_transport_options = {"confirm_publish": True}
+    return app
+
+
+class Fleet:
+    """Workers and a client on one broker and a queue of this test's own."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.queue = env["FOLLOWUP_QUEUE"]
+        self.log_dir = log_dir
+        self.workers: list[Worker] = []
+        self.client = FollowUpClient(load_settings(env))
+
+    def start_worker(self, **overrides: str) -> Worker:
+        w = Worker(
+            {**self.env, **overrides},
+            name=f"{self.queue[-6:]}-{len(self.workers)}-{uuid.uuid4().hex[:4]}",
+            log_dir=self.log_dir,
+        )
+        self.workers.append(w)
+        return w
+
+    def process_env(self) -> dict[str, str]:
+        """An environment for a child process with the fleet's settings."""
+        return {**os.environ, **self.env}
+
+    @property
+    def on_rabbitmq(self) -> bool:
+        return self.client.settings.broker_is_rabbitmq
+
+    def enqueue(self, **fields: Any) -> str:
+        return self.client.enqueue(**fields)
+
+    def followup(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The `followup` command with the fleet's broker and queue (`env` overriding)."""
+        keep = ("FOLLOWUP_BROKER_URL", "FOLLOWUP_QUEUE")
+        return followup(*args, env={**{k: self.env[k] for k in keep}, **env}, timeout=120)
+
+    def close(self) -> None:
+        for w in self.workers:
+            if w.proc.poll() is None:
+                w.stop()
+        delete_broker_queue(self.client.settings)
+        self.client.close()
+
+
+@pytest.fixture
+def fleet(env: dict[str, str], broker: str, private_queue: str, log_dir: Path) -> Iterator[Fleet]:
+    f = Fleet({**env, "FOLLOWUP_BROKER_URL": broker, "FOLLOWUP_QUEUE": private_queue}, log_dir)
+    yield f
+    f.close()
 
 
 @pytest.fixture(scope="session")

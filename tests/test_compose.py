@@ -1,5 +1,6 @@
-"""docker-compose.yml, checked without a Docker engine: it parses, names the four services,
-and every service's command starts here and answers (hosts and ports mapped to loopback)."""
+"""docker-compose.yml, checked without a Docker engine: it parses, names the four services
+(and the rabbitmq profile's three), and every service's command starts here and answers
+(hosts and ports mapped to loopback, the profile's broker to the test RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ import httpx
 import pytest
 import yaml
 
-from followup.cli.local_stack import bundled_redis_server, free_port, redis_answers, wait_until
-from followup.config.settings import Settings
+from followup.cli.local_stack import (
+    bundled_redis_server,
+    delete_broker_queue,
+    free_port,
+    redis_answers,
+    wait_until,
+)
+from followup.config.settings import Settings, load_settings
+from tests.conftest import rabbitmq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -25,11 +33,22 @@ pytestmark = pytest.mark.integration
 
 
 def test_compose_has_the_four_services_and_only_known_settings() -> None:
-    assert set(COMPOSE["services"]) == {"redis", "worker", "flower", "simulator"}
+    services = COMPOSE["services"]
+    assert {n for n, s in services.items() if "profiles" not in s} == {
+        "redis",
+        "worker",
+        "flower",
+        "simulator",
+    }
+    assert {n for n, s in services.items() if s.get("profiles") == ["rabbitmq"]} == {
+        "rabbitmq",
+        "worker-amqp",
+        "flower-amqp",
+    }
     known = {f"FOLLOWUP_{name.upper()}" for name in Settings.model_fields}
     for service in COMPOSE["services"].values():
         for name in service.get("environment", {}):
-            assert name in known or name.startswith("FLOWER_"), name
+            assert name in known or name.startswith(("FLOWER_", "RABBITMQ_")), name
 
 
 def test_the_dockerfile_copies_every_package() -> None:
@@ -39,10 +58,13 @@ def test_the_dockerfile_copies_every_package() -> None:
         assert (ROOT / package / "__init__.py").exists()
 
 
-def _env(service: dict[str, Any], redis_url: str, sim_url: str) -> dict[str, str]:
+def _env(
+    service: dict[str, Any], redis_url: str, sim_url: str, amqp_url: str = ""
+) -> dict[str, str]:
     env = {}
     for name, value in service.get("environment", {}).items():
         value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))  # compose's ${X:-default}
+        value = re.sub(r"^amqp://.*@rabbitmq:5672//$", amqp_url, value)
         env[name] = value.replace("redis://redis:6379/0", redis_url).replace(
             "http://simulator:8765", sim_url
         )
@@ -109,7 +131,7 @@ def _healthcheck(service: dict[str, Any], port: int | None = None) -> list[str]:
             Path(bundled_redis_server() or "").parent / "valkey-cli"
         )
         return [cli, "-p", str(port), *command[1:]]
-    exe = shutil.which(command[0], path=str(BIN))
+    exe = shutil.which(command[0], path=str(BIN)) or shutil.which(command[0])
     assert exe, f"{command[0]} is not installed here"
     return [exe, *command[1:]]
 
@@ -167,3 +189,44 @@ def test_every_service_command_runs_here(
         tmp_path / "flower.log",
         _healthcheck(services["flower"], port),
     )
+
+
+def test_the_rabbitmq_profile_runs_here(
+    redis_url: str, sim: Any, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The profile's worker and Flower, on the test RabbitMQ (their queue deleted after)."""
+    amqp_url = rabbitmq_url()
+    services = COMPOSE["services"]
+    isolation = {
+        "FOLLOWUP_NAMESPACE": env["FOLLOWUP_NAMESPACE"],
+        "FOLLOWUP_QUEUE": f"{env['FOLLOWUP_QUEUE']}-compose-amqp",
+    }
+    worker_env = {**_env(services["worker-amqp"], redis_url, sim.url, amqp_url), **isolation}
+    assert worker_env["FOLLOWUP_BROKER_URL"] == amqp_url
+    try:
+        log = tmp_path / "worker-amqp.log"
+        _run_until(
+            _command(services["worker-amqp"], 0),
+            worker_env,
+            lambda: " ready." in log.read_text(),
+            log,
+            _healthcheck(services["worker-amqp"]),
+        )
+        port = free_port()
+        _run_until(
+            _command(services["flower-amqp"], port),
+            {**_env(services["flower-amqp"], redis_url, sim.url, amqp_url), **isolation},
+            lambda: _answers(f"http://127.0.0.1:{port}/healthcheck"),
+            tmp_path / "flower-amqp.log",
+            _healthcheck(services["flower-amqp"], port),
+        )
+    finally:
+        delete_broker_queue(load_settings(worker_env))
+
+
+def test_the_rabbitmq_healthcheck_runs_here() -> None:
+    rabbitmq_url()
+    if not shutil.which("rabbitmq-diagnostics"):
+        pytest.skip("rabbitmq-diagnostics is not on PATH (the test RabbitMQ runs elsewhere)")
+    check = _healthcheck(COMPOSE["services"]["rabbitmq"])
+    assert subprocess.run(check, capture_output=True, timeout=60).returncode == 0

@@ -1,32 +1,40 @@
-"""Flower, started for real: operators see every request, never a phone number in the clear,
-and other services can enqueue through its HTTP API."""
+"""Flower, started for real on each broker: operators see every request, never a phone
+number in the clear, and other services can enqueue through its HTTP API."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
 
-from followup.cli.local_stack import free_port, wait_until
-from tests.conftest import unique
+from followup.cli.local_stack import delete_broker_queue, free_port, wait_until
+from tests.conftest import Fleet, foreign_client, unique
 
 pytestmark = pytest.mark.integration
 NUMBER = "+61298765487"
 
 
+@dataclass
+class FlowerOn:
+    url: str
+    fleet: Fleet
+
+
 @pytest.fixture(scope="module")
-def flower(env: dict[str, str], log_dir: Path, worker: Any, client: Any) -> Iterator[str]:
-    """Flower for real, on the session's broker, listening to the worker's events."""
+def flower(env: dict[str, str], broker: str, queue_name: str, log_dir: Path) -> Iterator[FlowerOn]:
+    """Flower for real, on each broker, listening to the events of a worker there."""
+    queue = f"{queue_name}-flower-{broker.partition(':')[0]}"
+    fleet = Fleet({**env, "FOLLOWUP_BROKER_URL": broker, "FOLLOWUP_QUEUE": queue}, log_dir)
+    fleet.start_worker()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (log_dir / "flower.log").open("w")
+    log = (log_dir / f"flower-{port}.log").open("w")
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "celery"),
@@ -36,7 +44,7 @@ def flower(env: dict[str, str], log_dir: Path, worker: Any, client: Any) -> Iter
             f"--port={port}",
             "--address=127.0.0.1",
         ],
-        env={**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"},
+        env={**fleet.process_env(), "FLOWER_UNAUTHENTICATED_API": "true"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -51,16 +59,17 @@ def flower(env: dict[str, str], log_dir: Path, worker: Any, client: Any) -> Iter
         def seen_one() -> bool:
             if len(warm_ups) < 10 and not any(_task(url, t) for t in warm_ups[-1:]):
                 warm_ups.append(
-                    client.enqueue(contact_id=unique(), user_id="u-1001", phone_number=NUMBER)
+                    fleet.enqueue(contact_id=unique(), user_id="u-1001", phone_number=NUMBER)
                 )
             return any(_task(url, t).get("state") == "SUCCESS" for t in warm_ups)
 
         wait_until(seen_one, 60, "flower to see a task through", interval_s=2)
-        yield url
+        yield FlowerOn(url, fleet)
     finally:
         proc.terminate()
         proc.wait(10)
         log.close()
+        fleet.close()
 
 
 def _answers(url: str) -> bool:
@@ -104,9 +113,9 @@ def send_via_flower(url: str, queue: str) -> httpx.Response:
 
 
 def test_flower_shows_a_foreign_services_task_with_the_number_masked(
-    flower: str, redis_url: str, queue_name: str, wait_for: Any
+    flower: FlowerOn, broker: str, wait_for: Any
 ) -> None:
-    crm = Celery("crm", broker=redis_url, set_as_current=False)
+    crm = foreign_client(broker)
     request = {
         "contact_id": unique(),
         "user_id": "u-1001",
@@ -114,10 +123,12 @@ def test_flower_shows_a_foreign_services_task_with_the_number_masked(
         "reason": "call Jane Doe back",
         "metadata": {"email": "jane.doe@example.com"},
     }
-    sent = crm.send_task("followup.place_call", queue=queue_name, kwargs={"request": request})
+    sent = crm.send_task(
+        "followup.place_call", queue=flower.fleet.queue, kwargs={"request": request}
+    )
     wait_for(sent.id, "placed")
 
-    task, raw = flower_task(flower, sent.id)
+    task, raw = flower_task(flower.url, sent.id)
     assert task["name"] == "followup.place_call"
     assert task["result"] == "'placed'"
     assert "+61*******87" in task["kwargs"]
@@ -127,22 +138,27 @@ def test_flower_shows_a_foreign_services_task_with_the_number_masked(
 
 
 def test_other_services_can_enqueue_through_flowers_http_api(
-    flower: str, queue_name: str, wait_for: Any
+    flower: FlowerOn, wait_for: Any
 ) -> None:
-    response = send_via_flower(flower, queue_name)
+    response = send_via_flower(flower.url, flower.fleet.queue)
     assert response.status_code == 200
     task_id = response.json()["task-id"]
 
     wait_for(task_id, "placed")
-    _, raw = flower_task(flower, task_id)
+    _, raw = flower_task(flower.url, task_id)
     assert NUMBER not in raw
 
 
 def test_a_task_sent_through_flower_is_masked_before_any_worker_sees_it(
-    flower: str, queue_name: str
+    flower: FlowerOn,
 ) -> None:
-    idle_queue = f"{queue_name}-idle"  # no worker consumes it: Flower knows only the sent event
-    response = send_via_flower(flower, idle_queue)
-    task, raw = flower_task(flower, response.json()["task-id"], state="PENDING")
+    idle_queue = (
+        f"{flower.fleet.queue}-idle"  # no worker consumes it: Flower knows only the sent event
+    )
+    try:
+        response = send_via_flower(flower.url, idle_queue)
+        task, raw = flower_task(flower.url, response.json()["task-id"], state="PENDING")
+    finally:
+        delete_broker_queue(flower.fleet.client.settings, idle_queue)
     assert "+61*******87" in task["kwargs"]
     assert NUMBER not in raw

@@ -12,8 +12,10 @@ from followup import InvalidRequest, enqueue_follow_up
 from tests.conftest import (
     CLIENT_ID,
     NOSCOPE_ID,
+    Fleet,
     calls_for,
     followup,
+    foreign_client,
     requests_for,
     unique,
 )
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def foreign_app(redis_url: str) -> Celery:
     """Another service's Celery client: it knows only the task name, queue and JSON."""
-    return Celery("crm", broker=redis_url, set_as_current=False)
+    return foreign_client(redis_url)
 
 
 def test_valid_request_places_exactly_one_call_with_the_contract_payload(
@@ -214,8 +216,10 @@ def test_cli_rejects_bad_input_with_exit_2_naming_the_field() -> None:
 
 
 def test_raw_malformed_messages_are_recorded_and_the_worker_keeps_serving(
-    worker: Any, foreign_app: Celery, queue_name: str, sim: Any, wait_for: Any
+    fleet: Fleet, sim: Any, wait_for: Any
 ) -> None:
+    fleet.start_worker()
+    foreign_app, queue_name = foreign_client(fleet.env["FOLLOWUP_BROKER_URL"]), fleet.queue
     seed_payload = foreign_app.send_task(
         "followup.place_call",
         queue=queue_name,

@@ -9,6 +9,7 @@ from pathlib import Path
 import phonenumbers
 import pytest
 
+from followup.config.celery import create_app
 from followup.config.logging import redact_event
 from followup.config.redaction import argument_reprs, dialling, mask_phone, mask_text
 from followup.config.settings import ConfigError, Settings, load_settings
@@ -32,6 +33,17 @@ CELERY = str(Path(sys.executable).parent / "celery")
             "FOLLOWUP_MAX_ATTEMPTS: Input should be greater than or equal to 1",
         ),
         ("FOLLOWUP_REDIS_URL", "localhost:6379", "FOLLOWUP_REDIS_URL: must start with redis://"),
+        (
+            "FOLLOWUP_BROKER_URL",
+            "kafka://k:9092",
+            "FOLLOWUP_BROKER_URL: must start with redis://, rediss://, unix://, amqp://",
+        ),
+        ("FOLLOWUP_QUEUE_TYPE", "stream", "FOLLOWUP_QUEUE_TYPE: Input should be 'quorum' or"),
+        (
+            "FOLLOWUP_REDIS_WAIT_REPLICAS",
+            "-1",
+            "FOLLOWUP_REDIS_WAIT_REPLICAS: Input should be greater than or equal to 0",
+        ),
         ("FOLLOWUP_API_BASE_URL", "ftp://x", "FOLLOWUP_API_BASE_URL: must be an http"),
         (
             "FOLLOWUP_CLAIM_LEASE_S",
@@ -63,6 +75,30 @@ def test_defaults_follow_the_redis_and_api_urls(monkeypatch: pytest.MonkeyPatch)
     settings = Settings()
     assert settings.effective_broker_url == "redis://r:6379/2"
     assert settings.effective_token_url == "https://api.example.test/oauth/token"
+
+
+def test_a_sentinel_store_needs_a_broker_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FOLLOWUP_BROKER_URL", raising=False)
+    monkeypatch.setenv("FOLLOWUP_REDIS_URL", "redis+sentinel://s1:26379,s2:26379/mymaster/0")
+    with pytest.raises(ConfigError, match="FOLLOWUP_BROKER_URL must be set when FOLLOWUP_REDIS"):
+        load_settings()
+    monkeypatch.setenv("FOLLOWUP_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    assert load_settings().broker_is_rabbitmq
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+def test_on_rabbitmq_the_queue_has_its_type_and_every_publish_is_confirmed(
+    monkeypatch: pytest.MonkeyPatch, queue_type: str
+) -> None:
+    monkeypatch.setenv("FOLLOWUP_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    monkeypatch.setenv("FOLLOWUP_QUEUE_TYPE", queue_type)
+    settings = load_settings()
+    app = create_app(settings)  # what the worker, the producer, the sweeper and Flower use
+    queue = app.amqp.queues[settings.queue]
+    assert queue.queue_arguments == {"x-queue-type": queue_type}
+    assert queue.exchange.type == "topic"  # native delayed delivery routes through topics
+    assert app.conf.broker_transport_options["confirm_publish"] is True
+    assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
 
 
 def test_missing_credentials_name_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:

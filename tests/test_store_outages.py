@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
 
 from followup.cli.local_stack import PrivateRedis, Worker, bundled_redis_server, wait_until
 from followup.config.settings import load_settings
 from followup.tasks.producer import FollowUpClient
 from followup.worker.records import StatusRecord
 from followup.worker.store import StatusStore
-from tests.conftest import calls_for, unique
+from tests.conftest import Fleet, calls_for, foreign_client, unique
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -65,41 +65,52 @@ def _foreign_request() -> dict[str, Any]:
 
 def test_a_message_sent_during_a_20s_store_outage_refused_or_stalled_is_placed_once(
     env: dict[str, str],
-    start_worker: Callable[..., Worker],
+    broker: str,
+    log_dir: Path,
     store_redis: Callable[..., PrivateRedis],
-    redis_url: str,
     sim: Any,
 ) -> None:
     """Both kinds side by side: the store refuses connections (Redis down), or holds them
-    open and never answers (stalled). The broker is up; another service sends meanwhile."""
-    crm = Celery("crm", broker=redis_url, set_as_current=False)
+    open and never answers (stalled). The broker is up; another service sends meanwhile.
+    The worker hands each message back with a countdown, which on RabbitMQ's quorum queues
+    goes through Celery's native delayed delivery."""
+    crm = foreign_client(broker)
     cases = {}
     for kind in ("refused", "stalled"):
         store = store_redis()
-        queue = f"{env['FOLLOWUP_QUEUE']}-{kind}-{unique('q')}"
-        worker = start_worker(
-            FOLLOWUP_REDIS_URL=store.url, FOLLOWUP_QUEUE=queue, FOLLOWUP_REDIS_TIMEOUT_S="1"
+        fleet = Fleet(
+            {
+                **env,
+                "FOLLOWUP_BROKER_URL": broker,
+                "FOLLOWUP_REDIS_URL": store.url,
+                "FOLLOWUP_QUEUE": f"{env['FOLLOWUP_QUEUE']}-{kind}-{unique('q')}",
+                "FOLLOWUP_REDIS_TIMEOUT_S": "1",
+            },
+            log_dir,
         )
-        cases[kind] = (store, queue, worker)
+        cases[kind] = (store, fleet, fleet.start_worker())
+    try:
+        cases["refused"][0].kill()
+        cases["stalled"][0].stall()
+        sent = {
+            kind: crm.send_task(
+                "followup.place_call", queue=fleet.queue, kwargs={"request": _foreign_request()}
+            ).id
+            for kind, (_, fleet, _) in cases.items()
+        }
+        time.sleep(20)  # the outage
+        cases["refused"][0].restart()
+        cases["stalled"][0].resume()
 
-    cases["refused"][0].kill()
-    cases["stalled"][0].stall()
-    sent = {
-        kind: crm.send_task(
-            "followup.place_call", queue=queue, kwargs={"request": _foreign_request()}
-        ).id
-        for kind, (_, queue, _) in cases.items()
-    }
-    time.sleep(20)  # the outage
-    cases["refused"][0].restart()
-    cases["stalled"][0].resume()
-
-    for kind, (store, _, worker) in cases.items():
-        record = _placed(_store_at(env, store.url), sent[kind], 60)
-        assert len(calls_for(sim, sent[kind])) == 1, kind
-        assert record.attempts == 1, kind
-        # Celery's own retry limit (3) would have acked and dropped it by now.
-        assert worker.log().count(HANDED_BACK) >= 4, kind
+        for kind, (_, fleet, worker) in cases.items():
+            record = _placed(fleet.client.store, sent[kind], 60)
+            assert len(calls_for(sim, sent[kind])) == 1, kind
+            assert record.attempts == 1, kind
+            # Celery's own retry limit (3) would have acked and dropped it by now.
+            assert worker.log().count(HANDED_BACK) >= 4, kind
+    finally:
+        for _, fleet, _ in cases.values():
+            fleet.close()
 
 
 def test_an_outcome_written_during_a_13s_stall_lands_with_its_conversation_id(
@@ -154,7 +165,7 @@ def test_a_shared_redis_restarted_between_delivery_and_claim_loses_nothing(
             FOLLOWUP_REDIS_TIMEOUT_S="2",
         )
         proxy.stall()
-        crm = Celery("crm", broker=shared.url, set_as_current=False)
+        crm = foreign_client(shared.url)
         request_id = crm.send_task(
             "followup.place_call", queue=private_queue, kwargs={"request": _foreign_request()}
         ).id

@@ -356,10 +356,12 @@ class Pipeline:
 
     def _record(self, write: Callable[[], Finished]) -> Finished:
         """The outcome is known and must land: ride out any Redis error (refused, reset,
-        stalled) for up to half the visibility timeout. The claim's token stays valid past
-        its lease, so a write that lands after the sweeper called the request `unknown`
-        still settles it with the platform's answer."""
-        deadline = time.monotonic() + self.settings.visibility_timeout_s / 2
+        stalled) for up to OUTCOME_WRITE_FOR_S (or half the visibility timeout, if less:
+        the message is held meanwhile, and RabbitMQ's consumer_timeout is 30 minutes). The
+        claim's token stays valid past its lease, so a write that lands after the sweeper
+        called the request `unknown` still settles it with the platform's answer."""
+        s = self.settings
+        deadline = time.monotonic() + min(OUTCOME_WRITE_FOR_S, s.visibility_timeout_s / 2)
         delay = 0.2
         while True:
             try:
@@ -374,6 +376,9 @@ class Pipeline:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+OUTCOME_WRITE_FOR_S = 900.0
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from followup.config.redaction import mask_phone, redact
 from followup.config.settings import Settings
@@ -57,7 +59,7 @@ class Claim:
     now: float = 0.0  # the status store's clock at the claim (when claimed)
 
 
-WAITAOF_TIMEOUT_MS = 1000
+CONFIRM_TIMEOUT_MS = 1000  # the longest a claim or send marker waits for its fsync / replicas
 
 
 def _at_least(version: str, wanted: tuple[int, int]) -> bool:
@@ -148,15 +150,35 @@ MIN_VERSION = (6, 2)  # Lua with cjson, streams and XAUTOCLAIM
 
 def connect(url: str, *, timeout_s: float) -> redis.Redis:
     """A Redis client for the status store. No silent command retries: a Lua transition
-    that may have run must never be run again blindly; callers decide what an error means."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
+    that may have run must never be run again blindly; callers decide what an error means.
+
+    redis+sentinel://host:26379,host2:26379/mymaster/0 asks the Sentinels for the primary
+    of `mymaster` (again after a failover; the scripts are loaded again on NOSCRIPT)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if not url.startswith("redis+sentinel://"):
+        return redis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    hosts = [
+        (host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1]) if ":" in host else 26379)
+        for host in parts.netloc.rsplit("@", 1)[-1].split(",")
+    ]
+    service, _, db = parts.path.strip("/").partition("/")
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        sentinel_kwargs={"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s},
     )
+    primary = sentinel.master_for(  # type: ignore[no-untyped-call]
+        service, db=int(db or 0), password=parts.password, username=parts.username, **options
+    )
+    return cast(redis.Redis, primary)
 
 
 class StatusStore:
@@ -171,6 +193,8 @@ class StatusStore:
         max_wait_s: float = 3 * 86400,
         pacing: Pacing | None = None,
         outcomes_maxlen: int = 100_000,
+        wait_replicas: int = 0,
+        timeout_s: float = 5.0,
     ) -> None:
         self.redis = client
         self.ns = namespace
@@ -179,6 +203,9 @@ class StatusStore:
         self.redeliver_after_s = redeliver_after_s
         self.max_wait_s = max_wait_s
         self.outcomes_maxlen = outcomes_maxlen
+        self.wait_replicas = wait_replicas  # replicas that must hold each claim and marker
+        # WAITAOF and WAIT must answer (with a count) before the socket times out (timeout_s).
+        self._confirm_ms = int(min(CONFIRM_TIMEOUT_MS, timeout_s * 1000 / 3))
         self.pacing = pacing or Pacing()
         self._policy = json.dumps(dataclasses.asdict(self.pacing))
         self._scripts = {s.name: client.register_script(s.source) for s in store_lua.SCRIPTS}
@@ -195,6 +222,8 @@ class StatusStore:
             max_wait_s=settings.max_wait_s,
             pacing=Pacing.from_settings(settings),
             outcomes_maxlen=settings.outcomes_maxlen,
+            wait_replicas=settings.redis_wait_replicas,
+            timeout_s=settings.redis_timeout_s,
         )
 
     def _run(self, script: LuaScript, pipe: Any = None, **values: Any) -> Any:
@@ -301,8 +330,9 @@ class StatusStore:
 
         pauses: (pause name, reason) pairs; while one holds, the request waits instead."""
         token = uuid.uuid4().hex
-        outcome, state, attempts, request_json, *clock = self._run(
+        outcome, state, attempts, request_json, *clock = self._confirmed(
             store_lua.CLAIM,
+            fsync=False,
             id=request_id,
             token=token,
             lease=lease_s,
@@ -331,26 +361,43 @@ class StatusStore:
         """The fleet's gates (pauses, breaker, agent spacing, rate limit), then the send
         marker, written just before the call leaves; see `Send` for what may come back.
 
-        Where the server can (WAITAOF), the marker is on disk before this returns, in the
-        same round trip; a marker not confirmed in time raises UnconfirmedWrite."""
-        values = {
-            "id": request_id,
-            "token": token,
-            "user": user,
-            "pauses": json.dumps(list(pauses)),
-            "policy": self._policy,
-            "spread": random.uniform(0, 1),
-        }
-        if not self._fsync_markers:
-            return _send(self._run(store_lua.SEND, **values))
+        The marker is durable before this returns, in the same round trip: on disk where
+        the server can (WAITAOF), and on FOLLOWUP_REDIS_WAIT_REPLICAS replicas (WAIT). A
+        marker not confirmed in time raises UnconfirmedWrite: nothing is sent."""
+        return _send(
+            self._confirmed(
+                store_lua.SEND,
+                fsync=self._fsync_markers,
+                id=request_id,
+                token=token,
+                user=user,
+                pauses=json.dumps(list(pauses)),
+                policy=self._policy,
+                spread=random.uniform(0, 1),
+            )
+        )
+
+    def _confirmed(self, script: LuaScript, *, fsync: bool, **values: Any) -> Any:
+        """Run a transition the no-duplicate promise rests on (the claim, the send marker),
+        and in the same round trip wait for its fsync and its replicas, as configured. A
+        write that cannot be confirmed is an outage (UnconfirmedWrite), never a guess."""
+        if not fsync and not self.wait_replicas:
+            return self._run(script, **values)
         pipe = self.redis.pipeline(transaction=False)
-        self._run(store_lua.SEND, pipe, **values)
-        pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)  # type: ignore[no-untyped-call]
-        raw, (local, _) = pipe.execute()
-        sent = _send(raw)
-        if sent.outcome == "sent" and int(local) < 1:
-            raise UnconfirmedWrite("the send marker was not on disk in time; not sending")
-        return sent
+        self._run(script, pipe, **values)
+        if fsync:
+            pipe.execute_command("WAITAOF", 1, 0, self._confirm_ms)  # type: ignore[no-untyped-call]
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self._confirm_ms)  # type: ignore[no-untyped-call]
+        result, *confirmations = pipe.execute()
+        if fsync and int(confirmations.pop(0)[0]) < 1:
+            raise UnconfirmedWrite(f"{script.name}: not on disk in time; not going on")
+        if self.wait_replicas and int(confirmations[0]) < self.wait_replicas:
+            raise UnconfirmedWrite(
+                f"{script.name}: {confirmations[0]} of {self.wait_replicas} replicas "
+                "(FOLLOWUP_REDIS_WAIT_REPLICAS) confirmed it in time; not going on"
+            )
+        return result
 
     def server_version(self) -> tuple[int, ...]:
         """The server's Redis version (Valkey reports the Redis version it is compatible with)."""
