@@ -38,7 +38,7 @@ lint: $(VENV)/.installed-dev typecheck-tree
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 bench-simulator: $(VENV)/.installed-dev
 	$(BIN)/python bench/simulator_throughput.py

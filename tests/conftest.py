@@ -70,6 +70,21 @@ FAST = {
 }
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """What a test measured (record_property("measured", ...)), printed after the run; with
+    pytest-xdist too, which carries the properties back from its workers."""
+    lines = [
+        value
+        for report in terminalreporter.stats.get("passed", [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == "measured"
+    ]
+    if lines:
+        terminalreporter.write_sep("-", "measured")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     url = os.environ.get("FOLLOWUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

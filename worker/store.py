@@ -467,8 +467,11 @@ class StatusStore:
         }
         if conversation_id:
             fields["conversation_id"] = conversation_id
-        ok, _, breaker, rate = self._run(
+        # With replicas to wait for, the outcome waits too, so that a failover cannot take a
+        # `placed` back to a marker and `unknown`; FINISH runs again harmlessly until it is.
+        ok, _, breaker, rate = self._confirmed(
             store_lua.FINISH,
+            fsync=False,
             id=request_id,
             token=token,
             state=state,
