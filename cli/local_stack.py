@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import redis
 
 from followup.config.celery import create_app
-from followup.config.settings import ENV_PREFIX, Settings, load_settings
+from followup.config.settings import AMQP_SCHEMES, ENV_PREFIX, Settings, load_settings
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -399,7 +399,7 @@ class Stack:
                 worker.stop()
         if self._sim is not None:
             self._sim.stop()
-        if self.env:
+        if self.env.get("FOLLOWUP_BROKER_URL", "").startswith(AMQP_SCHEMES):
             delete_broker_queue(self.settings())
         if redis_answers(self.redis_url):
             delete_keys(self.redis_url, f"*{self.run}*")
