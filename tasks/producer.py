@@ -4,9 +4,11 @@ It loads no worker code: the status store and a Celery app of its own that is ne
 current. Nothing here configures logging or exits the process; a bad setting raises
 ConfigError, naming the variable.
 
-The record (with its idempotency key) is written before the message. If publishing fails
-after that, the request is not lost: the sweeper publishes any `queued` request that no
-worker claimed within FOLLOWUP_REDELIVER_AFTER_S.
+When the broker is the status store's Redis (the default), one Lua script writes the record
+and pushes the message (tasks/publish.py builds it as kombu would). Otherwise the record (with
+its idempotency key) is written before the message; if publishing fails after that, the
+request is not lost: the sweeper publishes any `queued` request that no worker claimed within
+FOLLOWUP_REDELIVER_AFTER_S.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import structlog
 
 from followup.config.celery import create_app
 from followup.config.settings import Settings, load_settings
-from followup.tasks.publish import publish
+from followup.tasks.publish import RedisMessages, publish
 from followup.tasks.request import (
     FieldError,
     FollowUpRequest,
@@ -62,6 +64,14 @@ class FollowUpClient:
         self.settings = settings or load_settings()
         self.store = StatusStore.from_settings(self.settings)
         self.app = create_app(self.settings)
+        # When the broker is the status store's Redis (the default), the record and the
+        # message are written by one Lua script; otherwise the message goes through Celery.
+        self.inline = (
+            RedisMessages(self.app, self.store.redis.connection_pool.connection_kwargs["db"])
+            if self.settings.effective_broker_url == self.settings.redis_url
+            and not self.settings.broker_is_rabbitmq
+            else None
+        )
 
     def enqueue(
         self, request: Requestish | None = None, *, queue: str | None = None, **fields: Any
@@ -73,32 +83,35 @@ class FollowUpClient:
         self, requests: Iterable[Requestish], *, queue: str | None = None
     ) -> list[str]:
         """Enqueue a batch: all are validated first (one invalid request enqueues none), then
-        recorded in one Redis round trip and published over one broker connection."""
+        recorded (and, when the broker is the store's Redis, published) in one round trip."""
         queue = queue or self.settings.queue
         parsed = _parse_all(list(requests))
         ids = [uuid.uuid4().hex for _ in parsed]
 
-        pipe = self.store.redis.pipeline(transaction=False)
+        # One request: one EVALSHA. A batch: one pipeline (redis-py checks its scripts first).
+        pipe = self.store.redis.pipeline(transaction=False) if len(parsed) > 1 else None
+        results = []
         for request_id, req in zip(ids, parsed, strict=True):
-            self.store.register(request_id, req, queue=queue, source="producer", pipe=pipe)
-        results = [self.store.registered(raw) for raw in pipe.execute()]
-
-        to_publish = [
-            (request_id, req)
-            for request_id, req, result in zip(ids, parsed, results, strict=True)
-            if result.outcome == "created"
-        ]
-        try:
-            with self.app.producer_or_acquire() as producer:
-                for request_id, req in to_publish:
-                    publish(
-                        self.app, request_id, req.model_dump(mode="json"), queue, producer=producer
-                    )
-        except Exception:
-            log.warning(
-                "publish failed; the sweeper will publish the recorded requests",
-                count=len(to_publish),
-                exc_info=True,
+            message = (
+                self.inline.build(request_id, req.model_dump(mode="json"), queue)
+                if self.inline
+                else None
+            )
+            results.append(
+                self.store.register(
+                    request_id, req, queue=queue, source="producer", pipe=pipe, message=message
+                )
+            )
+        if pipe is not None:
+            results = [self.store.registered(raw) for raw in pipe.execute()]
+        if not self.inline:
+            self._publish(
+                [
+                    (request_id, req)
+                    for request_id, req, result in zip(ids, parsed, results, strict=True)
+                    if result.outcome == "created"
+                ],
+                queue,
             )
 
         # Conflicts are raised only now: the rest of the batch is recorded and published.
@@ -117,6 +130,21 @@ class FollowUpClient:
             result.request_id if result.outcome == "duplicate" else request_id
             for request_id, result in zip(ids, results, strict=True)
         ]
+
+    def _publish(self, recorded: list[tuple[str, FollowUpRequest]], queue: str) -> None:
+        """Publish recorded requests through Celery, over one broker connection."""
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for request_id, req in recorded:
+                    publish(
+                        self.app, request_id, req.model_dump(mode="json"), queue, producer=producer
+                    )
+        except Exception:
+            log.warning(
+                "publish failed; the sweeper will publish the recorded requests",
+                count=len(recorded),
+                exc_info=True,
+            )
 
     def status(self, request_id: str) -> StatusRecord | None:
         """One request's record and history (phone number masked); None if there is none."""

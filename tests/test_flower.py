@@ -162,3 +162,19 @@ def test_a_task_sent_through_flower_is_masked_before_any_worker_sees_it(
         delete_broker_queue(flower.fleet.client.settings, idle_queue)
     assert "+61*******87" in task["kwargs"]
     assert NUMBER not in raw
+
+
+def test_flower_sees_each_enqueued_request_sent_received_and_succeeded(
+    flower: FlowerOn, wait_for: Any
+) -> None:
+    """On the Redis broker the producer writes the message and its task-sent event itself
+    (one Lua script); Flower must see them exactly as it sees Celery's own."""
+    request_id = flower.fleet.enqueue(contact_id=unique(), user_id="u-1001", phone_number=NUMBER)
+    wait_for(request_id, "placed")
+
+    task, raw = flower_task(flower.url, request_id)
+    assert task["name"] == "followup.place_call"
+    assert task["sent"] and task["received"] and task["succeeded"]
+    # kwargs come from whichever event Flower saw last: the request id, or the masked request
+    assert request_id in task["kwargs"] or "+61*******87" in task["kwargs"]
+    assert NUMBER not in raw

@@ -37,6 +37,17 @@ from followup.worker.records import (
 from followup.worker.store_lua import LuaScript
 
 
+@dataclass(frozen=True)
+class InlineMessage:
+    """A broker message written with its record, when the broker is this Redis: the task
+    message for the queue's list and its task-sent event (built by tasks.publish)."""
+
+    queue: str
+    message: str
+    event_channel: str
+    event: str
+
+
 class UnconfirmedWrite(redis.RedisError):
     """A write the store could not confirm as durable: handled as a store outage."""
 
@@ -249,10 +260,12 @@ class StatusStore:
         queue: str,
         source: str,
         pipe: Any = None,
+        message: InlineMessage | None = None,
     ) -> Registered | Any:
         """Record a valid request as `queued` (idempotency check, record, indices, due time)
         in one step. With `pipe`, the call is queued on that pipeline; parse its result with
-        `registered`."""
+        `registered`. With `message` (the broker is this Redis), a created request's task
+        message and task-sent event go out in the same step."""
         request_json = request.canonical_json()
         return self._register_record(
             request_id,
@@ -265,6 +278,7 @@ class StatusStore:
             last_error=None,
             pipe=pipe,
             not_after=request.not_after.timestamp() if request.not_after else None,
+            message=message,
         )
 
     def _register_record(
@@ -280,7 +294,10 @@ class StatusStore:
         last_error: ErrorInfo | None,
         pipe: Any,
         not_after: float | None = None,
+        message: InlineMessage | None = None,
     ) -> Registered | Any:
+        if message is not None and message.queue != queue:
+            raise ValueError(f"message for queue {message.queue!r}, request for {queue!r}")
         result = self._run(
             store_lua.REGISTER,
             pipe,
@@ -293,6 +310,9 @@ class StatusStore:
             last_error=last_error.model_dump_json() if last_error else None,
             source=source,
             not_after=not_after,
+            message=message.message if message else None,
+            event_channel=message.event_channel if message else None,
+            event=message.event if message else None,
         )
         return result if pipe is not None else self.registered(result)
 

@@ -248,9 +248,14 @@ def _argv(value: Any) -> Any:
 
 
 # Returns {outcome, request_id}: created | exists | duplicate | conflict (the key's holder).
+# With a message (the producer, when the broker is this Redis): a created request's task
+# message is pushed onto its queue's list, and its task-sent event published, in the same step.
 REGISTER = LuaScript(
     "register",
-    ("id", "request", "digest", "key", "state", "queue", "last_error", "source", "not_after"),
+    (
+        *("id", "request", "digest", "key", "state", "queue", "last_error", "source", "not_after"),
+        *("message", "event_channel", "event"),
+    ),
     r"""
 local id, key = ARG.id, ARG.key
 if redis.call('EXISTS', rkey(id)) == 1 then return {'exists', id} end
@@ -282,6 +287,10 @@ else
   -- If no worker claims it by then (message lost, worker died holding it), the sweeper republishes.
   redis.call('ZADD', DUE, now + REDELIVER_AFTER, id)
   note(id, 'enqueued', 'from ' .. ARG.source)
+  if ARG.message ~= '' then
+    redis.call('LPUSH', ARG.queue, ARG.message)  -- kombu's Redis transport: LPUSH, BRPOP
+    redis.call('PUBLISH', ARG.event_channel, ARG.event)
+  end
 end
 return {'created', id}
 """,
