@@ -76,3 +76,9 @@ def configure_logging(settings: Settings, stdlib_level: int | None = None) -> No
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     # At DEBUG, Celery's pool prints each task's whole message, personal data and all.
     logging.getLogger("celery.pool").setLevel(max(root.level, logging.INFO))
+    # Celery's own "Task ... received" and "... succeeded" lines repeat what our transition
+    # lines say (with the outcome); below DEBUG, they cost a formatted line per call each.
+    for per_task in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(per_task).setLevel(
+            logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+        )

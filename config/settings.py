@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus metrics on this port (per process)."
     )
-    worker_concurrency: int = Field(8, ge=1, le=256)
+    worker_concurrency: int = Field(32, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 

@@ -163,6 +163,7 @@ def test_a_shared_redis_restarted_between_delivery_and_claim_loses_nothing(
             FOLLOWUP_REDIS_URL=proxy.url(),
             FOLLOWUP_QUEUE=private_queue,
             FOLLOWUP_REDIS_TIMEOUT_S="2",
+            FOLLOWUP_LOG_LEVEL="DEBUG",  # Celery's "Task ... received" line shows the delivery
         )
         proxy.stall()
         crm = foreign_client(shared.url)

@@ -17,6 +17,8 @@ Examples:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -76,6 +78,16 @@ DEFAULT = Rule.every_day("default", hours("08:00-21:00"), "FOLLOWUP_CALLING_HOUR
 ANY_TIME = Rule.every_day("any time", (time(0), time.max), "FOLLOWUP_ENFORCE_CALLING_HOURS=false")
 
 
+@functools.lru_cache(maxsize=16_384)
+def contact_hours(
+    phone_number: str, timezone: str | None, default_timezone: str, default: Rule
+) -> tuple[Rule, tuple[ZoneInfo, ...]]:
+    """The rule and zone(s) for an E.164 number, remembered: they depend on the number alone,
+    and working them out (parsing, geocoding) costs more than the rest of the check."""
+    number = phonenumbers.parse(phone_number)
+    return rule_for(number, default), tuple(zones_for(number, timezone, default_timezone))
+
+
 def rule_for(number: phonenumbers.PhoneNumber, default: Rule) -> Rule:
     region = phonenumbers.region_code_for_number(number) or ""
     if region == "US" and _in_florida(number):
@@ -100,7 +112,7 @@ def zones_for(
 
 def next_opening(
     now: datetime,
-    zones: list[ZoneInfo],
+    zones: Sequence[ZoneInfo],
     rule: Rule,
     not_before: datetime | None = None,
     not_after: datetime | None = None,

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-import phonenumbers
 import redis
 import structlog
 
@@ -30,7 +29,7 @@ from followup.tasks.request import (
 )
 from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterClient
 from followup.worker.backoff import retry_delay
-from followup.worker.calling_hours import ANY_TIME, Rule, next_opening, rule_for, zones_for
+from followup.worker.calling_hours import ANY_TIME, Rule, contact_hours, next_opening
 from followup.worker.classify import Verdict
 from followup.worker.genesys_queries import GenesysQueries
 from followup.worker.metrics import Metrics
@@ -144,7 +143,7 @@ class Pipeline:
                 self.metrics.waited("pause")
             log.info("not claimed", outcome=claim.outcome)
             return claim.outcome
-        log.info("transition", state="dialing")
+        log.debug("transition", state="dialing")  # the outcome's line says the rest
         request = FollowUpRequest.model_validate_json(claim.request_json)
         with dialling(request.phone_number):  # its number is masked in every form, everywhere
             if self._outside_its_window(request_id, claim, request):
@@ -157,10 +156,13 @@ class Pipeline:
         (a due time, no attempt spent) for the next opening; with none before not_after, it
         waits for not_after, and is then given up (window.missed) without being dialled."""
         s = self.settings
+        if not s.enforce_calling_hours and request.not_before is request.not_after is None:
+            return False  # nothing to check: any time will do
         now = datetime.fromtimestamp(claim.now, UTC)
-        number = phonenumbers.parse(request.phone_number)
-        rule = rule_for(number, self.calling_rule) if s.enforce_calling_hours else ANY_TIME
-        zones = zones_for(number, request.timezone, s.default_timezone)
+        rule, zones = contact_hours(
+            request.phone_number, request.timezone, s.default_timezone, self.calling_rule
+        )
+        rule = rule if s.enforce_calling_hours else ANY_TIME
         opening = next_opening(now, zones, rule, request.not_before, request.not_after)
         if opening is not None and opening <= now:
             return False
