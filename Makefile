@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The folders that install as followup.<name> (pyproject.toml's package-dir).
 SUBPACKAGES := config tasks worker simulator cli
 
-.PHONY: demo test lint typecheck-tree bench bench-simulator bench-enqueue bench-throughput bench-chaos clean
+.PHONY: demo test lint typecheck-tree bench bench-more bench-simulator bench-keepalive bench-pacing bench-throughput bench-chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "followup needs Python 3.11 or newer" or 0)'
@@ -40,17 +40,24 @@ lint: $(VENV)/.installed-dev typecheck-tree
 test: lint
 	$(BIN)/pytest -q -n 3
 
-bench-simulator: $(VENV)/.installed-dev
-	$(BIN)/python bench/simulator_throughput.py
+# The speed figures beside their baselines (naive worker, bare send_task, direct POSTs):
+# about four minutes. The others measure one concern each, and take minutes of their own.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/speed.py
 
-bench-enqueue: $(VENV)/.installed-dev
-	$(BIN)/python bench/enqueue.py
+bench-more: bench-simulator bench-keepalive bench-pacing bench-throughput
+
+bench-simulator: $(VENV)/.installed-dev
+	$(BIN)/python bench/simulator_throughput.py 5 16
+
+bench-keepalive: $(VENV)/.installed-dev
+	$(BIN)/python bench/keepalive.py 2000
+
+bench-pacing: $(VENV)/.installed-dev
+	$(BIN)/python bench/pacing.py 100 5
 
 bench-throughput: $(VENV)/.installed-dev
 	$(BIN)/python bench/throughput.py 2000 1 8
-	$(BIN)/python bench/throughput.py 2000 2 8
-
-bench: bench-simulator bench-enqueue bench-throughput bench-chaos
 
 bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python bench/chaos.py
