@@ -17,14 +17,19 @@ BODY = {
 }
 
 
-def direct_posts(sim_url: str, n: int, threads: int) -> float:
-    """Seconds for n create-call POSTs straight at the simulator."""
+def bearer(sim_url: str) -> dict[str, str]:
+    """The Authorization header for the simulator's demo client."""
     token = httpx.post(
         f"{sim_url}/oauth/token",
         data={"grant_type": "client_credentials"},
         auth=("followup-demo", "demo-secret"),
     ).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {token}"}
+
+
+def direct_posts(sim_url: str, n: int, threads: int) -> float:
+    """Seconds for n create-call POSTs straight at the simulator."""
+    headers = bearer(sim_url)
     left = [n]
     lock = threading.Lock()
     with httpx.Client(limits=httpx.Limits(max_connections=threads)) as client:

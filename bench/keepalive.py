@@ -13,17 +13,12 @@ import sys
 import time
 
 import httpx
+from direct import BODY, bearer
 
 from followup.cli.local_stack import Simulator
 from followup.worker.http import PlatformHttp
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-BODY = {
-    "from": {"id": "u-1", "address": "u-1", "addressType": "user"},
-    "to": [{"id": "c-1", "address": "+61298765432", "addressType": "phone"}],
-    "type": "outbound",
-    "media": "audio",
-}
 
 
 def rate(post: object, url: str, headers: dict[str, str], **kwargs: str) -> float:
@@ -36,12 +31,7 @@ def rate(post: object, url: str, headers: dict[str, str], **kwargs: str) -> floa
 def main() -> None:
     sim = Simulator("--any-user")
     try:
-        token = httpx.post(
-            f"{sim.url}/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=("followup-demo", "demo-secret"),
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = bearer(sim.url)
         url = f"{sim.url}/api/v2/conversations/calls"
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
