@@ -156,7 +156,7 @@ class Pipeline:
         (a due time, no attempt spent) for the next opening; with none before not_after, it
         waits for not_after, and is then given up (window.missed) without being dialled."""
         s = self.settings
-        if not s.enforce_calling_hours and request.not_before is request.not_after is None:
+        if not s.enforce_calling_hours and request.not_before is None and request.not_after is None:
             return False  # nothing to check: any time will do
         now = datetime.fromtimestamp(claim.now, UTC)
         rule, zones = contact_hours(
