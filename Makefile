@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The folders that install as followup.<name> (pyproject.toml's package-dir).
 SUBPACKAGES := config tasks worker simulator cli
 
-.PHONY: demo test lint typecheck-tree bench bench-more bench-simulator bench-keepalive bench-pacing bench-throughput bench-chaos clean
+.PHONY: demo test test-compat lint typecheck-tree bench bench-more bench-simulator bench-keepalive bench-pacing bench-throughput bench-chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "followup needs Python 3.11 or newer" or 0)'
@@ -39,6 +39,11 @@ lint: $(VENV)/.installed-dev typecheck-tree
 
 test: lint
 	$(BIN)/pytest -q -n 3
+
+# The producer's inline task message against each Celery/kombu the dependencies allow
+# (a virtualenv each, from the package index; a few minutes).
+test-compat: $(BIN)/python
+	PYTHON=$(PYTHON) bash tests/compat.sh
 
 # The speed figures beside their baselines (naive worker, bare send_task, direct POSTs):
 # about four minutes. The others measure one concern each, and take minutes of their own.

@@ -49,6 +49,7 @@ def publish(
         producer=producer,
         argsrepr=ARGSREPR,
         kwargsrepr=kwargs_repr(request_id),
+        ignore_result=True,  # the status store is the record; and Celery's default varies
     )
 
 
@@ -88,7 +89,7 @@ class RedisMessages:
             "argsrepr": ARGSREPR,
             "kwargsrepr": kwargsrepr,
             "origin": self.origin,
-            "ignore_result": None,
+            "ignore_result": True,
             "replaced_task_nesting": 0,
             "stamped_headers": None,
             "stamps": {},
