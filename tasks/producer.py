@@ -88,22 +88,25 @@ class FollowUpClient:
         parsed = _parse_all(list(requests))
         ids = [uuid.uuid4().hex for _ in parsed]
 
-        # One request: one EVALSHA. A batch: one pipeline (redis-py checks its scripts first).
-        pipe = self.store.redis.pipeline(transaction=False) if len(parsed) > 1 else None
-        results = []
-        for request_id, req in zip(ids, parsed, strict=True):
-            message = (
+        batch = [
+            (
+                request_id,
+                req,
                 self.inline.build(request_id, req.model_dump(mode="json"), queue)
                 if self.inline
-                else None
+                else None,
             )
-            results.append(
+            for request_id, req in zip(ids, parsed, strict=True)
+        ]
+        if len(batch) == 1:  # one EVALSHA: a pipeline would check its scripts first
+            request_id, req, message = batch[0]
+            results = [
                 self.store.register(
-                    request_id, req, queue=queue, source="producer", pipe=pipe, message=message
+                    request_id, req, queue=queue, source="producer", message=message
                 )
-            )
-        if pipe is not None:
-            results = [self.store.registered(raw) for raw in pipe.execute()]
+            ]
+        else:
+            results = self.store.register_many(batch, queue=queue, source="producer")
         if not self.inline:
             self._publish(
                 [

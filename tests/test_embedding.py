@@ -139,6 +139,16 @@ def test_each_lua_script_reads_exactly_the_arguments_it_declares() -> None:
         assert read == set(declared), (script.name, set(declared) ^ read)
 
 
+def test_a_batch_registers_each_request_with_every_field_a_single_one_has() -> None:
+    single = set(store_lua.REGISTER.params)
+    read = set(re.findall(r"\br\.([a-z_]+)", store_lua.REGISTER.source))
+    assert read == single
+    shared = set(
+        re.findall(r"\br\.([a-z_]+) *[,=]", store_lua.REGISTER_MANY.body.split("local out")[1])
+    )
+    assert set(store_lua.REGISTER_MANY.each) | shared == single
+
+
 def test_the_lua_scripts_are_built_from_the_python_state_sets() -> None:
     source = store_lua.CLAIM.source
     for name, states in (("TERMINAL", TERMINAL_STATES), ("WAITING", WAITING_STATES)):

@@ -20,6 +20,7 @@ import redis
 
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.publish import publish
+from followup.worker.store import REGISTER_CHUNK
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration
@@ -80,3 +81,33 @@ def test_the_inline_message_and_its_event_are_what_celery_publishes(
         assert event["body"].pop("clock") > 0
         assert event["body"].pop("timestamp") > 0
     assert ours_event == celerys_event
+
+
+def test_a_batch_over_several_script_runs_keeps_its_order_and_queues_each_new_request_once(
+    client: FollowUpClient, redis_url: str, private_queue: str
+) -> None:
+    n = REGISTER_CHUNK * 2 + 50
+    key = unique("key")
+    batch = [
+        {
+            "contact_id": f"c-{i}",
+            "user_id": "u-1",
+            "phone_number": "+61298765432",
+            "idempotency_key": f"{key}-{i}",
+        }
+        for i in range(n)
+    ]
+    ids = client.enqueue_many([*batch, batch[0]], queue=private_queue)  # the first, again
+    r = redis.Redis.from_url(redis_url)
+    try:
+        messages = r.lrange(private_queue, 0, -1)
+    finally:
+        r.delete(private_queue)
+
+    assert len(set(ids)) == n and ids[-1] == ids[0]  # the same request: its first id
+    queued = [json.loads(m)["headers"]["id"] for m in reversed(messages)]  # LPUSH: newest first
+    assert queued == ids[:n]  # one message per new request, in the batch's order
+    for i in (0, REGISTER_CHUNK, n - 1):
+        record = client.status(ids[i])
+        assert record is not None and record.state == "queued"
+        assert (record.contact_id, record.idempotency_key) == (f"c-{i}", f"{key}-{i}")

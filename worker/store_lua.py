@@ -9,6 +9,7 @@ Keys are derived from the namespace, so this targets a single Redis, not Cluster
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,22 +222,40 @@ class LuaScript:
     name: str
     params: tuple[str, ...]
     body: str
+    # Fields each item of a batch has: ARGV after the named ones, read as the list EACH.
+    each: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
         names = (*COMMON, *self.params)
         binding = ", ".join(f"{p} = ARGV[{i}]" for i, p in enumerate(names, 1))
-        return f"local ARG = {{{binding}}}\n{PRELUDE}{self.body}"
-
-    def args(self, **values: Any) -> list[Any]:
-        """ARGV in the script's order; every parameter must be given, and nothing else."""
-        names = (*COMMON, *self.params)
-        missing, extra = set(names) - set(values), set(values) - set(names)
-        if missing or extra:
-            raise TypeError(
-                f"Lua script {self.name}: missing {sorted(missing)}, unexpected {sorted(extra)}"
+        items = ""
+        if self.each:
+            fields = ", ".join(f"{f} = ARGV[i + {n}]" for n, f in enumerate(self.each))
+            items = (
+                f"local EACH = {{}}\nfor i = {len(names) + 1}, #ARGV, {len(self.each)} do\n"
+                f"  EACH[#EACH + 1] = {{{fields}}}\nend\n"
             )
-        return [_argv(values[p]) for p in names]
+        return f"local ARG = {{{binding}}}\n{items}{PRELUDE}{self.body}"
+
+    def args(self, *, each: Sequence[Mapping[str, Any]] = (), **values: Any) -> list[Any]:
+        """ARGV in the script's order; every parameter must be given, and nothing else (and
+        for a batch, every field of every item)."""
+        names = (*COMMON, *self.params)
+        _check(self.name, names, values)
+        out = [_argv(values[p]) for p in names]
+        for item in each:
+            _check(self.name, self.each, item)
+            out += [_argv(item[f]) for f in self.each]
+        return out
+
+
+def _check(script: str, names: Sequence[str], values: Mapping[str, Any]) -> None:
+    missing, extra = set(names) - set(values), set(values) - set(names)
+    if missing or extra:
+        raise TypeError(
+            f"Lua script {script}: missing {sorted(missing)}, unexpected {sorted(extra)}"
+        )
 
 
 def _argv(value: Any) -> Any:
@@ -247,53 +266,84 @@ def _argv(value: Any) -> Any:
     return value
 
 
+# One request's registration, for REGISTER and REGISTER_MANY; r holds the REGISTER fields.
 # Returns {outcome, request_id}: created | exists | duplicate | conflict (the key's holder).
 # With a message (the producer, when the broker is this Redis): a created request's task
 # message is pushed onto its queue's list, and its task-sent event published, in the same step.
+_REGISTER = r"""
+local function register(r)
+  local id, key = r.id, r.key
+  if redis.call('EXISTS', rkey(id)) == 1 then return {'exists', id} end
+  if key ~= '' then
+    local ikey = ns .. ':idem:' .. key
+    local first = redis.call('GET', ikey)
+    if first and redis.call('EXISTS', rkey(first)) == 1 then
+      if redis.call('HGET', rkey(first), 'digest') ~= r.digest then return {'conflict', first} end
+      if r.source == 'message' then
+        redis.call('SET', ns .. ':alias:' .. id, first, 'EX', IDEM_TTL + TTL)
+        note(first, 'duplicate ignored', 'message ' .. id .. ' carried the same idempotency key')
+      end
+      return {'duplicate', first}
+    end
+    redis.call('SET', ikey, id)  -- no expiry while the request is pending: see settle()
+  end
+  redis.call('HSET', rkey(id), 'request', r.request, 'digest', r.digest, 'idempotency_key', key,
+    'attempts', 0, 'created_at', now, 'queue', r.queue, 'source', r.source, 'republished', 0,
+    'give_up_at', now + MAX_WAIT)
+  if r.not_after ~= '' then redis.call('HSET', rkey(id), 'not_after', r.not_after) end
+  if r.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', r.last_error) end
+  move(id, nil, r.state)
+  redis.call('ZADD', ns .. ':all', now, id)
+  if TERMINAL[r.state] then
+    note(id, r.state, 'from ' .. r.source)
+    settle(id)
+  else
+    redis.call('HSET', rkey(id), 'next_attempt_at', now)
+    -- If no worker claims it by then (message lost, worker died holding it), the sweeper
+    -- republishes.
+    redis.call('ZADD', DUE, now + REDELIVER_AFTER, id)
+    note(id, 'enqueued', 'from ' .. r.source)
+    if r.message ~= '' then
+      redis.call('LPUSH', r.queue, r.message)  -- kombu's Redis transport: LPUSH, BRPOP
+      redis.call('PUBLISH', r.event_channel, r.event)
+    end
+  end
+  return {'created', id}
+end
+"""
 REGISTER = LuaScript(
     "register",
     (
         *("id", "request", "digest", "key", "state", "queue", "last_error", "source", "not_after"),
         *("message", "event_channel", "event"),
     ),
-    r"""
-local id, key = ARG.id, ARG.key
-if redis.call('EXISTS', rkey(id)) == 1 then return {'exists', id} end
-if key ~= '' then
-  local ikey = ns .. ':idem:' .. key
-  local first = redis.call('GET', ikey)
-  if first and redis.call('EXISTS', rkey(first)) == 1 then
-    if redis.call('HGET', rkey(first), 'digest') ~= ARG.digest then return {'conflict', first} end
-    if ARG.source == 'message' then
-      redis.call('SET', ns .. ':alias:' .. id, first, 'EX', IDEM_TTL + TTL)
-      note(first, 'duplicate ignored', 'message ' .. id .. ' carried the same idempotency key')
-    end
-    return {'duplicate', first}
-  end
-  redis.call('SET', ikey, id)  -- no expiry while the request is pending: see settle()
-end
-redis.call('HSET', rkey(id), 'request', ARG.request, 'digest', ARG.digest, 'idempotency_key', key,
-  'attempts', 0, 'created_at', now, 'queue', ARG.queue, 'source', ARG.source, 'republished', 0,
-  'give_up_at', now + MAX_WAIT)
-if ARG.not_after ~= '' then redis.call('HSET', rkey(id), 'not_after', ARG.not_after) end
-if ARG.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', ARG.last_error) end
-move(id, nil, ARG.state)
-redis.call('ZADD', ns .. ':all', now, id)
-if TERMINAL[ARG.state] then
-  note(id, ARG.state, 'from ' .. ARG.source)
-  settle(id)
-else
-  redis.call('HSET', rkey(id), 'next_attempt_at', now)
-  -- If no worker claims it by then (message lost, worker died holding it), the sweeper republishes.
-  redis.call('ZADD', DUE, now + REDELIVER_AFTER, id)
-  note(id, 'enqueued', 'from ' .. ARG.source)
-  if ARG.message ~= '' then
-    redis.call('LPUSH', ARG.queue, ARG.message)  -- kombu's Redis transport: LPUSH, BRPOP
-    redis.call('PUBLISH', ARG.event_channel, ARG.event)
-  end
-end
-return {'created', id}
+    _REGISTER
+    + r"""
+return register({id = ARG.id, request = ARG.request, digest = ARG.digest, key = ARG.key,
+  state = ARG.state, queue = ARG.queue, last_error = ARG.last_error, source = ARG.source,
+  not_after = ARG.not_after, message = ARG.message, event_channel = ARG.event_channel,
+  event = ARG.event})
 """,
+)
+
+# A producer's batch in one script: the shared fields once, then each request's own (EACH).
+# Returns {outcome, request_id, outcome, request_id, ...} in the batch's order.
+REGISTER_MANY = LuaScript(
+    "register_many",
+    ("state", "queue", "source", "event_channel"),
+    _REGISTER
+    + r"""
+local out = {}
+for _, r in ipairs(EACH) do
+  r.state, r.queue, r.source, r.event_channel = ARG.state, ARG.queue, ARG.source, ARG.event_channel
+  r.last_error = ''
+  local result = register(r)
+  out[#out + 1] = result[1]
+  out[#out + 1] = result[2]
+end
+return out
+""",
+    each=("id", "request", "digest", "key", "not_after", "message", "event"),
 )
 
 # Returns {outcome, state, attempts, request JSON when claimed}. mode: 'deliver' | 'sweep'.
@@ -712,6 +762,7 @@ return out
 
 SCRIPTS = (
     REGISTER,
+    REGISTER_MANY,
     CLAIM,
     SEND,
     UNSEND,
