@@ -27,15 +27,16 @@ def test_kill_9_while_the_platform_holds_the_call_never_redials(
 ) -> None:
     contact = unique()
     sim.set_faults(by_contact={contact: ["hang"]}, hang_s=20)
-    # A 2 s read timeout leaves time to kill the worker while its request is in flight.
-    slow = {"FOLLOWUP_HTTP_TIMEOUT_S": "2", "FOLLOWUP_CLAIM_LEASE_S": "9"}
+    # A 5 s read timeout leaves time to kill the worker while its request is in flight, even
+    # on a loaded machine; the lease must be longer than four of them.
+    slow = {"FOLLOWUP_HTTP_TIMEOUT_S": "5", "FOLLOWUP_CLAIM_LEASE_S": "21"}
     first = fleet.start_worker(**slow)
     request_id = fleet.enqueue(contact_id=contact, user_id="u-1001", phone_number=PHONE)
     wait_until(lambda: calls_for(sim, request_id), 10, "the platform to hold the call")
     first.kill()  # the POST has left; the platform has the call and has not answered
 
     fleet.start_worker(**slow)
-    record = wait_for(request_id, "unknown", timeout_s=9 + 10)
+    record = wait_for(request_id, "unknown", timeout_s=21 + 15)
 
     assert len(calls_for(sim, request_id)) == 1
     assert "claim expired after sending" in [h.event for h in record.history]
@@ -56,10 +57,11 @@ def test_kill_9_before_sending_places_exactly_once_after_restart(
     fleet: Fleet, sim: Any, store: Any, wait_for: Any, wait_event: Any
 ) -> None:
     """A claim lost before sending costs nothing, even with a single attempt allowed."""
-    sim.set_faults(token_latency_s=1.0)  # a fresh worker's first token fetch is slow
+    # A fresh worker's first token fetch is slow: 4.5 s to kill it in, even on a loaded machine.
+    sim.set_faults(token_latency_s=4.5)
     roomy = {
-        "FOLLOWUP_HTTP_TIMEOUT_S": "2",  # 1 s < timeout
-        "FOLLOWUP_CLAIM_LEASE_S": "9",
+        "FOLLOWUP_HTTP_TIMEOUT_S": "5",  # the token fetch fits within it
+        "FOLLOWUP_CLAIM_LEASE_S": "21",  # longer than four timeouts
         "FOLLOWUP_MAX_ATTEMPTS": "1",
     }
     first = fleet.start_worker(**roomy)
@@ -69,7 +71,7 @@ def test_kill_9_before_sending_places_exactly_once_after_restart(
     sim.set_faults()
 
     fleet.start_worker(**roomy)
-    record = wait_for(request_id, "placed", timeout_s=9 + 10)
+    record = wait_for(request_id, "placed", timeout_s=21 + 15)
 
     assert len(calls_for(sim, request_id)) == 1
     events = [h.event for h in record.history]
