@@ -19,7 +19,7 @@ failed=0
 for n in "${!combos[@]}"; do
   venv="$work/venv-$n"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet "$root[simulator]" pytest
+  "$venv/bin/pip" install --quiet "$root[simulator]" pytest pytest-timeout
   # shellcheck disable=SC2086  # one combo is several requirements
   "$venv/bin/pip" install --quiet ${combos[$n]}
   echo "== ${combos[$n]}"
