@@ -3,7 +3,8 @@
 When the broker is the status store's Redis, one Lua script records the request and pushes
 its task message (tasks/publish.py builds it). This pins that message, and its task-sent
 event, against what the installed Celery and kombu publish for the same `send_task`: if an
-upgrade within the versions pyproject.toml allows changes the format, this fails. That real
+upgrade within the versions pyproject.toml allows changes the format, this fails (`make
+test-compat` runs it against each Celery/kombu line the dependencies allow). That real
 workers consume such messages, and Flower sees them sent, is shown end to end elsewhere
 (every test that enqueues on the Redis broker; test_flower.py).
 """
