@@ -316,7 +316,7 @@ class StatusStore:
                 each=each,
             )
         flat = [value for run in pipe.execute() for value in run]
-        return [Registered(outcome=flat[i], request_id=flat[i + 1]) for i in range(0, len(flat), 2)]
+        return [Registered(outcome=outcome, request_id=rid) for outcome, rid in _rows(flat, 2)]
 
     def record_rejected(
         self, request_id: str, summary: dict[str, Any], error: ErrorInfo, queue: str, source: str
@@ -555,18 +555,18 @@ class StatusStore:
 
     def take_due(self, limit: int = 100) -> list[DueRequest]:
         """Requests whose due time has passed, each pushed back so no other sweeper takes it."""
-        flat = self._run(store_lua.TAKE_DUE, limit=limit)
+        rows = _rows(self._run(store_lua.TAKE_DUE, limit=limit), 4)
         return [
-            DueRequest(flat[i], flat[i + 1], flat[i + 2], json.loads(flat[i + 3] or "{}"))
-            for i in range(0, len(flat), 4)
+            DueRequest(request_id, state, queue, json.loads(request or "{}"))
+            for request_id, state, queue, request in rows
         ]
 
     def take_lookups(self, *, after_s: float, lease_s: float, limit: int = 50) -> list[Lookup]:
         """`unknown` requests due for a lookup at the platform (see store_lua.TAKE_LOOKUPS)."""
         flat = self._run(store_lua.TAKE_LOOKUPS, limit=limit, after=after_s, lease=lease_s)
         return [
-            Lookup(flat[i], json.loads(flat[i + 1] or "{}"), float(flat[i + 2]), int(flat[i + 3]))
-            for i in range(0, len(flat), 4)
+            Lookup(request_id, json.loads(request or "{}"), float(sent_at), int(lookups))
+            for request_id, request, sent_at, lookups in _rows(flat, 4)
         ]
 
     def reconcile(
@@ -691,3 +691,8 @@ def _same_queue(queue: str, messages: Sequence[InlineMessage | None]) -> None:
     for message in messages:
         if message is not None and message.queue != queue:
             raise ValueError(f"a message for queue {message.queue!r}, its request for {queue!r}")
+
+
+def _rows(flat: Sequence[Any], width: int) -> list[Sequence[Any]]:
+    """A script's flat reply, {a1, b1, a2, b2, ...}, as rows of `width`."""
+    return [flat[i : i + width] for i in range(0, len(flat), width)]
