@@ -6,6 +6,7 @@ waits for its morning, a daytime one goes at once, and not_before / not_after ho
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -115,29 +116,14 @@ def test_a_not_after_already_past_is_refused_at_enqueue(client: FollowUpClient) 
     with pytest.raises(InvalidRequest) as refused:
         client.enqueue(contact_id="c-1", user_id="u-1001", phone_number=SYDNEY, not_after=past)
     assert refused.value.errors[0].field == "not_after"
-    cli = followup(
-        "enqueue",
-        "--contact-id",
-        "c-1",
-        "--user-id",
-        "u-1001",
-        "--phone-number",
-        SYDNEY,
-        "--not-after",
-        past,
-    )
+
+    def enqueue_cli(*window: str) -> subprocess.CompletedProcess[str]:
+        request = ("--contact-id", "c-1", "--user-id", "u-1001", "--phone-number", SYDNEY)
+        return followup("enqueue", *request, *window)
+
+    cli = enqueue_cli("--not-after", past)
     assert cli.returncode == 2 and "not_after" in cli.stderr
-    zone = followup(
-        "enqueue",
-        "--contact-id",
-        "c-1",
-        "--user-id",
-        "u-1001",
-        "--phone-number",
-        SYDNEY,
-        "--timezone",
-        "Mars/Olympus_Mons",
-    )
+    zone = enqueue_cli("--timezone", "Mars/Olympus_Mons")
     assert zone.returncode == 2 and "timezone" in zone.stderr and "IANA" in zone.stderr
 
 
