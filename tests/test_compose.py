@@ -169,25 +169,32 @@ def test_every_service_command_runs_here(
         _healthcheck(services["simulator"], port),
     )
 
-    log = tmp_path / "worker.log"
-    env = {**_env(services["worker"], redis_url, sim.url), **isolation}
-    env["FOLLOWUP_METRICS_PORT"] = str(free_port())
+    worker_env = {**_env(services["worker"], redis_url, sim.url), **isolation}
+    worker_env["FOLLOWUP_METRICS_PORT"] = str(free_port())
+    flower_env = {**_env(services["flower"], redis_url, sim.url), **isolation}
+    _worker_then_flower("worker", worker_env, "flower", flower_env, tmp_path)
+
+
+def _worker_then_flower(
+    worker: str, worker_env: dict[str, str], flower: str, flower_env: dict[str, str], logs: Path
+) -> None:
+    """A compose worker service until it is ready, then its Flower; each healthcheck passes."""
+    services = COMPOSE["services"]
+    log = logs / f"{worker}.log"
     _run_until(
-        _command(services["worker"], 0),
-        env,
+        _command(services[worker], 0),
+        worker_env,
         lambda: " ready." in log.read_text(),
         log,
-        _healthcheck(services["worker"]),
+        _healthcheck(services[worker]),
     )
-
     port = free_port()
-    env = {**_env(services["flower"], redis_url, sim.url), **isolation}
     _run_until(
-        _command(services["flower"], port),
-        env,
+        _command(services[flower], port),
+        flower_env,
         lambda: _answers(f"http://127.0.0.1:{port}/healthcheck"),
-        tmp_path / "flower.log",
-        _healthcheck(services["flower"], port),
+        logs / f"{flower}.log",
+        _healthcheck(services[flower], port),
     )
 
 
@@ -203,23 +210,9 @@ def test_the_rabbitmq_profile_runs_here(
     }
     worker_env = {**_env(services["worker-amqp"], redis_url, sim.url, amqp_url), **isolation}
     assert worker_env["FOLLOWUP_BROKER_URL"] == amqp_url
+    flower_env = {**_env(services["flower-amqp"], redis_url, sim.url, amqp_url), **isolation}
     try:
-        log = tmp_path / "worker-amqp.log"
-        _run_until(
-            _command(services["worker-amqp"], 0),
-            worker_env,
-            lambda: " ready." in log.read_text(),
-            log,
-            _healthcheck(services["worker-amqp"]),
-        )
-        port = free_port()
-        _run_until(
-            _command(services["flower-amqp"], port),
-            {**_env(services["flower-amqp"], redis_url, sim.url, amqp_url), **isolation},
-            lambda: _answers(f"http://127.0.0.1:{port}/healthcheck"),
-            tmp_path / "flower-amqp.log",
-            _healthcheck(services["flower-amqp"], port),
-        )
+        _worker_then_flower("worker-amqp", worker_env, "flower-amqp", flower_env, tmp_path)
     finally:
         delete_broker_queue(load_settings(worker_env))
 
