@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The folders that install as followup.<name> (pyproject.toml's package-dir).
 SUBPACKAGES := config tasks worker simulator cli
 
-.PHONY: demo test test-compat lint typecheck-tree bench bench-more bench-simulator bench-keepalive bench-pacing bench-throughput bench-chaos clean
+.PHONY: demo dist test test-compat lint typecheck-tree bench bench-more bench-simulator bench-keepalive bench-pacing bench-throughput bench-chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "followup needs Python 3.11 or newer" or 0)'
@@ -23,6 +23,12 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/followup demo
+
+# A wheel to install elsewhere: dist/followup-<version>-py3-none-any.whl (pip install it,
+# with [flower] for Flower). python -m build, in a virtualenv of its own.
+dist: $(BIN)/python
+	$(BIN)/pip install --quiet build
+	$(BIN)/python -m build --wheel --outdir dist .
 
 # mypy cannot follow setuptools' editable import hook; it reads the package through links
 # laid out as it installs (build/typecheck/followup/<sub-package> -> <sub-package>/).
@@ -68,4 +74,4 @@ bench-chaos: $(VENV)/.installed-dev
 	$(BIN)/python bench/chaos.py
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

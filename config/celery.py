@@ -65,7 +65,7 @@ def rabbitmq_config(settings: Settings) -> dict[str, Any]:
     is down) uses RabbitMQ's native delayed delivery instead of a held message; publisher
     confirms on every publish. A killed worker's unacked messages come straight back (no
     visibility timeout). Another service's Celery client declares the queue the same way
-    (README: "Running at scale")."""
+    (docs/scale.md)."""
     queue_type = settings.queue_type
     return {
         "broker_transport_options": {"confirm_publish": True},

@@ -126,7 +126,7 @@ def rabbitmq_url() -> str:
 
 def foreign_client(broker: str) -> Celery:
     """Another service's Celery client: it knows only the task name, the queue and JSON, and
-    on RabbitMQ the two settings the README gives it (a quorum queue on a topic exchange)."""
+    on RabbitMQ the two settings docs/producers.md gives it (a quorum queue on a topic exchange)."""
     app = Celery("crm", broker=broker, set_as_current=False)
     if broker.startswith("amqp"):
         app.conf.task_create_missing_queue_type = "quorum"

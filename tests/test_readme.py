@@ -1,19 +1,49 @@
-"""The README documents every setting and the two commands."""
+"""The README gives the two commands and points to docs/; docs/configuration.md documents
+every setting; every link between them resolves."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from followup.config.settings import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
     for name in Settings.model_fields:
-        assert f"| `FOLLOWUP_{name.upper()}` |" in README, name
+        assert f"| `FOLLOWUP_{name.upper()}` |" in CONFIGURATION, name
 
 
 def test_the_two_commands_are_given() -> None:
     assert "make demo" in README
     assert "make test" in README
+
+
+def test_the_readme_points_to_every_doc() -> None:
+    for doc in DOCS:
+        assert f"(docs/{doc.name})" in README, doc.name
+
+
+def test_every_link_resolves() -> None:
+    for page in [ROOT / "README.md", *DOCS]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+
+
+def test_the_readme_names_only_real_settings() -> None:
+    """A setting the README names that does not exist would be ignored (or refused)."""
+    known = {f"FOLLOWUP_{name.upper()}" for name in Settings.model_fields}
+    named = set(re.findall(r"FOLLOWUP_[A-Z0-9_]+[A-Z0-9]", README))
+    assert named - known <= {"FOLLOWUP_TEST_REDIS_URL"}, named - known
+
+
+def test_the_readme_stays_short() -> None:
+    """What a newcomer needs in the first hour; the rest belongs in docs/."""
+    assert len(README.splitlines()) < 260

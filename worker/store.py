@@ -436,7 +436,7 @@ class StatusStore:
         except redis.ResponseError:  # CONFIG is disabled on some managed services
             return (
                 f"Redis {version}: CONFIG is not allowed, so durability is unknown; run it "
-                "with appendonly yes and appendfsync always (README: Delivery guarantees)"
+                "with appendonly yes and appendfsync always (docs/guarantees.md)"
             )
         aof, fsync = config.get("appendonly") == "yes", config.get("appendfsync")
         self._fsync_markers = aof and _at_least(version, (7, 2))
