@@ -19,7 +19,7 @@ from followup.cli.demo import run_demo
 from followup.cli.table import STATUS_HEADERS, describe, render, render_stats, status_rows
 from followup.config.celery import create_app
 from followup.config.logging import configure_logging
-from followup.config.settings import ConfigError, Settings, load_settings
+from followup.config.settings import ConfigError, Settings, check_environment, load_settings
 from followup.tasks.outcomes import Outcome, follow, outcomes, recent
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     logging, and that turns a bad setting or request into exit code 2."""
     args = _parser().parse_args(argv)
     try:
+        check_environment()  # every command, the simulator's too: a misspelt setting stops it
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130

@@ -6,6 +6,8 @@ variable and what is wrong with it (never the value of a secret).
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Mapping
 from datetime import time
 from functools import lru_cache
@@ -16,6 +18,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FOLLOWUP_"
+# Variables of this prefix are the test suite's own (FOLLOWUP_TEST_REDIS_URL ...), not settings.
+TEST_PREFIX = ENV_PREFIX + "TEST_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 # Genesys Cloud's regions (api-contract.md §2): https://api.{region}, https://login.{region}.
@@ -57,7 +61,25 @@ class ConfigError(Exception):
 
 
 class Settings(BaseSettings):
+    """Every setting; read from the FOLLOWUP_* environment, or given by name. A bad value, or
+    a FOLLOWUP_* variable (or a name) that is no setting, raises ConfigError."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    def __init__(self, **values: Any) -> None:
+        problems = unknown_names(values, prefix="")
+        if self._reads_environment():
+            problems += unknown_variables(os.environ)
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def _reads_environment(cls) -> bool:
+        return True
 
     redis_url: str = Field(
         "redis://localhost:6379/0", description="Redis for the status store (and the broker)."
@@ -328,23 +350,64 @@ class Settings(BaseSettings):
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the FOLLOWUP_* variables (of `environ`, default the process's environment);
-    raise ConfigError that names each bad variable."""
-    try:
-        if environ is None:
-            return Settings()
-        values = {
-            name.removeprefix(ENV_PREFIX).lower(): value
-            for name, value in environ.items()
-            if name.startswith(ENV_PREFIX)
-        }
-        values_any: dict[str, Any] = dict(values)
-        return _OnlyGiven(**values_any)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    raise ConfigError that names each bad or unknown variable."""
+    if environ is None:
+        return Settings()
+    problems = unknown_variables(environ)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    values: dict[str, Any] = {
+        name.removeprefix(ENV_PREFIX).lower(): value
+        for name, value in environ.items()
+        if name.startswith(ENV_PREFIX) and not name.startswith(TEST_PREFIX)
+    }
+    return _OnlyGiven(**values)
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """ConfigError if a FOLLOWUP_* variable is no setting: a misspelt one would be ignored."""
+    problems = unknown_variables(os.environ if environ is None else environ)
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line for each FOLLOWUP_* variable that is no setting, naming the closest one."""
+    given = {
+        name.removeprefix(ENV_PREFIX).lower(): value
+        for name, value in environ.items()
+        if name.startswith(ENV_PREFIX) and not name.startswith(TEST_PREFIX)
+    }
+    return unknown_names(given, prefix=ENV_PREFIX)
+
+
+def unknown_names(values: Mapping[str, Any], prefix: str) -> list[str]:
+    """One line for each name that is no setting (`prefix` + its name upper-cased, when it
+    comes from the environment), with the closest known name."""
+    known = Settings.model_fields
+    problems = []
+    for name in sorted(values):
+        if name in known:
+            continue
+        shown = f"{prefix}{name.upper()}" if prefix else name
+        closest = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        hint = ""
+        if closest:
+            hint = (
+                f"; did you mean {prefix}{closest[0].upper()}?"
+                if prefix
+                else (f"; did you mean {closest[0]}?")
+            )
+        problems.append(f"{shown}: unknown setting{hint}")
+    return problems
 
 
 class _OnlyGiven(Settings):
     """Settings from the values given, and nothing else (not the process's environment)."""
+
+    @classmethod
+    def _reads_environment(cls) -> bool:
+        return False
 
     @classmethod
     def settings_customise_sources(

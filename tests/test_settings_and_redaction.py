@@ -256,3 +256,64 @@ def test_the_cli_names_an_unreadable_batch_file(tmp_path: Path) -> None:
     result = followup("enqueue", "--file", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 2
     assert "--file: cannot read it" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "closest"),
+    [
+        ("FOLLOWUP_RATE_LIMIT", "FOLLOWUP_RATE_LIMIT_PER_S"),
+        ("FOLLOWUP_REDIS_URI", "FOLLOWUP_REDIS_URL"),
+    ],
+)
+def test_an_unknown_variable_is_refused_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, variable: str, closest: str
+) -> None:
+    monkeypatch.setenv(variable, "10")
+    for read in (load_settings, Settings):
+        with pytest.raises(ConfigError) as caught:
+            read()
+        assert f"{variable}: unknown setting; did you mean {closest}?" in str(caught.value)
+    with pytest.raises(ConfigError, match=f"did you mean {closest}"):
+        load_settings({variable: "10"})
+
+
+def test_the_test_suites_own_variables_are_not_settings_and_are_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FOLLOWUP_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+    load_settings()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"http_timeout_s": "abc"}, "FOLLOWUP_HTTP_TIMEOUT_S: Input should be a valid number"),
+        ({"redis_url": "localhost:6379"}, "FOLLOWUP_REDIS_URL: must start with redis://"),
+        ({"rate_limit": 10}, "rate_limit: unknown setting; did you mean rate_limit_per_s?"),
+    ],
+)
+def test_settings_built_in_python_raise_config_error(
+    values: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(**values)  # type: ignore[arg-type]
+    assert expected in str(caught.value)
+
+
+def test_every_entry_point_refuses_an_unknown_variable() -> None:
+    import os
+
+    env = {**os.environ, "FOLLOWUP_RATE_LIMIT": "10"}
+    for command in (
+        [sys.executable, "-m", "followup.cli.main", "list"],
+        [str(Path(sys.executable).parent / "followup"), "stats"],
+        [str(Path(sys.executable).parent / "followup"), "simulator", "--port", "0"],
+        [CELERY, "-A", "followup", "worker", "--without-mingle", "--without-gossip"],
+        [CELERY, "-A", "followup", "flower", "--port=0"],
+    ):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert "FOLLOWUP_RATE_LIMIT: unknown setting; did you mean FOLLOWUP_RATE_LIMIT_PER_S?" in (
+            result.stderr
+        ), (command, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, command
