@@ -73,6 +73,26 @@ def _check_worker_config(**_: Any) -> None:
             f"the status store at {where} runs Redis {'.'.join(map(str, version))}; followup "
             f"needs Redis {needed} or newer (or Valkey)"
         )
+    _check_eviction(store.eviction_policy(), where)
+
+
+def _check_eviction(policy: str | None, where: str) -> None:
+    """A Redis that evicts keys when full can drop an idempotency key or a finished record,
+    and a redelivered message would then be dialled twice: such a store is refused."""
+    if policy is None:
+        log.warning(
+            "the status store does not allow CONFIG, so its maxmemory-policy is unknown: it "
+            "must be noeviction, or a full Redis may drop records and a request be dialled "
+            "twice",
+            status_store=where,
+        )
+    elif policy != "noeviction":
+        _exit(
+            f"the status store at {where} evicts keys when it is full (maxmemory-policy "
+            f"{policy}): an evicted idempotency key or record lets a redelivered message be "
+            "dialled twice; set maxmemory-policy noeviction on that Redis (redis.conf, or "
+            "CONFIG SET maxmemory-policy noeviction)"
+        )
 
 
 REDIS_GRACE_S = 5.0  # a worker may start just before its Redis does

@@ -70,6 +70,10 @@ class HistoryEntry(BaseModel):
     state: str
     attempt: int
     detail: str | None = None
+    # Only on the one 'entries left out' entry of a long history (see store_lua.note):
+    # how many entries it stands for, and the first one's time (`at` is the last one's).
+    count: int | None = None
+    since: datetime | None = None
 
 
 class StatusRecord(BaseModel):

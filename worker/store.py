@@ -425,6 +425,15 @@ class StatusStore:
         info = cast(dict[str, Any], self.redis.info("server"))
         return tuple(int(x) for x in str(info.get("redis_version", "0")).split(".")[:2])
 
+    def eviction_policy(self) -> str | None:
+        """The server's maxmemory-policy, or None where CONFIG is not allowed (some managed
+        services). Anything but noeviction may drop idempotency keys and finished records."""
+        try:
+            config = cast(dict[str, str], self.redis.config_get("maxmemory-policy"))
+        except redis.ResponseError:
+            return None
+        return config.get("maxmemory-policy")
+
     def check_durability(self) -> str:
         """What a machine crash can cost, read from the server; turns on WAITAOF for send
         markers where it exists (Redis >= 7.2, Valkey) and the AOF is on. Returns a sentence

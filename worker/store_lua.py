@@ -21,9 +21,13 @@ def _lua_set(name: str, states: frozenset[State]) -> str:
     return f"local {name} = {{{members}}}\n"
 
 
+# A request's history keeps its first HISTORY_HEAD entries and its last HISTORY_TAIL (a few KB).
+HISTORY_HEAD, HISTORY_TAIL = 10, 20
+
 PRELUDE = (
     _lua_set("TERMINAL", TERMINAL_STATES)
     + _lua_set("WAITING", WAITING_STATES)
+    + f"local HISTORY_HEAD, HISTORY_TAIL = {HISTORY_HEAD}, {HISTORY_TAIL}\n"
     + r"""
 local ns = ARG.ns
 local TTL, IDEM_TTL = tonumber(ARG.ttl), tonumber(ARG.idem_ttl)
@@ -33,11 +37,29 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local DUE = ns .. ':due'
 local function rkey(id) return ns .. ':req:' .. id end
 local function hkey(id) return ns .. ':hist:' .. id end
+-- The history is bounded, whatever the platform sends and however long a request waits:
+-- it keeps its first HISTORY_HEAD entries and its last HISTORY_TAIL, and in between one
+-- entry, 'entries left out', counts what was dropped (since: the first one's time, at: the
+-- last one's).
+local LEFT_OUT = 'entries left out'
 local function note(id, event, detail)
   local r = redis.call('HMGET', rkey(id), 'state', 'attempts')
   local entry = {at = now, event = event, state = r[1], attempt = tonumber(r[2]) or 0}
   if detail and detail ~= '' then entry['detail'] = detail end
-  redis.call('RPUSH', hkey(id), cjson.encode(entry))
+  local h = hkey(id)
+  if redis.call('RPUSH', h, cjson.encode(entry)) <= HISTORY_HEAD + 1 + HISTORY_TAIL then return end
+  local raw = redis.call('LINDEX', h, HISTORY_HEAD)
+  local marker, dropped = cjson.decode(raw), cjson.decode(redis.call('LINDEX', h, HISTORY_HEAD + 1))
+  if marker.event ~= LEFT_OUT then
+    marker = {event = LEFT_OUT, count = 1, since = marker.at}
+  end
+  marker.count = marker.count + 1
+  marker.at, marker.state, marker.attempt = dropped.at, dropped.state, dropped.attempt
+  marker.detail = string.format(
+    '%d entries left out: the history keeps its first %d and its last %d',
+    marker.count, HISTORY_HEAD, HISTORY_TAIL)
+  redis.call('LSET', h, HISTORY_HEAD + 1, cjson.encode(marker))
+  redis.call('LREM', h, 1, raw)
 end
 -- Leave whatever wait the request was in (its entry in ns:waiting:<reason>).
 local function unwait(id)
