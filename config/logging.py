@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -30,6 +32,45 @@ def redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutab
             continue
         event_dict[key] = REDACTED if is_secret_key(key) else redact(value)
     return event_dict
+
+
+class UnackedOnDrop(logging.Filter):
+    """kombu's `Couldn't ack/reject <tag>` (CRITICAL, with a traceback) for each task in flight
+    when the broker's connection drops: one WARNING a drop instead, saying why nothing is lost.
+
+    The broker redelivers what was not acknowledged, and the status store answers each
+    redelivery (the call was placed: done; still dialling: busy), so no request is lost and
+    none is called twice. Repeats within `quiet_s` of the last are the same drop: dropped.
+    """
+
+    def __init__(self, quiet_s: float = 30.0) -> None:
+        super().__init__()
+        self.quiet_s = quiet_s
+        self._last = -float("inf")
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(("Couldn't ack", "Couldn't reject")):
+            return True
+        with self._lock:
+            now = time.monotonic()
+            repeat, self._last = now - self._last < self.quiet_s, now
+        if repeat:
+            return False
+        reason = record.args[1] if isinstance(record.args, tuple) and len(record.args) > 1 else ""
+        record.msg = (
+            "the broker connection dropped with tasks in flight; their acks could not be sent "
+            "(%s). Nothing is lost: the broker redelivers them and each redelivery is answered "
+            "busy or done from the status store, never called twice"
+        )
+        record.args = (type(reason).__name__ if reason else "connection closed",)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+# Celery acknowledges late tasks through kombu from its request module's logger.
+_ACKING_LOGGER = "celery.worker.request"
 
 
 def configure_logging(settings: Settings, stdlib_level: int | None = None) -> None:
@@ -78,6 +119,9 @@ def configure_logging(settings: Settings, stdlib_level: int | None = None) -> No
     logging.getLogger("celery.pool").setLevel(max(root.level, logging.INFO))
     # Celery's own "Task ... received" and "... succeeded" lines repeat what our transition
     # lines say (with the outcome); below DEBUG, they cost a formatted line per call each.
+    acking = logging.getLogger(_ACKING_LOGGER)
+    if not any(isinstance(f, UnackedOnDrop) for f in acking.filters):
+        acking.addFilter(UnackedOnDrop())
     for per_task in ("celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(per_task).setLevel(
             logging.DEBUG if level <= logging.DEBUG else logging.WARNING

@@ -1,7 +1,8 @@
 """A TCP proxy on loopback that can go silent: connections stay open, nothing gets through.
 
 It stands between a worker and its status store to stall the store's path while the
-broker's path to the same Redis keeps flowing.
+broker's path to the same Redis keeps flowing; or between a worker and its broker, to cut
+the broker's connections with tasks in flight.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class TcpProxy:
 
     def resume(self) -> None:
         self._flowing.set()
+
+    def drop(self) -> None:
+        """Cut every connection open now (as a broker restart or a network blip would);
+        new connections are let through."""
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def close(self) -> None:
         self._closed.set()
