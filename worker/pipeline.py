@@ -145,6 +145,8 @@ class Pipeline:
             return claim.outcome
         log.debug("transition", state="dialing")  # the outcome's line says the rest
         request = FollowUpRequest.model_validate_json(claim.request_json)
+        if request.not_after != claim.not_after:  # lifted by a person's retry
+            request = request.model_copy(update={"not_after": claim.not_after})
         with dialling(request.phone_number):  # its number is masked in every form, everywhere
             if self._outside_its_window(request_id, claim, request):
                 return "scheduled"

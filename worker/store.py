@@ -68,6 +68,9 @@ class Claim:
     token: str
     request_json: str  # the stored request, when claimed
     now: float = 0.0  # the status store's clock at the claim (when claimed)
+    # The record's not_after (when claimed): the request's own, or None once a person's
+    # retry lifted it.
+    not_after: datetime | None = None
 
 
 # Requests a REGISTER_MANY run records: about 20 ms of Redis time, so that a campaign's
@@ -351,7 +354,7 @@ class StatusStore:
 
         pauses: (pause name, reason) pairs; while one holds, the request waits instead."""
         token = uuid.uuid4().hex
-        outcome, state, attempts, request_json, *clock = self._confirmed(
+        outcome, state, attempts, request_json, *claimed = self._confirmed(
             store_lua.CLAIM,
             fsync=False,
             id=request_id,
@@ -368,7 +371,8 @@ class StatusStore:
             int(attempts),
             token,
             request_json or "",
-            float(clock[0]) if clock else 0,
+            float(claimed[0]) if claimed else 0,
+            _ts(claimed[1]) if len(claimed) > 1 else None,
         )
 
     def mark_sent(

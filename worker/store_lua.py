@@ -368,7 +368,8 @@ return out
     each=("id", "request", "digest", "key", "not_after", "message", "event"),
 )
 
-# Returns {outcome, state, attempts, request JSON when claimed}. mode: 'deliver' | 'sweep'.
+# Returns {outcome, state, attempts, request JSON, and when claimed: the store's clock and the
+# record's not_after ('' if none)}. mode: 'deliver' | 'sweep'.
 # A claim spends no attempt: the send marker does (SEND), so a worker lost before sending
 # costs the request nothing. pauses: a JSON list of [pause name, reason]: while one holds
 # (the API asked every client to wait, the credentials were refused ...), a due request is
@@ -454,7 +455,9 @@ redis.call('HSET', rkey(id), 'claim', ARG.token, 'lease_until', now + tonumber(A
 move(id, state, 'dialing')
 redis.call('ZADD', DUE, now + tonumber(ARG.lease), id)
 note(id, 'claimed', nil)
-return {'claimed', 'dialing', attempts, redis.call('HGET', rkey(id), 'request'), tostring(now)}
+-- The record's not_after, not the request's: a person's retry clears it (MANUAL).
+local window = redis.call('HMGET', rkey(id), 'request', 'not_after')
+return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or ''}
 """,
 )
 
