@@ -221,6 +221,10 @@ class Simulator:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/_sim/requests"))
 
+    def lookups(self) -> list[dict[str, Any]]:
+        """cxone: every agent-state and contacts question asked, with the status answered."""
+        return list(self._request("GET", "/_sim/lookups"))
+
     def tokens(self) -> dict[str, Any]:
         return dict(self._request("GET", "/_sim/tokens"))
 

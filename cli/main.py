@@ -269,9 +269,12 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     try:
         from followup.simulator import (
             DEFAULT_CLIENTS,
+            DEFAULT_CXONE_AGENTS,
+            DEFAULT_CXONE_CLIENTS,
             DEFAULT_GENESYS_CLIENTS,
             DEFAULT_USERS,
             SimState,
+            cxone_config,
             parse_client,
             serve,
         )
@@ -283,15 +286,40 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
 
-    defaults = DEFAULT_GENESYS_CLIENTS if args.dialect == "genesys" else DEFAULT_CLIENTS
-    clients = dict(parse_client(spec) for spec in (args.client or defaults))
-    users = None if args.any_user else frozenset(args.user or DEFAULT_USERS)
+    cxone = args.dialect == "cxone"
+    defaults = {"genesys": DEFAULT_GENESYS_CLIENTS, "cxone": DEFAULT_CXONE_CLIENTS}.get(
+        args.dialect, DEFAULT_CLIENTS
+    )
+    try:
+        clients = dict(parse_client(spec) for spec in (args.client or defaults))
+        config = cxone_config(
+            access_keys=args.access_key,
+            skills=args.skill,
+            any_skill=args.any_skill,
+            tenant_id=args.tenant_id,
+            api_endpoint=args.api_endpoint,
+            api_versions=args.api_version,
+            phone_format=args.phone_format,
+            phone_region=args.phone_region,
+            dialect=args.dialect,
+        )
+    except ValueError as exc:
+        print(f"followup simulator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    users = (
+        None
+        if args.any_user
+        else frozenset(args.user or (DEFAULT_CXONE_AGENTS if cxone else DEFAULT_USERS))
+    )
+    ttl = args.token_ttl or (3600 if cxone else 86400)  # CXone's tokens last about an hour
     print(
         f"simulator ({args.dialect}) listening on http://{args.host}:{args.port}",
         file=sys.stderr,
         flush=True,
     )
-    state = SimState(clients=clients, users=users, token_ttl_s=args.token_ttl, dialect=args.dialect)
+    state = SimState(
+        clients=clients, users=users, token_ttl_s=ttl, dialect=args.dialect, cxone=config
+    )
     serve(state, args.host, args.port)
     return 0
 
@@ -380,12 +408,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--user", action="append", metavar="USER_ID", help="a known agent (repeatable)")
     p.add_argument("--any-user", action="store_true", help="accept every agent id")
-    p.add_argument("--token-ttl", type=int, default=86400)
+    p.add_argument(
+        "--token-ttl", type=int, default=None, help="seconds (default 86400; cxone: 3600)"
+    )
     p.add_argument(
         "--dialect",
-        choices=("conversations", "genesys"),
+        choices=("conversations", "genesys", "cxone"),
         default="conversations",
-        help="which API to stand in for (api-contract.md §1 or §2)",
+        help="which API to stand in for (api-contract.md §1, §2 or §4)",
+    )
+    cx = p.add_argument_group("cxone (--dialect cxone; --client is the registered application)")
+    cx.add_argument(
+        "--access-key",
+        action="append",
+        metavar="ID:SECRET:PERMISSIONS",
+        help="an API user's access key (repeatable); permissions among callbacks:create, "
+        "agents:view, contacts:view",
+    )
+    cx.add_argument("--skill", action="append", type=int, metavar="SKILL_ID", help="(repeatable)")
+    cx.add_argument("--any-skill", action="store_true", help="accept every skill id")
+    cx.add_argument("--tenant-id", help="the tenantId claim of its tokens")
+    cx.add_argument(
+        "--api-endpoint", metavar="URL", help="what discovery answers (default: this server)"
+    )
+    cx.add_argument(
+        "--api-version",
+        action="append",
+        metavar="N.0",
+        help="an API version it serves (repeatable; default 12.0, 23.0, 33.0)",
+    )
+    cx.add_argument(
+        "--phone-format",
+        choices=("e164", "digits", "national"),
+        help="how the tenant's dialling plan wants phoneNumber (default e164)",
+    )
+    cx.add_argument(
+        "--phone-region", metavar="CC", help="the region of national numbers (default US)"
     )
     p.set_defaults(run=cmd_simulator)
 

@@ -5,13 +5,19 @@ Contract endpoints (api-contract.md §1):
     POST /api/v2/conversations/calls               create a Personal Connection call
     POST /api/v2/outbound/campaigns/{id}/calls     the seed's mistake: the seed's 400
 
+Genesys Cloud (§2) with --dialect genesys; NICE CXone (§4) with --dialect cxone (cxone.py).
+
 Inspection and fault injection (for tests, the demo and benchmarks):
     GET  /_sim/calls        calls accepted, with body, Authorization and correlation id
-    GET  /_sim/tokens       tokens issued: {token: client_id}
+    GET  /_sim/lookups      cxone: every agent-state and contacts question, with its status
+    GET  /_sim/tokens       tokens issued: {token: client_id}, token and discovery requests
     POST /_sim/faults       {"script": ["503","503"], "by_contact": {"c-1": ["hang"]},
+                             "by_number": {"+61298765432": ["429"]},
                              "rate": 0.2, "kinds": ["503","429","hang"],
                              "call_latency_s": 0, "token_latency_s": 0, "retry_after": "1",
-                             "hang_s": 30, "seed": 1, "token_script": ["503"]}
+                             "hang_s": 30, "seed": 1, "token_script": ["503"],
+                             cxone: "discovery_script": ["503"], "agent_states": {"1001":
+                             "Dialer"}, "contact_active_s": 60, "analytics_lag_s": 0}
     POST /_sim/expire-tokens   every issued token now answers 401
     GET  /_sim/requests     every create-call request: correlation id and the status answered
     POST /_sim/reset           forget calls, requests and faults (tokens stay valid)
@@ -35,7 +41,16 @@ import phonenumbers
 from aiohttp import web
 
 from followup.simulator import contracts
-from followup.simulator.state import FAULT_KINDS, TOKEN_FAULT_KINDS, Faults, SimState, Token
+from followup.simulator.state import (
+    CXONE_FAULT_KINDS,
+    CXONE_TOKEN_FAULT_KINDS,
+    DISCOVERY_FAULT_KINDS,
+    FAULT_KINDS,
+    TOKEN_FAULT_KINDS,
+    Faults,
+    SimState,
+    Token,
+)
 
 STATE_KEY = web.AppKey("state", SimState)
 
@@ -92,7 +107,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
             )
         if fault not in ("ok", "200"):
             return error(int(fault), "service.unavailable", "Token service unavailable")
-    client_id, secret = _basic_auth(request.headers.get("Authorization", ""))
+    client_id, secret = basic_auth(request.headers.get("Authorization", ""))
     form = await request.post()
     if form.get("grant_type") != "client_credentials":
         return web.json_response({"error": "unsupported_grant_type"}, status=400)
@@ -113,7 +128,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def _basic_auth(header: str) -> tuple[str | None, str | None]:
+def basic_auth(header: str) -> tuple[str | None, str | None]:
     if not header.startswith("Basic "):
         return None, None
     try:
@@ -195,9 +210,9 @@ async def _answer(
     faults = state.faults
     if faults.over_the_limit(time.monotonic()):
         return error(429, "too.many.requests", "Rate limit exceeded", headers={"Retry-After": "1"})
-    fault = faults.next_call_fault(parts.contact or "")
+    fault = faults.next_call_fault(parts.contact or "", parts.number)
     if fault == "drop_before":
-        return _drop(request)
+        return drop(request)
     if fault in ("429", "503"):
         genesys = state.dialect == "genesys"
         return error(
@@ -224,7 +239,7 @@ async def _answer(
             "request.timeout" if fault == "408" else "too.early",
             "The request was not processed; send it again",
         )
-    odd = _odd_answer(fault, parts.number)
+    odd = odd_answer(fault, parts.number)
     if odd is not None:
         return odd
     call = state.accept_call(
@@ -240,7 +255,7 @@ async def _answer(
     if fault == "hang":
         await asyncio.sleep(faults.hang_s)
     if fault == "drop_after":
-        return _drop(request)
+        return drop(request)
     return web.json_response(
         {"id": call["id"], "selfUri": f"/api/v2/conversations/calls/{call['id']}"}, status=201
     )
@@ -333,7 +348,7 @@ async def genesys_calls_without_user(request: web.Request) -> web.Response:
     )
 
 
-def _odd_answer(fault: str | None, number: str) -> web.Response | None:
+def odd_answer(fault: str | None, number: str) -> web.Response | None:
     """The misbehaving answers of FAULT_KINDS; none of them creates a conversation."""
     if fault == "204":
         return web.Response(status=204)
@@ -367,7 +382,7 @@ def _odd_answer(fault: str | None, number: str) -> web.Response | None:
     return None
 
 
-def _drop(request: web.Request) -> web.StreamResponse:
+def drop(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.close()
     raise asyncio.CancelledError
@@ -391,12 +406,17 @@ async def list_requests(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE_KEY].requests)
 
 
+async def list_lookups(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE_KEY].lookups)
+
+
 async def list_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     return web.json_response(
         {
             "tokens": {v: t.client_id for v, t in state.tokens.items()},
             "token_requests": state.token_requests,
+            "discovery_requests": state.discovery_requests,
         }
     )
 
@@ -406,21 +426,30 @@ async def set_faults(request: web.Request) -> web.Response:
     spec = await request.json()
     kinds = tuple(spec.get("kinds", ["503"]))
     by_contact = {c: deque(s) for c, s in spec.get("by_contact", {}).items()}
-    scripted = [k for s in (spec.get("script", []), *by_contact.values()) for k in s]
-    bad = [k for k in (*kinds, *scripted) if k not in (*FAULT_KINDS, "ok", "200")]
-    bad += [k for k in spec.get("token_script", []) if k not in (*TOKEN_FAULT_KINDS, "ok", "200")]
+    by_number = {n: deque(s) for n, s in spec.get("by_number", {}).items()}
+    scripted = [
+        k for s in (spec.get("script", []), *by_contact.values(), *by_number.values()) for k in s
+    ]
+    cxone = state.dialect == "cxone"
+    call_kinds = (*FAULT_KINDS, *(CXONE_FAULT_KINDS if cxone else ()), "ok", "200")
+    token_kinds = (*TOKEN_FAULT_KINDS, *(CXONE_TOKEN_FAULT_KINDS if cxone else ()), "ok", "200")
+    bad = [k for k in (*kinds, *scripted) if k not in call_kinds]
+    bad += [k for k in spec.get("token_script", []) if k not in token_kinds]
+    bad += [k for k in spec.get("discovery_script", []) if k not in (*DISCOVERY_FAULT_KINDS, "ok")]
     if bad:
         return web.json_response(
             {
-                "error": f"unknown fault kinds {bad}; use {FAULT_KINDS} ({TOKEN_FAULT_KINDS} for "
-                "the token endpoint)"
+                "error": f"unknown fault kinds {bad}; use {call_kinds} ({token_kinds} for the "
+                f"token endpoint, {DISCOVERY_FAULT_KINDS} for cxone's discovery)"
             },
             status=400,
         )
     state.faults = Faults(
         script=deque(spec.get("script", [])),
         by_contact=by_contact,
+        by_number=by_number,
         token_script=deque(spec.get("token_script", [])),
+        discovery_script=deque(spec.get("discovery_script", [])),
         rate=float(spec.get("rate", 0.0)),
         kinds=kinds,
         call_latency_s=float(spec.get("call_latency_s", 0.0)),
@@ -432,6 +461,8 @@ async def set_faults(request: web.Request) -> web.Response:
         analytics_lag_s=float(spec.get("analytics_lag_s", 0.0)),
         busy_until={u: time.time() + float(s) for u, s in spec.get("busy_users", {}).items()},
         rate_window_s=float(spec.get("rate_window_s", 1.0)),
+        agent_states=dict(spec.get("agent_states", {})),
+        contact_active_s=float(spec.get("contact_active_s", 60.0)),
     )
     return web.json_response({"ok": True})
 
@@ -449,21 +480,30 @@ async def reset(request: web.Request) -> web.Response:
 def make_app(state: SimState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
-    if state.dialect == "genesys":
-        calls = [
+    if state.dialect == "cxone":
+        from followup.simulator import cxone  # it builds on this module's helpers
+
+        platform = cxone.routes()
+    elif state.dialect == "genesys":
+        platform = [
+            web.post("/oauth/token", token_endpoint),
             web.post("/api/v2/conversations/calls/user/{user_id}", create_call),
             web.post("/api/v2/conversations/calls", genesys_calls_without_user),
             web.get("/api/v2/users/{user_id}", genesys_user),
             web.post("/api/v2/analytics/conversations/details/query", genesys_analytics),
+            web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
         ]
     else:
-        calls = [web.post("/api/v2/conversations/calls", create_call)]
+        platform = [
+            web.post("/oauth/token", token_endpoint),
+            web.post("/api/v2/conversations/calls", create_call),
+            web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
+        ]
     app.add_routes(
         [
-            web.post("/oauth/token", token_endpoint),
-            *calls,
-            web.post("/api/v2/outbound/campaigns/{campaign_id}/calls", campaign_call),
+            *platform,
             web.get("/_sim/calls", list_calls),
+            web.get("/_sim/lookups", list_lookups),
             web.get("/_sim/requests", list_requests),
             web.get("/_sim/tokens", list_tokens),
             web.post("/_sim/faults", set_faults),

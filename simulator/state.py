@@ -36,6 +36,23 @@ FAULT_KINDS = (
 )
 # Token-endpoint faults (token_script): an HTTP status, or a token no client may use.
 TOKEN_FAULT_KINDS = ("400", "401", "429", "500", "503", "token_crlf", "token_null", "token_unicode")
+# cxone only (api-contract.md §4): answers that exist only there, and the shapes of its errors.
+CXONE_FAULT_KINDS = (
+    "202_body",  # a success whose body carries {"contactId": ...} (one client reads it)
+    "400_header",  # the error text only in the icStatusDescription header, the body empty
+    "400_message",  # {"message": ...}
+    "400_error",  # {"error": ...}
+    "403",
+    "404",
+    "429_bare",  # a 429 without Retry-After (CXone does not always send one)
+    "503_bare",
+)
+CXONE_TOKEN_FAULT_KINDS = ("jwt_no_tenant", "token_opaque")
+DISCOVERY_FAULT_KINDS = ("404", "500", "503", "no_endpoint", "hang")
+# What an access key's API user may do (simulator names: no public list of CXone's exists).
+CXONE_CALLBACK_PERMISSION = "callbacks:create"
+CXONE_AGENTS_PERMISSION = "agents:view"
+CXONE_CONTACTS_PERMISSION = "contacts:view"
 
 
 @dataclass
@@ -49,6 +66,7 @@ class Token:
     client_id: str
     scopes: frozenset[str]
     expires_at: float
+    key_id: str | None = None  # cxone: the access key whose API user the token acts for
 
 
 @dataclass
@@ -57,7 +75,9 @@ class Faults:
 
     script: deque[str] = field(default_factory=deque)
     by_contact: dict[str, deque[str]] = field(default_factory=dict)
+    by_number: dict[str, deque[str]] = field(default_factory=dict)  # the number as sent
     token_script: deque[str] = field(default_factory=deque)
+    discovery_script: deque[str] = field(default_factory=deque)  # cxone
     rate: float = 0.0
     kinds: tuple[str, ...] = ("503",)
     call_latency_s: float = 0.0
@@ -67,6 +87,9 @@ class Faults:
     rng: random.Random = field(default_factory=random.Random)
     analytics_lag_s: float = 0.0  # a call shows in analytics this long after it began
     busy_until: dict[str, float] = field(default_factory=dict)  # agent -> on a call until
+    agent_states: dict[str, str] = field(default_factory=dict)  # cxone: agent -> agentStateName
+    contact_active_s: float = 60.0  # cxone: a callback is an active contact this long, then
+    # a completed one
     rate_limit: float = 0.0  # create-call requests a second it takes; more get a 429
     rate_window_s: float = 1.0  # over what sliding window (Genesys counts per minute)
     recent: deque[float] = field(default_factory=deque)
@@ -82,8 +105,8 @@ class Faults:
         self.recent.append(now)
         return False
 
-    def next_call_fault(self, contact_id: str) -> str | None:
-        mine = self.by_contact.get(contact_id)
+    def next_call_fault(self, contact_id: str, number: str = "") -> str | None:
+        mine = self.by_contact.get(contact_id) or self.by_number.get(number)
         script = mine if mine else self.script
         if script:
             fault = script.popleft()
@@ -94,21 +117,46 @@ class Faults:
 
 
 @dataclass
+class CxoneConfig:
+    """What a CXone tenant has (api-contract.md §4): access keys, skills, where its API is."""
+
+    access_keys: dict[str, Client] = field(default_factory=dict)  # key id -> secret, permissions
+    skills: frozenset[int] | None = None  # None: every skill id exists
+    tenant_id: str = "11eb0c3a-5f1e-4d2b-9a7c-0000000f0110"
+    api_endpoint: str | None = None  # None: this server itself
+    api_versions: frozenset[str] = frozenset({"12.0", "23.0", "33.0"})
+    phone_format: str = "e164"  # or "digits", "national" (a tenant's dialling plan)
+    phone_region: str = "US"  # for "national"
+    jwt_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    next_contact: int = field(default_factory=lambda: random.randrange(10**11, 9 * 10**11))
+
+    def new_contact_id(self) -> str:
+        self.next_contact += 1
+        return str(self.next_contact)
+
+
+@dataclass
 class SimState:
     clients: dict[str, Client]
     users: frozenset[str] | None  # None: every user id exists
     token_ttl_s: int = 86400
-    dialect: str = "conversations"  # or "genesys" (api-contract.md §1, §2)
+    dialect: str = "conversations"  # or "genesys", "cxone" (api-contract.md §1, §2, §4)
     tokens: dict[str, Token] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every create-call, any answer
+    lookups: list[dict[str, Any]] = field(default_factory=list)  # every cxone question asked
     token_requests: int = 0
+    discovery_requests: int = 0
     faults: Faults = field(default_factory=Faults)
+    cxone: CxoneConfig = field(default_factory=CxoneConfig)
 
-    def issue_token(self, client_id: str) -> tuple[str, Token]:
-        client = self.clients[client_id]
-        value = secrets.token_urlsafe(24)
-        token = Token(client_id, client.scopes, time.monotonic() + self.token_ttl_s)
+    def issue_token(
+        self, client_id: str, *, value: str | None = None, key_id: str | None = None
+    ) -> tuple[str, Token]:
+        """A token for a client (cxone: for an access key's API user, with its permissions)."""
+        scopes = self.cxone.access_keys[key_id].scopes if key_id else self.clients[client_id].scopes
+        value = value or secrets.token_urlsafe(24)
+        token = Token(client_id, scopes, time.monotonic() + self.token_ttl_s, key_id)
         self.tokens[value] = token
         return value, token
 
@@ -120,16 +168,18 @@ class SimState:
 
     def accept_call(
         self,
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         headers: dict[str, str],
         client_id: str,
         authorization: str,
         *,
         user: str,
         number: str,
+        call_id: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
         call = {
-            "id": str(uuid.uuid4()),
+            "id": call_id or str(uuid.uuid4()),
             "received_at": time.time(),
             "body": body,
             "user_id": user,
@@ -137,22 +187,25 @@ class SimState:
             "authorization": authorization,
             "client_id": client_id,
             "correlation_id": headers.get("inin-correlation-id"),
+            **extra,
         }
         self.calls.append(call)
         return call
 
     def reset(self) -> None:
-        """Forget calls, requests and faults; issued tokens stay valid."""
+        """Forget calls, requests, lookups and faults; issued tokens stay valid."""
         self.calls.clear()
         self.requests.clear()
+        self.lookups.clear()
         self.token_requests = 0
+        self.discovery_requests = 0
         self.faults = Faults()
 
 
-def parse_client(spec: str) -> tuple[str, Client]:
+def parse_client(spec: str, flag: str = "--client") -> tuple[str, Client]:
     """'id:secret:scope1,scope2' -> (id, Client)."""
     parts = spec.split(":", 2)
     if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise ValueError(f"--client '{spec}': expected id:secret:scope1,scope2")
+        raise ValueError(f"{flag} '{spec}': expected id:secret:scope1,scope2")
     scopes = frozenset(s for s in parts[2].replace(" ", ",").split(",") if s)
     return parts[0], Client(parts[1], scopes)
