@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
-from followup.cli.local_stack import BIN, PrivateRedis
-from tests.test_pacing import Fleet
+from followup.cli.local_stack import BIN, PrivateRedis, wait_until
+from followup.tasks.request import parse_request
+from followup.worker.store import StatusStore
+from followup.worker.sweeper import Sweeper
+from tests.conftest import calls_for
+from tests.test_pacing import NUMBER, Fleet
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +43,11 @@ def fleet(env: dict[str, str], log_dir: Path) -> Iterator[Callable[..., Fleet]]:
 def test_a_request_throttled_over_and_over_keeps_a_small_history(
     fleet: Callable[..., Fleet],
 ) -> None:
-    """40 answers of 429 (three history entries each): the history keeps its first and last
+    """20 answers of 429 (three history entries each): the history keeps its first and last
     entries and one that counts what it left out, so a request throttled for days stays a
     few KB."""
     f = fleet(FOLLOWUP_MAX_ATTEMPTS="3")
-    f.sim.set_faults(by_contact={"c-throttled": ["429"] * 40}, retry_after="0")
+    f.sim.set_faults(by_contact={"c-throttled": ["429"] * 20}, retry_after="0")
     request_id = f.enqueue(contact="c-throttled")
     f.start_workers(1)
 
@@ -50,7 +57,7 @@ def test_a_request_throttled_over_and_over_keeps_a_small_history(
     assert len(events) <= 31, events
     assert events[0] == "enqueued" and events[-1] == "placed"
     (left_out,) = [h for h in record.history if h.event == "entries left out"]
-    assert left_out.count is not None and left_out.count >= 40 * 3 - 31
+    assert left_out.count is not None and left_out.count >= 20 * 3 - 31
     assert left_out.since is not None and left_out.since < left_out.at
     key = f"{f.env['FOLLOWUP_NAMESPACE']}:hist:{request_id}"
     assert f.client.store.redis.memory_usage(key) < 8 * 1024
@@ -85,3 +92,99 @@ def test_a_worker_refuses_a_store_that_evicts_keys() -> None:
 
 def _no_followup_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_")}
+
+
+def _store(redis_url: str, **options: float) -> StatusStore:
+    return StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-waits-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=options.get("redeliver_after_s", 5.0),
+    )
+
+
+def _due_now(store: StatusStore, count: int, queue: str = "q") -> list[str]:
+    """`count` queued requests whose message was lost: due for the sweeper now."""
+    ids = [f"lost-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    for request_id in ids:
+        fields = {"contact_id": request_id, "user_id": "u-1", "phone_number": NUMBER}
+        store.register(request_id, parse_request(fields), queue=queue, source="producer")
+        store.redis.zadd(f"{store.ns}:due", {request_id: 0})
+    return ids
+
+
+def test_one_failed_publish_leaves_the_rest_of_the_batch_published(redis_url: str) -> None:
+    store = _store(redis_url)
+    ids = _due_now(store, 5)
+    published: list[str] = []
+
+    def publish(request_id: str, request: dict[str, Any], queue: str) -> None:
+        if request_id == ids[1]:
+            raise ConnectionError("the broker refused this one")
+        published.append(request_id)
+
+    try:
+        Sweeper(store, publish, lease_s=30).sweep_once()
+        assert sorted(published) == sorted(i for i in ids if i != ids[1])
+        # The one that failed is due again at once, and was not counted as republished.
+        due = dict(store.redis.zrange(f"{store.ns}:due", 0, -1, withscores=True))
+        assert due[ids[1]] <= time.time()
+        assert store.redis.hget(f"{store.ns}:req:{ids[1]}", "republished") == "0"
+        assert store.redis.hget(f"{store.ns}:req:{ids[0]}", "republished") == "1"
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_a_broker_outage_costs_only_its_own_length(redis_url: str) -> None:
+    """Sweeps while the broker is down push nothing back: the sweep after it comes back
+    publishes every request that came due meanwhile."""
+    store = _store(redis_url)
+    ids = _due_now(store, 20)
+    published: list[str] = []
+    broker_up = False
+
+    def publish(request_id: str, request: dict[str, Any], queue: str) -> None:
+        if not broker_up:
+            raise ConnectionError("the broker is down")
+        published.append(request_id)
+
+    sweeper = Sweeper(store, publish, lease_s=30)
+    try:
+        for _ in range(5):
+            assert sweeper.sweep_once() == 0
+        republished = store.redis.hmget(f"{store.ns}:req:{ids[0]}", "republished")
+        assert republished == ["0"]
+        broker_up = True
+        assert sweeper.sweep_once() == 20
+        assert sorted(published) == sorted(ids)
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_requests_due_while_the_broker_is_down_go_once_it_is_back(
+    fleet: Callable[..., Fleet],
+) -> None:
+    """A real worker whose broker (a Redis of its own) is stopped and started again: the
+    requests that came due meanwhile are placed, once each, and their republish count did
+    not grow with the failed publishes."""
+    broker = PrivateRedis()
+    try:
+        f = fleet(FOLLOWUP_BROKER_URL=broker.url)
+        f.start_workers(1)
+        broker.proc.terminate()  # its port refuses connections until it is started again
+        broker.proc.wait(10)
+        ids = _due_now(f.client.store, 3, f.env["FOLLOWUP_QUEUE"])
+        wait_until(
+            lambda: f.workers[0].log().count("sweeper could not publish") >= 3,
+            60,
+            "three sweeps that could not publish",
+        )
+        store = f.client.store
+        assert [store.redis.hget(f"{store.ns}:req:{i}", "republished") for i in ids] == ["0"] * 3
+        broker.restart()
+        for request_id in ids:
+            f.wait(request_id, "placed", timeout_s=60)
+            assert len(calls_for(f.sim, request_id)) == 1
+    finally:
+        broker.stop()

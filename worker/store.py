@@ -154,6 +154,7 @@ class DueRequest:
     state: str
     queue: str
     request: dict[str, Any]
+    taken: str = ""  # its due time while the sweeper holds it (TAKE_DUE), as Redis wrote it
 
 
 def _ts(value: str | float | None) -> datetime | None:
@@ -566,13 +567,23 @@ class StatusStore:
         ok, state = self._run(store_lua.MANUAL, id=self.resolve(request_id), action=action, who=who)
         return bool(ok), state
 
-    def take_due(self, limit: int = 100) -> list[DueRequest]:
-        """Requests whose due time has passed, each pushed back so no other sweeper takes it."""
-        rows = _rows(self._run(store_lua.TAKE_DUE, limit=limit), 4)
+    def take_due(self, limit: int = 100, *, hold_s: float = 30.0) -> list[DueRequest]:
+        """Requests whose due time has passed, each held for hold_s so that no other sweeper
+        takes it; say what became of them with `published`, which moves their due times."""
+        rows = _rows(self._run(store_lua.TAKE_DUE, limit=limit, hold=hold_s), 5)
         return [
-            DueRequest(request_id, state, queue, json.loads(request or "{}"))
-            for request_id, state, queue, request in rows
+            DueRequest(request_id, state, queue, json.loads(request or "{}"), taken)
+            for request_id, state, queue, request, taken in rows
         ]
+
+    def published(self, outcomes: Sequence[tuple[DueRequest, bool]]) -> int:
+        """After the sweeper's publishes (request, published?): a published request is
+        published again only if no worker claims it within a growing step; one that was
+        not is due again now, at no cost. Entries a worker claimed meanwhile are left alone."""
+        if not outcomes:
+            return 0
+        each = [{"id": due.request_id, "taken": due.taken, "published": ok} for due, ok in outcomes]
+        return int(self._run(store_lua.PUBLISHED, each=each))
 
     def take_lookups(self, *, after_s: float, lease_s: float, limit: int = 50) -> list[Lookup]:
         """`unknown` requests due for a lookup at the platform (see store_lua.TAKE_LOOKUPS)."""

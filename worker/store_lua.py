@@ -400,7 +400,7 @@ if state == 'dialing' then
     move(id, state, 'retrying')
     redis.call('HDEL', rkey(id), 'claim', 'lease_until')
     redis.call('HSET', rkey(id), 'next_attempt_at', now)
-    redis.call('ZADD', DUE, now + REDELIVER_AFTER, id)
+    -- Its due time stays as the sweeper's TAKE_DUE held it: PUBLISHED moves it.
     note(id, 'claim expired before sending', 'the worker was lost; republished')
     return {'requeued', 'retrying', attempts, ''}
   end
@@ -749,13 +749,13 @@ return {1, 'retrying'}
 """,
 )
 
-# Returns a flat list: id, state, queue, request, ... Each entry taken is pushed back by a
-# growing step, so concurrent sweepers never both take it and a request whose message is stuck
-# in a long queue is not republished over and over. It also trims the indices of records past
-# their retention (they expire on their own).
+# Returns a flat list: id, state, queue, request, taken, ... Each entry taken is held for
+# `hold` seconds (its due time then: `taken`), so that concurrent sweepers never both take it;
+# the sweeper publishes, then says what became of each (PUBLISHED), which moves its due time.
+# It also trims the indices of records past their retention (they expire on their own).
 TAKE_DUE = LuaScript(
     "take_due",
-    ("limit",),
+    ("limit", "hold"),
     r"""
 -- A finished record expires TTL after it finished, which is its score in its state's index.
 -- ('unknown' is kept until a person acts, so its index is left alone.)
@@ -771,18 +771,45 @@ end
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0,
     tonumber(ARG.limit))) do
-  local r = redis.call('HMGET', rkey(id), 'state', 'queue', 'request', 'republished')
+  local r = redis.call('HMGET', rkey(id), 'state', 'queue', 'request')
   if not r[1] or TERMINAL[r[1]] then
     redis.call('ZREM', DUE, id)
   else
-    local n = tonumber(r[4]) or 0
-    redis.call('ZADD', DUE, now + REDELIVER_AFTER * math.pow(2, math.min(n, 4)), id)
-    if r[1] ~= 'dialing' then redis.call('HSET', rkey(id), 'republished', n + 1) end
-    table.insert(out, id); table.insert(out, r[1]); table.insert(out, r[2]); table.insert(out, r[3])
+    redis.call('ZADD', DUE, now + tonumber(ARG.hold), id)
+    local taken = redis.call('ZSCORE', DUE, id)
+    for _, v in ipairs({id, r[1], r[2], r[3], taken}) do table.insert(out, v) end
   end
 end
 return out
 """,
+)
+
+# What became of the requests TAKE_DUE gave the sweeper (EACH: id, taken, published). Only
+# an entry still as it was taken (its due time `taken`: no worker claimed it meanwhile) is
+# moved. Published: if no worker claims it within a growing step (a message stuck in a long
+# queue is not republished over and over), it is published again. Not published (the broker
+# is down): it is due now, for the next sweep, and nothing is counted, so a broker outage
+# costs its own length. Returns how many entries were moved.
+PUBLISHED = LuaScript(
+    "published",
+    (),
+    r"""
+local moved = 0
+for _, e in ipairs(EACH) do
+  if redis.call('ZSCORE', DUE, e.id) == e.taken then
+    moved = moved + 1
+    if e.published == '1' then
+      local n = tonumber(redis.call('HGET', rkey(e.id), 'republished')) or 0
+      redis.call('ZADD', DUE, now + REDELIVER_AFTER * math.pow(2, math.min(n, 4)), e.id)
+      redis.call('HSET', rkey(e.id), 'republished', n + 1)
+    else
+      redis.call('ZADD', DUE, now, e.id)
+    end
+  end
+end
+return moved
+""",
+    each=("id", "taken", "published"),
 )
 
 SCRIPTS = (
@@ -796,6 +823,7 @@ SCRIPTS = (
     LIFT,
     MANUAL,
     TAKE_DUE,
+    PUBLISHED,
     TAKE_LOOKUPS,
     RECONCILE,
     TAKE_SLOT,

@@ -20,11 +20,17 @@ from typing import Any
 import redis
 import structlog
 
-from followup.worker.store import StatusStore
+from followup.worker.store import DueRequest, StatusStore
 
 log = structlog.get_logger(__name__)
 
 Publish = Callable[[str, dict[str, Any], str], None]
+
+
+# Publishes that fail in a row before a sweep takes the broker for down and leaves the rest
+# of its batch for the next sweep (due again at once, nothing counted).
+FAILURES_IN_A_ROW = 5
+HOLD_S = 60.0  # how long a taken entry is held: longer than a batch's publishes take
 
 
 class Sweeper:
@@ -42,9 +48,17 @@ class Sweeper:
         self.batch = batch
 
     def sweep_once(self) -> int:
-        """One pass over what is due; returns how many messages it published."""
-        published = 0
-        for due in self.store.take_due(self.batch):
+        """One pass over what is due; returns how many messages it published.
+
+        Publish, then move the due time (`StatusStore.published`): a request whose publish
+        failed is due again at the next sweep, so a broker outage costs its own length, and
+        one failed publish does not abandon the rest of the batch."""
+        outcomes: list[tuple[DueRequest, bool]] = []
+        failures, error = 0, ""
+        for due in self.store.take_due(self.batch, hold_s=HOLD_S):
+            if failures >= FAILURES_IN_A_ROW:
+                outcomes.append((due, False))  # the broker is down: the next sweep tries
+                continue
             if due.state == "dialing":
                 claim = self.store.claim(due.request_id, lease_s=self.lease_s, mode="sweep")
                 log.info(
@@ -56,8 +70,23 @@ class Sweeper:
                 )
                 if claim.outcome != "requeued":
                     continue
-            self.publish(due.request_id, due.request, due.queue)
-            published += 1
+            try:
+                self.publish(due.request_id, due.request, due.queue)
+            except Exception as exc:  # the broker's own connection errors vary by transport
+                failures, error = failures + 1, type(exc).__name__
+                outcomes.append((due, False))
+                continue
+            failures = 0
+            outcomes.append((due, True))
+        self.store.published(outcomes)
+        published = sum(1 for _, ok in outcomes if ok)
+        if published < len(outcomes):
+            log.warning(
+                "sweeper could not publish; they are due again at the next sweep",
+                not_published=len(outcomes) - published,
+                published=published,
+                error=error,
+            )
         return published
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
