@@ -221,9 +221,9 @@ class Simulator:
     def requests(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/_sim/requests"))
 
-    def lookups(self) -> list[dict[str, Any]]:
-        """cxone: every agent-state and contacts question asked, with the status answered."""
-        return list(self._request("GET", "/_sim/lookups"))
+    def queries(self) -> list[dict[str, Any]]:
+        """The questions asked (cxone: agent states, contacts): endpoint, user, status, at."""
+        return list(self._request("GET", "/_sim/queries"))
 
     def tokens(self) -> dict[str, Any]:
         return dict(self._request("GET", "/_sim/tokens"))

@@ -349,32 +349,76 @@ def _scripted_error(fault: str | None, retry_after: str, number: str) -> web.Res
 # --- asking the platform ----------------------------------------------------------------------
 
 
-def _log_lookup(
-    request: web.Request, kind: str, answer: web.Response, **extra: Any
-) -> web.Response:
-    request.app[STATE_KEY].lookups.append(
-        {"kind": kind, "query": dict(request.query), "status": answer.status, "at": time.time()}
-        | extra
-    )
-    return answer
+async def agent_states(request: web.Request) -> web.StreamResponse:
+    agent = request.match_info["agent_id"]
+    return await _asked(request, "availability", agent, _agent_states)
 
 
-async def agent_states(request: web.Request) -> web.Response:
+async def active_contacts(request: web.Request) -> web.StreamResponse:
+    return await _asked(request, "contacts_active", request.query.get("agentId"), _contacts)
+
+
+async def completed_contacts(request: web.Request) -> web.StreamResponse:
+    return await _asked(request, "contacts_completed", request.query.get("agentId"), _contacts)
+
+
+async def _asked(
+    request: web.Request,
+    endpoint: str,
+    user: str | None,
+    answer: Callable[[web.Request, str], web.Response],
+) -> web.StreamResponse:
+    """A question, logged with its answer in /_sim/queries: refused (version, token, Accept,
+    permission), a scripted fault (availability_script, analytics_script), or the answer."""
+    state = request.app[STATE_KEY]
+    entry: dict[str, Any] = {
+        "endpoint": endpoint,
+        "user": user,
+        "query": dict(request.query),
+        "status": 0,
+        "at": time.time(),
+    }
+    state.queries.append(entry)
+    availability = endpoint == "availability"
+    permission = CXONE_AGENTS_PERMISSION if availability else CXONE_CONTACTS_PERMISSION
+    _, response = _admit(request, permission)
+    if response is None:
+        faults = state.faults
+        script = faults.availability_script if availability else faults.analytics_script
+        fault = script.popleft() if script else None
+        if fault == "hang":
+            await asyncio.sleep(faults.hang_s)
+        response = _question_fault(fault, faults.retry_after, endpoint) or answer(request, endpoint)
+    entry["status"] = response.status
+    return response
+
+
+def _question_fault(fault: str | None, retry_after: str, endpoint: str) -> web.Response | None:
+    wait = {"Retry-After": retry_after} if retry_after else {}
+    if fault in (None, "ok", "200", "hang"):
+        return None
+    if fault == "odd_shape":  # valid JSON, not the shape §4 gives
+        return web.json_response({"agentStates": {}} if endpoint == "availability" else [1])
+    if fault in ("429", "429_bare"):
+        return cx_error(
+            429, "Too Many Requests", shape="error", headers=wait if fault == "429" else {}
+        )
+    if fault in ("503", "503_bare"):
+        return cx_error(
+            503, "Service Unavailable", shape="header", headers=wait if fault == "503" else {}
+        )
+    return cx_error(int(fault), f"Scripted {fault} from the simulator", code="Scripted")
+
+
+def _agent_states(request: web.Request, _: str) -> web.Response:
     """GET .../agents/{agentId}/states: Available, unless a fault made the agent busy."""
     state = request.app[STATE_KEY]
     agent = request.match_info["agent_id"]
-    _, refused = _admit(request, CXONE_AGENTS_PERMISSION)
-    if refused is not None:
-        return _log_lookup(request, "agent_states", refused, agent=agent)
     if request.query:
-        name = next(iter(request.query))
-        return _log_lookup(
-            request, "agent_states", cx_error(400, f"Parameter '{name}' is not valid")
-        )
+        return cx_error(400, f"Parameter '{next(iter(request.query))}' is not valid")
     agent_id = contracts.cxone_id(agent)
     if agent_id is None or (state.users is not None and agent not in state.users):
-        answer = cx_error(404, "Invalid Agent Id", shape="header")
-        return _log_lookup(request, "agent_states", answer, agent=agent)
+        return cx_error(404, "Invalid Agent Id", shape="header")
     now = time.time()
     name = state.faults.agent_states.get(agent) or (
         "InboundContact" if state.faults.busy_until.get(agent, 0) > now else "Available"
@@ -395,27 +439,16 @@ async def agent_states(request: web.Request) -> web.Response:
             }
         ]
     }
-    return _log_lookup(request, "agent_states", web.json_response(body), agent=agent)
+    return web.json_response(body)
 
 
-async def active_contacts(request: web.Request) -> web.Response:
-    return _contacts(request, "active")
-
-
-async def completed_contacts(request: web.Request) -> web.Response:
-    return _contacts(request, "completed")
-
-
-def _contacts(request: web.Request, which: str) -> web.Response:
+def _contacts(request: web.Request, endpoint: str) -> web.Response:
     """The callbacks accepted, as CXone lists contacts: active for contact_active_s after they
     were taken, then completed; each shows only analytics_lag_s after it was taken."""
-    kind = f"contacts_{which}"
-    _, refused = _admit(request, CXONE_CONTACTS_PERMISSION)
-    if refused is not None:
-        return _log_lookup(request, kind, refused)
+    which = endpoint.removeprefix("contacts_")
     filters, problem = _contact_filters(request, which)
     if problem is not None:
-        return _log_lookup(request, kind, cx_error(400, problem))
+        return cx_error(400, problem)
     state = request.app[STATE_KEY]
     now = time.time()
     found = [
@@ -426,9 +459,8 @@ def _contacts(request: web.Request, which: str) -> web.Response:
         and _matches(call, filters)
     ]
     if not found:
-        return _log_lookup(request, kind, web.Response(status=204), found=0)
-    body = {f"{which}Contacts": found, "totalRecords": len(found)}
-    return _log_lookup(request, kind, web.json_response(body), found=len(found))
+        return web.Response(status=204)
+    return web.json_response({f"{which}Contacts": found, "totalRecords": len(found)})
 
 
 def _contact_filters(request: web.Request, which: str) -> tuple[dict[str, Any], str | None]:

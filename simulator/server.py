@@ -9,7 +9,8 @@ Genesys Cloud (§2) with --dialect genesys; NICE CXone (§4) with --dialect cxon
 
 Inspection and fault injection (for tests, the demo and benchmarks):
     GET  /_sim/calls        calls accepted, with body, Authorization and correlation id
-    GET  /_sim/lookups      cxone: every agent-state and contacts question, with its status
+    GET  /_sim/queries      every question (cxone: agent states, contacts): endpoint, user,
+                            query, status
     GET  /_sim/tokens       tokens issued: {token: client_id}, token and discovery requests
     POST /_sim/faults       {"script": ["503","503"], "by_contact": {"c-1": ["hang"]},
                              "by_number": {"+61298765432": ["429"]},
@@ -43,9 +44,11 @@ from aiohttp import web
 from followup.simulator import contracts
 from followup.simulator.state import (
     CXONE_FAULT_KINDS,
+    CXONE_QUERY_FAULT_KINDS,
     CXONE_TOKEN_FAULT_KINDS,
     DISCOVERY_FAULT_KINDS,
     FAULT_KINDS,
+    QUERY_FAULT_KINDS,
     TOKEN_FAULT_KINDS,
     Faults,
     SimState,
@@ -406,8 +409,8 @@ async def list_requests(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE_KEY].requests)
 
 
-async def list_lookups(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE_KEY].lookups)
+async def list_queries(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE_KEY].queries)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
@@ -436,6 +439,12 @@ async def set_faults(request: web.Request) -> web.Response:
     bad = [k for k in (*kinds, *scripted) if k not in call_kinds]
     bad += [k for k in spec.get("token_script", []) if k not in token_kinds]
     bad += [k for k in spec.get("discovery_script", []) if k not in (*DISCOVERY_FAULT_KINDS, "ok")]
+    query_kinds = (*QUERY_FAULT_KINDS, *(CXONE_QUERY_FAULT_KINDS if cxone else ()), "ok", "200")
+    bad += [
+        k
+        for k in (*spec.get("availability_script", []), *spec.get("analytics_script", []))
+        if k not in query_kinds
+    ]
     if bad:
         return web.json_response(
             {
@@ -450,6 +459,8 @@ async def set_faults(request: web.Request) -> web.Response:
         by_number=by_number,
         token_script=deque(spec.get("token_script", [])),
         discovery_script=deque(spec.get("discovery_script", [])),
+        availability_script=deque(spec.get("availability_script", [])),
+        analytics_script=deque(spec.get("analytics_script", [])),
         rate=float(spec.get("rate", 0.0)),
         kinds=kinds,
         call_latency_s=float(spec.get("call_latency_s", 0.0)),
@@ -503,7 +514,7 @@ def make_app(state: SimState) -> web.Application:
         [
             *platform,
             web.get("/_sim/calls", list_calls),
-            web.get("/_sim/lookups", list_lookups),
+            web.get("/_sim/queries", list_queries),
             web.get("/_sim/requests", list_requests),
             web.get("/_sim/tokens", list_tokens),
             web.post("/_sim/faults", set_faults),

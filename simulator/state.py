@@ -36,6 +36,9 @@ FAULT_KINDS = (
 )
 # Token-endpoint faults (token_script): an HTTP status, or a token no client may use.
 TOKEN_FAULT_KINDS = ("400", "401", "429", "500", "503", "token_crlf", "token_null", "token_unicode")
+# Faults of the questions (availability_script, analytics_script): an HTTP status with the
+# platform's error body (429 with Retry-After), or valid JSON of the wrong shape.
+QUERY_FAULT_KINDS = ("429", "500", "502", "503", "504", "odd_shape")
 # cxone only (api-contract.md §4): answers that exist only there, and the shapes of its errors.
 CXONE_FAULT_KINDS = (
     "202_body",  # a success whose body carries {"contactId": ...} (one client reads it)
@@ -48,6 +51,7 @@ CXONE_FAULT_KINDS = (
     "503_bare",
 )
 CXONE_TOKEN_FAULT_KINDS = ("jwt_no_tenant", "token_opaque")
+CXONE_QUERY_FAULT_KINDS = ("429_bare", "503_bare", "hang")
 DISCOVERY_FAULT_KINDS = ("404", "500", "503", "no_endpoint", "hang")
 # What an access key's API user may do (simulator names: no public list of CXone's exists).
 CXONE_CALLBACK_PERMISSION = "callbacks:create"
@@ -93,6 +97,10 @@ class Faults:
     rate_limit: float = 0.0  # create-call requests a second it takes; more get a 429
     rate_window_s: float = 1.0  # over what sliding window (Genesys counts per minute)
     recent: deque[float] = field(default_factory=deque)
+    # The questions (availability, analytics; cxone: agent states, contacts): scripted
+    # answers, consumed first.
+    availability_script: deque[str] = field(default_factory=deque)
+    analytics_script: deque[str] = field(default_factory=deque)
 
     def over_the_limit(self, now: float) -> bool:
         """At most rate_limit x rate_window_s requests in any sliding window that long."""
@@ -144,7 +152,7 @@ class SimState:
     tokens: dict[str, Token] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every create-call, any answer
-    lookups: list[dict[str, Any]] = field(default_factory=list)  # every cxone question asked
+    queries: list[dict[str, Any]] = field(default_factory=list)  # availability, analytics asks
     token_requests: int = 0
     discovery_requests: int = 0
     faults: Faults = field(default_factory=Faults)
@@ -193,10 +201,10 @@ class SimState:
         return call
 
     def reset(self) -> None:
-        """Forget calls, requests, lookups and faults; issued tokens stay valid."""
+        """Forget calls, requests, questions and faults; issued tokens stay valid."""
         self.calls.clear()
         self.requests.clear()
-        self.lookups.clear()
+        self.queries.clear()
         self.token_requests = 0
         self.discovery_requests = 0
         self.faults = Faults()

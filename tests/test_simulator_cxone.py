@@ -306,7 +306,10 @@ def test_agent_states(sim: Simulator) -> None:
         answer = ask(sim, f"agents/{unknown}/states", bearer)
         assert (answer.status_code, cx_text(answer)) == (404, "Invalid Agent Id")
     assert ask(sim, f"agents/{AGENT}/states", "stale").status_code == 401
-    assert [lookup["kind"] for lookup in sim.lookups()] == ["agent_states"] * 6
+    asked = sim.queries()
+    assert [q["endpoint"] for q in asked] == ["availability"] * 6
+    assert [q["user"] for q in asked] == ["1001", "1002", AGENT, "7777", "u-1001", AGENT]
+    assert [q["status"] for q in asked] == [200, 200, 200, 404, 404, 401]
 
 
 def test_contacts_are_the_callbacks_it_took_active_then_completed(sim: Simulator) -> None:
@@ -360,7 +363,36 @@ def test_contacts_refuse_unknown_or_malformed_filters(sim: Simulator) -> None:
         forbidden = ask(sim, path, call_only)
         assert forbidden.status_code == 403
         assert "view" in forbidden.json()["message"]
-    assert [lookup["status"] for lookup in sim.lookups()] == [400] * 4 + [403] * 3
+    assert [q["status"] for q in sim.queries()] == [400] * 4 + [403] * 3
+
+
+def test_scripted_answers_to_the_questions(sim: Simulator) -> None:
+    bearer = token(sim)
+    callback(sim, bearer=bearer)
+    sim.set_faults(
+        availability_script=["429", "odd_shape", "hang"],
+        analytics_script=["503_bare", "500", "odd_shape", "ok"],
+        retry_after="2",
+        hang_s=5,
+    )
+    throttled = ask(sim, f"agents/{AGENT}/states", bearer)
+    assert (throttled.status_code, throttled.headers["Retry-After"]) == (429, "2")
+    assert ask(sim, f"agents/{AGENT}/states", bearer).json() == {"agentStates": {}}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{api(sim)}/agents/{AGENT}/states", headers=headers(bearer), timeout=0.5)
+    assert ask(sim, f"agents/{AGENT}/states", bearer).status_code == 200
+    unavailable = ask(sim, "contacts/active", bearer)
+    assert (unavailable.status_code, "Retry-After" in unavailable.headers) == (503, False)
+    assert ask(sim, "contacts/completed", bearer).status_code == 500
+    assert ask(sim, "contacts/active", bearer).json() == [1]
+    assert ask(sim, "contacts/active", bearer, agentId=AGENT).json()["activeContacts"]
+    statuses = [(q["endpoint"], q["status"]) for q in sim.queries()]
+    assert statuses[-4:] == [
+        ("contacts_active", 503),
+        ("contacts_completed", 500),
+        ("contacts_active", 200),
+        ("contacts_active", 200),
+    ]
 
 
 def test_a_lag_keeps_a_new_callback_out_of_the_contacts(sim: Simulator) -> None:
