@@ -55,7 +55,8 @@ def test_australian_daylight_saving_and_no_sunday_calls() -> None:
     friday_night = "2026-10-02T21:00+10:00"
     assert opening(SYDNEY, friday_night) == at("2026-10-03T09:00+10:00")  # Saturday 9:00
     saturday_evening = "2026-10-03T17:30+10:00"  # after Saturday's 17:00, and no Sunday
-    assert opening(SYDNEY, saturday_evening) == at("2026-10-05T09:00+11:00")  # Monday, AEDT
+    # Monday 5 October is Labour Day in New South Wales: Tuesday, AEDT.
+    assert opening(SYDNEY, saturday_evening) == at("2026-10-06T09:00+11:00")
 
 
 def test_weekday_and_weekend_hours_differ_in_canada() -> None:

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.http",
             "worker.metrics",
             "worker.calling_hours",
+            "worker.calling_rules",
             "worker.classify",
             "worker.conversations_dialect",
             "worker.genesys_dialect",

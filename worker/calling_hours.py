@@ -1,11 +1,18 @@
-"""When a customer may be called: in their own time zone, by their country's rules.
+"""When a customer may be called: in their own time zone, by their jurisdiction's rules.
 
 The zone comes from the request's `timezone` (an IANA name), else from the number
-(`phonenumbers.timezone`): a number that maps to several zones (an Australian mobile, a US
-area code across a zone line) is called only when every one of them allows it; a number
-that maps to none uses FOLLOWUP_DEFAULT_TIMEZONE. The hours come from the table below, by
-the number's country, else from FOLLOWUP_CALLING_HOURS. All arithmetic is in UTC instants
-built from local dates and times with zoneinfo, so daylight-saving changes are exact.
+(`phonenumbers.timezone`, corrected by `calling_rules.ZONE_OVERRIDES`): a number that maps
+to several zones (an Australian mobile, a US area code across a zone line) is called only
+when every one of them allows it; a number that maps to none uses FOLLOWUP_DEFAULT_TIMEZONE.
+
+The rule comes from `calling_rules.TABLE`: by US state (from the number, through
+phonenumbers' geocoder; where it cannot tell one state, the strictest rule of the states
+the area code covers), else by country (US territories take the federal rule), else
+FOLLOWUP_CALLING_HOURS. A rule may close on public holidays (the `holidays` package):
+the country's, plus the state's where the rule is a state's or the one zone tells it.
+
+All arithmetic is in UTC instants built from local dates and times with zoneinfo, so
+daylight-saving changes are exact.
 
 Examples:
     >>> from datetime import datetime, UTC
@@ -18,64 +25,55 @@ Examples:
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import holidays
 import phonenumbers
 from phonenumbers import geocoder
 from phonenumbers import timezone as number_zones
+from phonenumbers.geodata import GEOCODE_DATA
+from phonenumbers.tzdata import TIMEZONE_DATA
 
-from followup.config.settings import parse_hours
+from followup.config.settings import Settings, parse_hours
+from followup.worker.calling_rules import (
+    RULES,
+    TERRITORIES,
+    US_STATES,
+    ZONE_OVERRIDES,
+    ZONE_SUBDIVISIONS,
+    Rule,
+    Window,
+)
 
-Window = tuple[time, time]  # local opening and closing time, the same day
-HORIZON = timedelta(days=8)  # a rule allows some hours in every week
+__all__ = [
+    "ANY_TIME",
+    "DEFAULT",
+    "RULES",
+    "Explanation",
+    "Rule",
+    "contact_hours",
+    "default_rule",
+    "explain",
+    "next_opening",
+    "rule_for",
+    "zones_for",
+]
 
+HORIZON = timedelta(days=8)  # a rule allows some hours in every week...
+HOLIDAY_HORIZON = timedelta(days=16)  # ...and a run of holidays is shorter than a week
 
-@dataclass(frozen=True)
-class Rule:
-    """Calling hours by weekday (Monday first): a local window, or None (no calls)."""
-
-    name: str
-    days: tuple[Window | None, ...]
-    source: str
-
-    @classmethod
-    def every_day(cls, name: str, window: Window, source: str) -> Rule:
-        return cls(name, (window,) * 7, source)
-
-
-hours = parse_hours
-
-
-# The table (add a country here; keys are ISO 3166 region codes, plus US-FL).
-RULES: dict[str, Rule] = {
-    "US": Rule.every_day(
-        "US", hours("08:00-21:00"), "47 CFR 64.1200(c)(1): 8 am to 9 pm at the called party"
-    ),
-    "US-FL": Rule.every_day(
-        "US-FL", hours("08:00-20:00"), "Florida Telephone Solicitation Act, s. 501.059(8)(a)"
-    ),
-    "CA": Rule(
-        "CA",
-        (hours("09:00-21:30"),) * 5 + (hours("10:00-18:00"),) * 2,
-        "CRTC Unsolicited Telecommunications Rules: 9:00-21:30 weekdays, 10:00-18:00 weekends",
-    ),
-    "AU": Rule(
-        "AU",
-        (hours("09:00-20:00"),) * 5 + (hours("09:00-17:00"), None),
-        "Telecommunications (Telemarketing and Research Calls) Industry Standard 2017: "
-        "9:00-20:00 weekdays, 9:00-17:00 Saturday, no calls on Sunday",
-    ),
-    "GB": Rule.every_day(
-        "GB",
-        hours("08:00-21:00"),
-        "no statutory hours; FCA CONC 7.9 guidance calls 9 pm to 8 am unreasonable",
-    ),
-}
-DEFAULT = Rule.every_day("default", hours("08:00-21:00"), "FOLLOWUP_CALLING_HOURS")
+DEFAULT = Rule.every_day("default", parse_hours("08:00-21:00"), "FOLLOWUP_CALLING_HOURS")
 ANY_TIME = Rule.every_day("any time", (time(0), time.max), "FOLLOWUP_ENFORCE_CALLING_HOURS=false")
+
+
+def default_rule(settings: Settings) -> Rule:
+    """The hours where the number's jurisdiction has no rule of its own."""
+    return Rule.every_day(
+        "FOLLOWUP_CALLING_HOURS", parse_hours(settings.calling_hours), "your setting"
+    )
 
 
 @functools.lru_cache(maxsize=16_384)
@@ -88,16 +86,77 @@ def contact_hours(
     return rule_for(number, default), tuple(zones_for(number, timezone, default_timezone))
 
 
+# --- the rule ---------------------------------------------------------------------------
+
+
 def rule_for(number: phonenumbers.PhoneNumber, default: Rule) -> Rule:
     region = phonenumbers.region_code_for_number(number) or ""
-    if region == "US" and _in_florida(number):
-        return RULES["US-FL"]
+    if region in TERRITORIES:
+        return RULES[TERRITORIES[region]]
+    if region == "US":
+        return strictest([RULES.get(f"US-{state}", RULES["US"]) for state in us_states(number)])
     return RULES.get(region, default)
 
 
-def _in_florida(number: phonenumbers.PhoneNumber) -> bool:
-    place = geocoder.description_for_number(number, "en")
-    return place == "Florida" or place.endswith(", FL")
+def us_states(number: phonenumbers.PhoneNumber) -> list[str]:
+    """The state(s) a US number may be in: the geocoder's, else those its area code covers
+    in the geocoder's data, else every state that has a rule of its own."""
+    told = _states_in(geocoder.description_for_number(number, "en"))
+    if told:
+        return told
+    national = str(number.national_number)
+    covered = _area_code_states(national[:3])
+    return covered or sorted(name.removeprefix("US-") for name in RULES if name.startswith("US-"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _area_code_states(area_code: str) -> list[str]:
+    prefix = "1" + area_code
+    found: set[str] = set()
+    for key, names in GEOCODE_DATA.items():
+        if key.startswith(prefix):
+            found.update(_states_in(names.get("en", "")))
+    return sorted(found)
+
+
+def _states_in(description: str) -> list[str]:
+    """'Miami, FL' -> ['FL']; 'Florida' -> ['FL']; '' or 'United States' -> []."""
+    states = []
+    for part in description.split("/"):
+        place, _, suffix = part.rpartition(", ")
+        if place and len(suffix) == 2 and suffix.isupper():
+            states.append(suffix)
+        elif part.strip() in US_STATES:
+            states.append(US_STATES[part.strip()])
+    return states
+
+
+def strictest(rules: Sequence[Rule]) -> Rule:
+    """One rule that allows a call only when every one of `rules` does."""
+    unique = list(dict.fromkeys(rules))
+    if len(unique) == 1:
+        return unique[0]
+    days = tuple(_narrowest(r.days[day] for r in unique) for day in range(7))
+    checked = [r.checked for r in unique if r.checked is not None]
+    return Rule(
+        "+".join(r.name for r in unique),
+        days,
+        "; ".join(dict.fromkeys(r.source for r in unique)),
+        min(checked) if checked else None,
+        tuple(dict.fromkeys(c for r in unique for c in r.holidays)),
+    )
+
+
+def _narrowest(windows: Iterable[Window | None]) -> Window | None:
+    opening, closing = time.min, time.max
+    for window in windows:
+        if window is None:
+            return None
+        opening, closing = max(opening, window[0]), min(closing, window[1])
+    return (opening, closing) if opening < closing else None
+
+
+# --- the zones --------------------------------------------------------------------------
 
 
 def zones_for(
@@ -106,8 +165,70 @@ def zones_for(
     """The contact's zone(s): the request's own, else the number's, else the default."""
     if timezone:
         return [ZoneInfo(timezone)]
-    names = [z for z in number_zones.time_zones_for_number(number) if z != "Etc/Unknown"]
+    names = _override(number) or [
+        z for z in number_zones.time_zones_for_number(number) if z != "Etc/Unknown"
+    ]
     return [ZoneInfo(name) for name in (names or [default_timezone])]
+
+
+def _override(number: phonenumbers.PhoneNumber) -> list[str]:
+    """ZONE_OVERRIDES' zones for a NANP number where one applies, else []."""
+    if number.country_code != 1:
+        return []
+    return list(override_for("1" + str(number.national_number)))
+
+
+def override_for(digits: str) -> tuple[str, ...]:
+    """The overriding zones for a NANP number or prefix ("1" + digits): an entry applies
+    where it is at least as specific as the prefix phonenumbers' own data matches."""
+    ours = _longest_prefix(digits, ZONE_OVERRIDES)
+    if not ours or len(ours) < len(_longest_prefix(digits, TIMEZONE_DATA)):
+        return ()
+    return ZONE_OVERRIDES[ours]
+
+
+def _longest_prefix(digits: str, table: Mapping[str, object]) -> str:
+    for end in range(len(digits), 0, -1):
+        if digits[:end] in table:
+            return digits[:end]
+    return ""
+
+
+# --- holidays ---------------------------------------------------------------------------
+
+
+def calendars(rule: Rule, zones: Sequence[ZoneInfo]) -> tuple[str, ...]:
+    """The holiday calendars a rule closes on, for these zones: a country's rule adds the
+    state's calendar where the one zone tells the state."""
+    if len(zones) != 1:
+        return rule.holidays
+    states = ZONE_SUBDIVISIONS.get(zones[0].key, ())
+    out = []
+    for code in rule.holidays:
+        country, _, subdivision = code.partition("-")
+        if subdivision or not states:
+            out.append(code)
+        else:
+            out.extend(f"{country}-{state}" for state in states)
+    return tuple(out)
+
+
+def holiday(codes: Sequence[str], day: date) -> str | None:
+    """The name of the public holiday `day` is in one of these calendars, or None."""
+    for code in codes:
+        name = _calendar(code, day.year).get(day)
+        if name:
+            return f"{name} ({code})"
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _calendar(code: str, year: int) -> holidays.HolidayBase:
+    country, _, subdivision = code.partition("-")
+    return holidays.country_holidays(country, subdiv=subdivision or None, years=year)
+
+
+# --- the arithmetic ---------------------------------------------------------------------
 
 
 def next_opening(
@@ -118,25 +239,27 @@ def next_opening(
     not_after: datetime | None = None,
 ) -> datetime | None:
     """The first instant at or after `now` (and not_before) when every zone's window is open
-    and not_after has not passed; None if there is none within the next eight days."""
+    and not_after has not passed; None if there is none within the next sixteen days."""
     start = max(now, not_before) if not_before else now
-    allowed = [(start, start + HORIZON)]
+    horizon = HOLIDAY_HORIZON if rule.holidays else HORIZON
+    allowed = [(start, start + horizon)]
+    codes = calendars(rule, zones)
     for zone in zones:
-        allowed = _intersect(allowed, _windows(zone, rule, start, start + HORIZON))
+        allowed = _intersect(allowed, _windows(zone, rule, codes, start, start + horizon))
     if not_after is not None:
         allowed = _intersect(allowed, [(start, not_after)])
     return allowed[0][0] if allowed else None
 
 
 def _windows(
-    zone: ZoneInfo, rule: Rule, start: datetime, end: datetime
+    zone: ZoneInfo, rule: Rule, codes: Sequence[str], start: datetime, end: datetime
 ) -> list[tuple[datetime, datetime]]:
     """The zone's open windows between start and end, as UTC instants, in order."""
     out = []
     day: date = start.astimezone(zone).date() - timedelta(days=1)
     while day <= end.astimezone(zone).date():
         window = rule.days[day.weekday()]
-        if window is not None:
+        if window is not None and not (codes and holiday(codes, day)):
             opens = datetime.combine(day, window[0], tzinfo=zone).astimezone(UTC)
             closes = datetime.combine(day, window[1], tzinfo=zone).astimezone(UTC)
             out.append((opens, closes))
@@ -154,3 +277,63 @@ def _intersect(
             if start < end:
                 out.append((start, end))
     return sorted(out)
+
+
+# --- explaining a decision --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a number may or may not be called at `at`: what `followup hours` prints."""
+
+    at: datetime
+    open: bool
+    next_opening: datetime | None
+    rule: str
+    source: str
+    checked: date | None
+    zones: tuple[str, ...]
+    local_times: tuple[str, ...]  # `at` in each zone, ISO 8601
+    holidays: tuple[str, ...]  # the calendars the rule closes on, here
+    holiday: str | None  # the holiday that closes the day at `at`, if one does
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at.isoformat(),
+            "open": self.open,
+            "next_opening": self.next_opening.isoformat() if self.next_opening else None,
+            "rule": self.rule,
+            "source": self.source,
+            "checked": self.checked.isoformat() if self.checked else None,
+            "zones": list(self.zones),
+            "local_times": list(self.local_times),
+            "holidays": list(self.holidays),
+            "holiday": self.holiday,
+        }
+
+
+def explain(
+    phone_number: str, timezone: str | None, at: datetime, settings: Settings
+) -> Explanation:
+    """The decision for an E.164 number at `at`, with the rule, its source and the zones."""
+    rule, zones = contact_hours(
+        phone_number, timezone, settings.default_timezone, default_rule(settings)
+    )
+    if not settings.enforce_calling_hours:
+        rule = ANY_TIME
+    at = at.astimezone(UTC)
+    opening = next_opening(at, zones, rule)
+    codes = calendars(rule, zones)
+    closed_by = [h for z in zones if (h := holiday(codes, at.astimezone(z).date()))]
+    return Explanation(
+        at=at,
+        open=opening is not None and opening <= at,
+        next_opening=opening,
+        rule=rule.name,
+        source=rule.source,
+        checked=rule.checked,
+        zones=tuple(z.key for z in zones),
+        local_times=tuple(at.astimezone(z).isoformat() for z in zones),
+        holidays=codes,
+        holiday=closed_by[0] if closed_by else None,
+    )

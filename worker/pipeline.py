@@ -19,7 +19,7 @@ import redis
 import structlog
 
 from followup.config.redaction import dialling
-from followup.config.settings import Settings, parse_hours
+from followup.config.settings import Settings
 from followup.tasks.request import (
     FieldError,
     FollowUpRequest,
@@ -29,7 +29,13 @@ from followup.tasks.request import (
 )
 from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterClient
 from followup.worker.backoff import retry_delay
-from followup.worker.calling_hours import ANY_TIME, Rule, contact_hours, next_opening
+from followup.worker.calling_hours import (
+    ANY_TIME,
+    Rule,
+    contact_hours,
+    default_rule,
+    next_opening,
+)
 from followup.worker.classify import Verdict
 from followup.worker.genesys_queries import GenesysQueries
 from followup.worker.metrics import Metrics
@@ -53,9 +59,7 @@ class Pipeline:
     @cached_property
     def calling_rule(self) -> Rule:
         """The hours where the number's country has no rule of its own."""
-        return Rule.every_day(
-            "FOLLOWUP_CALLING_HOURS", parse_hours(self.settings.calling_hours), "your setting"
-        )
+        return default_rule(self.settings)
 
     @property
     def _pauses(self) -> list[tuple[str, str]]:
