@@ -4,6 +4,7 @@ stricter US states, the zone overrides, and a sweep of every NANP prefix phonenu
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -278,3 +279,12 @@ def test_every_nanp_prefix_maps_to_zones_inside_its_regions_span() -> None:
     assert outside == [], "zones outside the region's span:\n" + "\n".join(outside)
     # Numbers no region can be told for are toll-free or non-geographic codes.
     assert all(GEOCODE_DATA.get(p[:4]) is None for p in unplaced), unplaced
+
+
+def test_the_docs_list_every_rule_with_its_source_and_date() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "calling-rules.md").read_text()
+    lines = [line.strip() for line in doc.splitlines()]
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ")}
+    for rule in TABLE:
+        assert rule.name in rows, f"docs/calling-rules.md has no row for {rule.name}"
+        assert rule.checked is not None and rule.checked.isoformat() in rows[rule.name]
