@@ -106,3 +106,13 @@ def test_injected_faults(sim: Any) -> None:
     assert call(sim, GOOD, bearer).status_code == 201
     assert [r["status"] for r in sim.requests()] == [429, 503, 0, 201]
     assert len(sim.calls()) == 1
+
+
+def test_a_script_for_one_number_leaves_the_others_alone(sim: Any) -> None:
+    bearer = token(sim)
+    other = {**GOOD, "to": [{**GOOD["to"][0], "address": "+61298765433"}]}
+    sim.set_faults(by_number={"+61298765432": ["503"]})
+    assert call(sim, other, bearer).status_code == 201
+    assert call(sim, GOOD, bearer).status_code == 503
+    assert call(sim, GOOD, bearer).status_code == 201
+    assert [c["number"] for c in sim.calls()] == ["+61298765433", "+61298765432"]

@@ -14,6 +14,7 @@ import pytest
 
 from followup.cli.local_stack import Simulator
 from followup.simulator import cxone_config
+from followup.simulator.contracts import is_dialable
 from tests.conftest import FOLLOWUP_BIN
 
 APP, APP_SECRET = "followup-test-app", "app-secret-3c1d"
@@ -461,3 +462,20 @@ def test_bad_cxone_flags_are_refused_by_name(flags: dict[str, Any], named: str) 
     given = {**unset, "phone_region": None, "any_skill": False, **flags}
     with pytest.raises(ValueError, match=named):
         cxone_config(dialect="cxone", **given)
+
+
+@pytest.mark.parametrize(
+    ("number", "phone_format", "region", "dialable"),
+    [
+        ("+61298765432", "e164", "US", True),
+        ("61298765432", "e164", "US", False),
+        ("61298765432", "digits", "US", True),
+        ("+61298765432", "digits", "US", False),
+        ("2125551234", "national", "US", True),
+        ("0298765432", "national", "AU", True),
+        ("+12125551234", "national", "US", False),
+        ("212555", "national", "US", False),
+    ],
+)
+def test_the_dialling_plans(number: str, phone_format: str, region: str, dialable: bool) -> None:
+    assert is_dialable(number, phone_format, region) is dialable
