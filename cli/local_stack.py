@@ -189,11 +189,12 @@ class PrivateRedis:
 class Simulator:
     """`followup simulator` on a free port, with its inspection and fault endpoints."""
 
-    def __init__(self, *args: str, port: int | None = None) -> None:
+    def __init__(self, *args: str, port: int | None = None, show_secrets: bool = True) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        shown = ["--show-secrets"] if show_secrets else []  # tests compare tokens and numbers
         self.proc = subprocess.Popen(
-            [str(BIN / "followup"), "simulator", "--port", str(self.port), *args],
+            [str(BIN / "followup"), "simulator", "--port", str(self.port), *shown, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,

@@ -281,7 +281,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(
             f"followup: the simulator needs the 'simulator' extra ({exc}): "
-            "pip install 'followup[simulator]'",
+            "pip install '.[simulator]' (from the checkout)",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -318,7 +318,12 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         flush=True,
     )
     state = SimState(
-        clients=clients, users=users, token_ttl_s=ttl, dialect=args.dialect, cxone=config
+        clients=clients,
+        users=users,
+        token_ttl_s=ttl,
+        dialect=args.dialect,
+        cxone=config,
+        show_secrets=args.show_secrets,
     )
     serve(state, args.host, args.port)
     return 0
@@ -444,6 +449,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     cx.add_argument(
         "--phone-region", metavar="CC", help="the region of national numbers (default US)"
+    )
+    p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="show bearer tokens and phone numbers in /_sim/calls and /_sim/tokens (tests); "
+        "by default they are hidden and masked",
     )
     p.set_defaults(run=cmd_simulator)
 

@@ -9,9 +9,11 @@ Genesys Cloud (§2) with --dialect genesys; NICE CXone (§4) with --dialect cxon
 
 Inspection and fault injection (for tests, the demo and benchmarks):
     GET  /_sim/calls        calls accepted, with body, Authorization and correlation id
+                            (tokens hidden and numbers masked, unless --show-secrets)
     GET  /_sim/queries      every question (cxone: agent states, contacts): endpoint, user,
                             query, status
-    GET  /_sim/tokens       tokens issued: {token: client_id}, token and discovery requests
+    GET  /_sim/tokens       tokens issued: {token: client_id} (with --show-secrets), how many
+                            per client, token and discovery requests
     POST /_sim/faults       {"script": ["503","503"], "by_contact": {"c-1": ["hang"]},
                              "by_number": {"+61298765432": ["429"]},
                              "rate": 0.2, "kinds": ["503","429","hang"],
@@ -41,6 +43,7 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
+from followup.config.redaction import mask_text
 from followup.simulator import contracts
 from followup.simulator.state import (
     CXONE_FAULT_KINDS,
@@ -402,22 +405,53 @@ async def campaign_call(request: web.Request) -> web.Response:
 
 
 async def list_calls(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE_KEY].calls)
+    state = request.app[STATE_KEY]
+    if state.show_secrets:
+        return web.json_response(state.calls)
+    return web.json_response([_masked(call) for call in state.calls])
+
+
+def _masked(call: dict[str, Any]) -> dict[str, Any]:
+    """A call as /_sim/calls shows it by default: no bearer token, every number masked (as
+    followup's own logs mask it)."""
+    shown = _mask_strings(call)
+    if shown.get("authorization"):
+        shown["authorization"] = "Bearer <hidden>"
+    return dict(shown)
+
+
+def _mask_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {mask_text(str(key)): _mask_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_strings(item) for item in value]
+    return value
 
 
 async def list_requests(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE_KEY].requests)
+    state = request.app[STATE_KEY]
+    return web.json_response(
+        state.requests if state.show_secrets else _mask_strings(state.requests)
+    )
 
 
 async def list_queries(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE_KEY].queries)
+    state = request.app[STATE_KEY]
+    return web.json_response(state.queries if state.show_secrets else _mask_strings(state.queries))
 
 
 async def list_tokens(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    issued: dict[str, int] = {}
+    for token in state.tokens.values():
+        issued[token.client_id] = issued.get(token.client_id, 0) + 1
+    tokens = {v: t.client_id for v, t in state.tokens.items()} if state.show_secrets else {}
     return web.json_response(
         {
-            "tokens": {v: t.client_id for v, t in state.tokens.items()},
+            "tokens": tokens,
+            "issued": issued,
             "token_requests": state.token_requests,
             "discovery_requests": state.discovery_requests,
         }

@@ -149,6 +149,8 @@ class SimState:
     users: frozenset[str] | None  # None: every user id exists
     token_ttl_s: int = 86400
     dialect: str = "conversations"  # or "genesys", "cxone" (api-contract.md §1, §2, §4)
+    # /_sim/* shows bearer tokens and phone numbers only when asked (--show-secrets: tests).
+    show_secrets: bool = False
     tokens: dict[str, Token] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)  # every create-call, any answer

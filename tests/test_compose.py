@@ -32,14 +32,23 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.integration
 
 
-def test_compose_has_the_four_services_and_only_known_settings() -> None:
+DEMO_ENV = dict(
+    line.split("=", 1)
+    for line in (ROOT / "compose-demo.env").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+FOLLOWUP_SERVICES = ("worker", "flower", "worker-amqp", "flower-amqp")
+SECRETS = ("FOLLOWUP_CLIENT_ID", "FOLLOWUP_CLIENT_SECRET", "FLOWER_BASIC_AUTH", "RABBITMQ_PASSWORD")
+
+
+def test_compose_has_the_services_and_only_known_settings() -> None:
     services = COMPOSE["services"]
     assert {n for n, s in services.items() if "profiles" not in s} == {
         "redis",
         "worker",
         "flower",
-        "simulator",
     }
+    assert {n for n, s in services.items() if s.get("profiles") == ["demo"]} == {"simulator"}
     assert {n for n, s in services.items() if s.get("profiles") == ["rabbitmq"]} == {
         "rabbitmq",
         "worker-amqp",
@@ -58,12 +67,62 @@ def test_the_dockerfile_copies_every_package() -> None:
         assert (ROOT / package / "__init__.py").exists()
 
 
+def test_every_followup_service_reads_the_env_file() -> None:
+    """So that every FOLLOWUP_* variable in .env reaches the containers (FOLLOWUP_TOKEN_URL,
+    FOLLOWUP_API_DIALECT, FOLLOWUP_GENESYS_* ...), not three of them."""
+    for name in FOLLOWUP_SERVICES:
+        assert COMPOSE["services"][name]["env_file"] == [{"path": ".env", "required": False}], name
+
+
+def test_depends_on_names_only_services_that_always_run_beside_it() -> None:
+    """Nothing depends on the demo's simulator (a real stack has none), and a dependency is
+    a service of no profile or of the dependent's own."""
+    services = COMPOSE["services"]
+    for name, service in services.items():
+        for needed in service.get("depends_on", {}):
+            profiles = services[needed].get("profiles")
+            assert profiles is None or profiles == service.get("profiles"), (name, needed)
+            assert needed != "simulator", name
+
+
+def test_every_port_is_published_on_loopback_only_and_metrics_are_published() -> None:
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    worker = COMPOSE["services"]["worker"]
+    metrics = worker["environment"]["FOLLOWUP_METRICS_PORT"]
+    assert f"127.0.0.1:{metrics}:{metrics}" in worker["ports"]
+    if "metrics_address" in Settings.model_fields:  # inside the container: reachable by the port
+        assert worker["environment"].get("FOLLOWUP_METRICS_ADDRESS") == "0.0.0.0", (
+            "set FOLLOWUP_METRICS_ADDRESS: 0.0.0.0 in the compose worker's environment"
+        )
+
+
+def test_secrets_are_required_and_given_only_by_the_demo_env_file() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text
+    for secret in SECRETS:
+        assert f"${{{secret}:?" in text, secret
+        assert f"${{{secret}:-" not in text and f"${{{secret}}}" not in text, secret
+        assert DEMO_ENV.get(secret), secret
+    assert DEMO_ENV["COMPOSE_PROFILES"] == "demo"
+    # Every variable the file needs, the demo file gives: `--env-file compose-demo.env` starts.
+    needed = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert needed <= set(DEMO_ENV), needed - set(DEMO_ENV)
+
+
+def test_the_simulator_service_hides_tokens_and_numbers() -> None:
+    assert "--show-secrets" not in COMPOSE["services"]["simulator"]["command"]
+
+
 def _env(
     service: dict[str, Any], redis_url: str, sim_url: str, amqp_url: str = ""
 ) -> dict[str, str]:
     env = {}
     for name, value in service.get("environment", {}).items():
         value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))  # compose's ${X:-default}
+        # compose's ${X:?message}: the demo's value (compose-demo.env)
+        value = re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: DEMO_ENV[m.group(1)], value)
         value = re.sub(r"^amqp://.*@rabbitmq:5672//$", amqp_url, value)
         env[name] = value.replace("redis://redis:6379/0", redis_url).replace(
             "http://simulator:8765", sim_url

@@ -3,6 +3,7 @@ number in the clear, and other services can enqueue through its HTTP API."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -178,3 +179,47 @@ def test_flower_sees_each_enqueued_request_sent_received_and_succeeded(
     # kwargs come from whichever event Flower saw last: the request id, or the masked request
     assert request_id in task["kwargs"] or "+61*******87" in task["kwargs"]
     assert NUMBER not in raw
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_flower_started_the_readme_way_listens_on_loopback_only(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """`celery -A followup flower --basic-auth=...` (no --address): 127.0.0.1 unless told."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    with (tmp_path / "flower.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "followup",
+                "flower",
+                f"--port={port}",
+                "--basic-auth=ops:secret",
+            ],
+            env={**environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(
+                lambda: bool(_listening_addresses(port)) or proc.poll() is not None, 30, "flower"
+            )
+            assert proc.poll() is None, (tmp_path / "flower.log").read_text()
+            # 0100007F is 127.0.0.1 as /proc writes it; every interface would be 00000000.
+            assert _listening_addresses(port) == {"0100007F"}
+        finally:
+            proc.terminate()
+            proc.wait(15)

@@ -116,3 +116,30 @@ def test_a_script_for_one_number_leaves_the_others_alone(sim: Any) -> None:
     assert call(sim, GOOD, bearer).status_code == 503
     assert call(sim, GOOD, bearer).status_code == 201
     assert [c["number"] for c in sim.calls()] == ["+61298765433", "+61298765432"]
+
+
+def test_started_as_a_user_starts_it_the_inspection_endpoints_hide_tokens_and_numbers() -> None:
+    """`followup simulator` (compose's way) masks bearer tokens and phone numbers in /_sim/*;
+    only a simulator started with --show-secrets (the tests' helper) shows them."""
+    from followup.cli.local_stack import Simulator
+
+    plain = Simulator(
+        "--client",
+        f"{CLIENT_ID}:{CLIENT_SECRET}:conversation:write",
+        "--any-user",
+        show_secrets=False,
+    )
+    try:
+        bearer = token(plain)
+        assert call(plain, GOOD, bearer).status_code == 201
+        seen = (
+            httpx.get(f"{plain.url}/_sim/calls").text + httpx.get(f"{plain.url}/_sim/tokens").text
+        )
+        assert bearer not in seen
+        assert "+61298765432" not in seen and "61298765432" not in seen
+        assert "+61*******32" in seen  # masked, as the logs mask it
+        listed = httpx.get(f"{plain.url}/_sim/calls").json()
+        assert listed[0]["authorization"] == "Bearer <hidden>"
+        assert httpx.get(f"{plain.url}/_sim/tokens").json()["tokens"] == {}
+    finally:
+        plain.stop()

@@ -34,6 +34,11 @@ except ConfigError as exc:
 
 app = create_app(settings, include=["followup.tasks.place_call"])
 
+# `celery -A followup flower` listens on 127.0.0.1 unless told otherwise (--address, or
+# FLOWER_ADDRESS): Flower's own default is every interface. Flower reads FLOWER_* variables
+# after this module is loaded, and its command line after them.
+os.environ.setdefault("FLOWER_ADDRESS", "127.0.0.1")
+
 log = structlog.get_logger(__name__)
 _stops: list[threading.Event] = []
 
