@@ -199,7 +199,7 @@ class Simulator:
             stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
-        _wait_ready(self.proc, self._answers, 15, "simulator")
+        _wait_ready(self.proc, self._answers, 60, "simulator")  # a loaded machine
 
     def _answers(self) -> bool:
         try:
