@@ -59,6 +59,7 @@ def main() -> int:
         # without per-agent spacing: the run is about crashes and a flaky platform.
         "FOLLOWUP_RATE_LIMIT_PER_S": os.environ.get("CHAOS_RATE_LIMIT", "100"),
         "FOLLOWUP_PER_USER_INTERVAL_S": "0",
+        "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",
         # The run dials Sydney numbers at any hour: calling hours are not what it measures.
         "FOLLOWUP_ENFORCE_CALLING_HOURS": "false",
     }

@@ -28,6 +28,7 @@ def run(workers: int, redis_url: str) -> tuple[float, int, int]:
     settings = {
         "FOLLOWUP_RATE_LIMIT_PER_S": str(LIMIT),
         "FOLLOWUP_PER_USER_INTERVAL_S": "0",
+        "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",
         # The run dials Sydney numbers at any hour: calling hours are not what it measures.
         "FOLLOWUP_ENFORCE_CALLING_HOURS": "false",
         "FOLLOWUP_SWEEP_INTERVAL_S": "0.5",

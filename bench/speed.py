@@ -289,6 +289,7 @@ def main() -> int:
     unpaced = {  # capacity, not policy: no rate limit, no spacing, no calling hours
         "FOLLOWUP_RATE_LIMIT_PER_S": "10000",
         "FOLLOWUP_PER_USER_INTERVAL_S": "0",
+        "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",
         "FOLLOWUP_ENFORCE_CALLING_HOURS": "false",
     }
     try:

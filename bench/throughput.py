@@ -42,6 +42,7 @@ def main() -> int:
         "FOLLOWUP_WORKER_CONCURRENCY": str(CONCURRENCY),
         "FOLLOWUP_RATE_LIMIT_PER_S": "10000",
         "FOLLOWUP_PER_USER_INTERVAL_S": "0",
+        "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",
         "FOLLOWUP_ENFORCE_CALLING_HOURS": "false",
     }
     with Stack(run, url, "--any-user", **unpaced) as stack:

@@ -100,6 +100,8 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
         # The demo's agents get a few follow-ups each in a few seconds: space them 2 s apart
         # (the default, 30 s, would make it wait), at the default fleet rate of 5 a second.
         "FOLLOWUP_PER_USER_INTERVAL_S": "2",
+        # Its records stay, and every run dials the same numbers: no per-number cap here.
+        "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",
     }
     numbers = pick_numbers(datetime.now(UTC))
     print(

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     per_user_interval_s: float = Field(
         30.0, ge=0, le=86400, description="The least time between two calls of one agent."
     )
+    per_number_max_calls: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description="Calls to one number within FOLLOWUP_PER_NUMBER_WINDOW_S (0: no cap).",
+    )
+    per_number_window_s: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="The per-number cap's rolling window."
+    )
     breaker_failures: int = Field(5, ge=1, le=1000)
     breaker_cooldown_s: float = Field(30.0, gt=0, le=3600)
     backoff_base_s: float = Field(2.0, gt=0, le=3600)

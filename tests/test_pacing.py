@@ -200,3 +200,35 @@ def test_a_request_that_waits_too_long_is_given_up(redis_url: str) -> None:
     assert record.last_error.code == "wait.exceeded"
     assert record.attempts == 0
     store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_the_per_number_cap_holds_across_the_fleet_and_spends_no_attempt(
+    fleet: Callable[..., Fleet],
+) -> None:
+    """Two workers (four threads each) and five requests for one number, with a cap of two
+    calls a day: exactly two are placed; the rest wait for `number_cap`, nothing spent."""
+    f = fleet(FOLLOWUP_PER_NUMBER_MAX_CALLS="2", FOLLOWUP_PER_NUMBER_WINDOW_S="3600")
+    ids = [f.enqueue(user=f"u-{n}") for n in range(5)]
+    f.start_workers(2)
+    records = [f.wait(i, "placed", "scheduled") for i in ids]
+    wait_until(
+        lambda: (
+            sum(1 for i in ids if (r := f.client.status(i)) and r.state == "placed") == 2
+            and sum(
+                1
+                for i in ids
+                if (r := f.client.status(i))
+                and r.state == "scheduled"
+                and r.waiting_for == "number_cap"
+            )
+            == 3
+        ),
+        30,
+        "two placed and three waiting for number_cap",
+    )
+    records = [r for i in ids if (r := f.client.status(i)) is not None]
+    waiting = [r for r in records if r.state == "scheduled"]
+    assert all(r.attempts == 0 and r.next_attempt_at is not None for r in waiting)
+    assert len([c for i in ids for c in calls_for(f.sim, i)]) == 2
+    shown = followup("status", waiting[0].request_id, env=f.env, check=True).stdout
+    assert "number_cap" in shown and "FOLLOWUP_PER_NUMBER_MAX_CALLS" in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -12,7 +13,7 @@ from followup.cli.local_stack import delete_keys
 from followup.tasks.request import parse_request
 from followup.worker import store_lua
 from followup.worker.records import ErrorInfo, State
-from followup.worker.store import StatusStore
+from followup.worker.store import Pacing, StatusStore
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +96,98 @@ def test_every_lua_script_compiles(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for script in store_lua.SCRIPTS:
         assert client.script_load(script.source), script.name
+
+
+def _capped_store(redis_url: str, cap: int, *, max_wait_s: float = 3 * 86400) -> StatusStore:
+    return StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-cap-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=60,
+        max_wait_s=max_wait_s,
+        pacing=Pacing(number_cap=cap, number_window=3600),
+    )
+
+
+def _send_one(store: StatusStore, request_id: str, number: str = "+13055550100") -> str:
+    request = parse_request({"contact_id": "c", "user_id": "u", "phone_number": number})
+    store.register(request_id, request, queue="q", source="producer")
+    claim = store.claim(request_id, lease_s=30)
+    return store.mark_sent(request_id, claim.token, user="u").outcome
+
+
+def test_the_per_number_cap_counts_calls_sent_and_refunds_what_the_platform_did_not_take(
+    redis_url: str,
+) -> None:
+    store = _capped_store(redis_url, 2)
+    try:
+        assert _send_one(store, "a") == "sent"
+        assert _send_one(store, "b") == "sent"
+        assert _send_one(store, "other", number="+13055550199") == "sent"  # another number
+        assert _send_one(store, "c") == "wait"
+        record = store.get("c")
+        assert record is not None and record.state == "scheduled"
+        assert (record.waiting_for, record.attempts) == ("number_cap", 0)
+        assert record.next_attempt_at is not None
+        assert record.next_attempt_at.timestamp() > time.time() + 3500  # the oldest + 1 h
+        # No key holds the number in the clear.
+        assert not [k for k in store.redis.keys(f"{store.ns}:*") if "3055550100" in k]
+
+        # "b"'s platform did nothing with it (a 429): it no longer counts, and "d" goes.
+        b = store.redis.hget(f"{store.ns}:req:b", "claim")
+        assert b is not None
+        store.finish("b", b, State.RETRYING, event="will retry", spent=False, retry_in_s=1)
+        assert _send_one(store, "d") == "sent"
+        # "d" was refused with a 401 and taken back: it does not count either.
+        d = store.redis.hget(f"{store.ns}:req:d", "claim")
+        assert d is not None and store.unsend("d", d, "401")
+        assert _send_one(store, "e") == "sent"
+        assert _send_one(store, "f") == "wait"
+    finally:
+        delete_keys(redis_url, f"{store.ns}:*")
+
+
+def test_a_cap_of_0_is_off_and_the_wait_is_bounded_by_max_wait(redis_url: str) -> None:
+    off = _capped_store(redis_url, 0)
+    bounded = _capped_store(redis_url, 1, max_wait_s=600)
+    try:
+        assert [_send_one(off, f"r-{n}") for n in range(5)] == ["sent"] * 5
+        assert _send_one(bounded, "a") == "sent"
+        assert _send_one(bounded, "b") == "wait"
+        record = bounded.get("b")
+        assert record is not None and record.next_attempt_at is not None
+        assert record.next_attempt_at.timestamp() <= record.created_at.timestamp() + 600
+    finally:
+        delete_keys(redis_url, f"{off.ns}:*")
+        delete_keys(redis_url, f"{bounded.ns}:*")
+
+
+def test_two_threads_never_both_pass_the_per_number_cap(redis_url: str) -> None:
+    stores = [_capped_store(redis_url, 3) for _ in range(2)]
+    ns = stores[0].ns
+    stores[1].ns = ns
+    outcomes: list[str] = []
+    try:
+        for n in range(20):
+            request = parse_request(
+                {"contact_id": "c", "user_id": "u", "phone_number": "+13055550100"}
+            )
+            stores[0].register(f"r-{n}", request, queue="q", source="producer")
+
+        def race(store: StatusStore, ids: list[str]) -> None:
+            for request_id in ids:
+                claim = store.claim(request_id, lease_s=30)
+                outcomes.append(store.mark_sent(request_id, claim.token, user="u").outcome)
+
+        threads = [
+            threading.Thread(target=race, args=(stores[k], [f"r-{n}" for n in range(k, 20, 2)]))
+            for k in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes) == ["sent"] * 3 + ["wait"] * 17
+    finally:
+        delete_keys(redis_url, f"{ns}:*")

@@ -21,6 +21,7 @@ WAIT_REASONS = (
     "rate_limit",
     "agent_spacing",
     "agent_busy",
+    "number_cap",
     "calling_hours",
     "not_before",
     "api_pause",

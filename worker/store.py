@@ -99,6 +99,8 @@ class Pacing:
     failures: int = 5  # in a row, to open the breaker (FOLLOWUP_BREAKER_FAILURES)
     cooldown: float = 30.0  # FOLLOWUP_BREAKER_COOLDOWN_S
     probe_for: float = 60.0  # how long the breaker's probe may take (the claim's lease)
+    number_cap: int = 0  # calls to one number a window, fleet-wide (0: no cap)
+    number_window: float = 86400.0  # FOLLOWUP_PER_NUMBER_WINDOW_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pacing:
@@ -114,6 +116,8 @@ class Pacing:
             failures=settings.breaker_failures,
             cooldown=settings.breaker_cooldown_s,
             probe_for=settings.claim_lease_s,
+            number_cap=settings.per_number_max_calls,
+            number_window=settings.per_number_window_s,
         )
 
 

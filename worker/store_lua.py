@@ -167,6 +167,21 @@ local function breaker_heard(id, health, policy)
     'cooldown', policy.cooldown, 'failures', 0, 'probe', '')
   return 'opened'
 end
+-- The per-number cap: ns:number:<sha1 of the E.164 number> holds the calls sent to that
+-- number (member '<id>:<attempt>', scored by when), kept for the cap's window. The key is
+-- a digest, so the number is not in the clear in key names.
+local function number_key(id)
+  local ok, request = pcall(cjson.decode, redis.call('HGET', rkey(id), 'request') or '{}')
+  if not ok or type(request) ~= 'table' or type(request.phone_number) ~= 'string' then
+    return nil
+  end
+  return ns .. ':number:' .. redis.sha1hex(request.phone_number)
+end
+-- The platform did nothing with attempt `attempt`: it does not count against the cap.
+local function uncount(id, attempt)
+  local key = redis.call('HGET', rkey(id), 'number_key')
+  if key and key ~= '' then redis.call('ZREM', key, id .. ':' .. attempt) end
+end
 -- The idempotency key of a request, if it still points to that request.
 local function ikey_of(id)
   local key = redis.call('HGET', rkey(id), 'idempotency_key')
@@ -468,7 +483,10 @@ return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or '
 #   {'hold', seconds}: the reserved slot is that near: wait in the thread, then call again
 #   {'wait', reason, at}: the request now waits in 'scheduled' until `at`; send nothing
 #   {'lost'}: the caller no longer holds a live claim; send nothing
-# policy: {limit, burst, spacing, hold, lead, failures, cooldown, probe_for} (a JSON object).
+# policy: {limit, burst, spacing, hold, lead, failures, cooldown, probe_for, number_cap,
+# number_window} (a JSON object). With number_cap > 0, a number already called number_cap
+# times in the last number_window seconds (anywhere in the fleet) waits for 'number_cap'
+# until its oldest such call leaves the window; the call counts only once it is sent.
 SEND = LuaScript(
     "send",
     ("id", "token", "user", "pauses", "policy", "spread"),
@@ -489,6 +507,16 @@ end
 local breaker = breaker_gate(id, policy)
 if breaker then
   return hold_off(breaker + spread, 'breaker', 'the platform kept failing; the fleet waits')
+end
+local capped = policy.number_cap > 0 and number_key(id) or nil
+if capped then
+  redis.call('ZREMRANGEBYSCORE', capped, '-inf', now - policy.number_window)
+  if redis.call('ZCARD', capped) >= policy.number_cap then
+    local oldest = tonumber(redis.call('ZRANGE', capped, 0, 0, 'WITHSCORES')[2]) or now
+    return hold_off(oldest + policy.number_window + spread, 'number_cap',
+      string.format('%d calls to this number in %gs (FOLLOWUP_PER_NUMBER_MAX_CALLS)',
+        policy.number_cap, policy.number_window))
+  end
 end
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
@@ -520,6 +548,11 @@ if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
 redis.call('HDEL', rkey(id), 'slot')
+if capped then
+  redis.call('ZADD', capped, now, id .. ':' .. attempts)
+  redis.call('PEXPIRE', capped, math.ceil(policy.number_window * 1000) + 1000)
+  redis.call('HSET', rkey(id), 'number_key', capped)
+end
 note(id, 'sending', nil)
 return {'sent', attempts}
 """,
@@ -537,6 +570,7 @@ local id = ARG.id
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at', 'attempts')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token then return 0 end
 if r[3] and r[3] ~= '' then
+  uncount(id, tonumber(r[4]) or 0)
   redis.call('HSET', rkey(id), 'sent_at', '', 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
   note(id, 'not processed', ARG.detail)
 end
@@ -578,6 +612,7 @@ if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then
 end
 local policy = cjson.decode(ARG.policy)
 if ARG.spent == '0' and r[5] and r[5] ~= '' then
+  uncount(id, tonumber(r[4]) or 0)
   redis.call('HSET', rkey(id), 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
 end
 local rate = ''
