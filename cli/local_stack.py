@@ -202,6 +202,8 @@ class Simulator:
         _wait_ready(self.proc, self._answers, 60, "simulator")  # a loaded machine
 
     def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the simulator exited with code {self.proc.returncode}")
         try:
             self.calls()
         except OSError:

@@ -436,6 +436,8 @@ def test_a_tenant_with_another_dialling_plan_endpoint_and_version() -> None:
 
 
 def test_a_cxone_flag_with_another_dialect_is_refused_by_name() -> None:
+    with pytest.raises(RuntimeError, match="exited with code 2"):
+        Simulator("--dialect", "genesys", "--skill", "1")  # said at once, not after a deadline
     done = subprocess.run(
         [FOLLOWUP_BIN, "simulator", "--port", "1", "--dialect", "genesys", "--skill", "1"],
         capture_output=True,
