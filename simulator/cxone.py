@@ -221,11 +221,12 @@ async def discovery(request: web.Request) -> web.Response:
 # --- the API: what every call checks first ----------------------------------------------------
 
 
-def _admit(request: web.Request, permission: str) -> tuple[Token | None, web.Response | None]:
-    """The version, the bearer token, Accept: application/json, and the API user's permission."""
+def _admit(request: web.Request, permission: str) -> Token | web.Response:
+    """The token, once the version, the bearer token, Accept: application/json and the API
+    user's permission pass; else the answer that refuses."""
     state = request.app[STATE_KEY]
     if request.match_info["version"] not in state.cxone.api_versions:
-        return None, cx_error(404, "resource not found", shape="header")
+        return cx_error(404, "resource not found", shape="header")
     authorization = request.headers.get("Authorization", "")
     token = (
         state.token_for(authorization.removeprefix("Bearer "))
@@ -233,17 +234,17 @@ def _admit(request: web.Request, permission: str) -> tuple[Token | None, web.Res
         else None
     )
     if token is None:
-        return None, cx_error(401, "Invalid token", shape="header")
+        return cx_error(401, "Invalid token", shape="header")
     accepted = {part.split(";")[0].strip() for part in request.headers.get("Accept", "").split(",")}
     if "application/json" not in accepted:
-        return None, cx_error(406, "No known way to render data", shape="header")
+        return cx_error(406, "No known way to render data", shape="header")
     if permission not in token.scopes:
-        return None, cx_error(
+        return cx_error(
             403,
             f"Forbidden: the API user has no permission {permission}",
             shape="message",
         )
-    return token, None
+    return token
 
 
 # --- the call ---------------------------------------------------------------------------------
@@ -267,9 +268,9 @@ async def queue_callback(request: web.Request) -> web.StreamResponse:
 
 async def _queue_callback(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    token, refused = _admit(request, CXONE_CALLBACK_PERMISSION)
-    if refused is not None or token is None:
-        return refused or web.Response(status=500)
+    token = _admit(request, CXONE_CALLBACK_PERMISSION)
+    if isinstance(token, web.Response):
+        return token
     if await request.read():
         return cx_error(400, "queuecallback takes no body: its parameters go in the query string")
     problem, callback = contracts.cxone_callback(
@@ -381,7 +382,8 @@ async def _asked(
     state.queries.append(entry)
     availability = endpoint == "availability"
     permission = CXONE_AGENTS_PERMISSION if availability else CXONE_CONTACTS_PERMISSION
-    _, response = _admit(request, permission)
+    admitted = _admit(request, permission)
+    response = admitted if isinstance(admitted, web.Response) else None
     if response is None:
         faults = state.faults
         script = faults.availability_script if availability else faults.analytics_script
