@@ -165,7 +165,7 @@ def _parse_all(requests: list[Requestish]) -> list[FollowUpRequest]:
     for n, raw in enumerate(requests):
         try:
             request = parse_request(dict(raw) if isinstance(raw, Mapping) else raw)
-            request.check_not_expired(now)
+            request.check_times(now)
             parsed.append(request)
         except InvalidRequest as exc:
             prefix = f"requests[{n}]." if len(requests) > 1 else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,6 +37,9 @@ METADATA_MAX_KEYS = 20
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 256
 METADATA_MAX_BYTES = 2048
+# A request's own times: within these years (UTC), and not_before at most a year ahead.
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(3000, 1, 1, tzinfo=UTC)
+NOT_BEFORE_AHEAD = timedelta(days=366)
 
 
 class FollowUpRequest(BaseModel):
@@ -91,14 +94,32 @@ class FollowUpRequest(BaseModel):
             ) from None
         return value
 
+    @field_validator("not_before", "not_after")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        """Every instant the worker works with is one it can convert and add days to."""
+        if value is None:
+            return value
+        try:
+            in_range = EARLIEST <= value.astimezone(UTC) < LATEST
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past what a datetime holds
+            in_range = False
+        if not in_range:
+            raise ValueError(
+                f"{value.isoformat()} is out of range; give a time between "
+                f"{EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC), or none"
+            )
+        return value
+
     @model_validator(mode="after")
     def _window(self) -> FollowUpRequest:
         if self.not_before and self.not_after and self.not_before >= self.not_after:
             raise ValueError("not_before must be earlier than not_after")
         return self
 
-    def check_not_expired(self, now: datetime) -> None:
-        """At enqueue: a not_after already past is refused (the request could never go)."""
+    def check_times(self, now: datetime) -> None:
+        """At enqueue: a not_after already past (the request could never go) and a
+        not_before too far ahead are refused."""
         if self.not_after is not None and self.not_after <= now:
             raise InvalidRequest(
                 [
@@ -106,6 +127,21 @@ class FollowUpRequest(BaseModel):
                         field="not_after",
                         message=f"{self.not_after.isoformat()} has already passed; give a later "
                         "time, or none",
+                    )
+                ]
+            )
+        self.check_not_before(now)
+
+    def check_not_before(self, now: datetime) -> None:
+        """A not_before more than a year ahead is refused (by the producer, and by the
+        worker for a message sent straight to the queue): enqueue it nearer the time."""
+        if self.not_before is not None and self.not_before > now + NOT_BEFORE_AHEAD:
+            raise InvalidRequest(
+                [
+                    FieldError(
+                        field="not_before",
+                        message=f"{self.not_before.isoformat()} is more than a year "
+                        f"({NOT_BEFORE_AHEAD.days} days) ahead; enqueue it nearer the time",
                     )
                 ]
             )

@@ -13,8 +13,10 @@ import pytest
 from followup.cli.local_stack import Worker, wait_until
 from followup.config.settings import load_settings
 from followup.tasks.producer import FollowUpClient
+from followup.tasks.publish import publish
+from followup.tasks.request import FollowUpRequest, InvalidRequest
 from followup.worker.records import StatusRecord
-from tests.conftest import calls_for, followup
+from tests.conftest import calls_for, followup, foreign_client
 from tests.test_calling_hours import AUCKLAND, zone_where_it_is
 
 pytestmark = pytest.mark.integration
@@ -88,3 +90,121 @@ def test_a_retry_after_window_missed_dials_inside_calling_hours(own: Own, sim: A
     assert record.waiting_for == "calling_hours"
     assert record.next_attempt_local is not None and record.next_attempt_local.hour == 8
     assert calls_for(sim, night) == []
+
+
+# --- not_before: the wait bound counts from it; too far ahead is refused ------------------
+
+
+def test_a_not_before_past_the_wait_bound_is_waited_for_then_called(own: Own, sim: Any) -> None:
+    # FOLLOWUP_MAX_WAIT_S is at least 60; the producer's store is given 1 s here (its value
+    # is written into the record at enqueue), so that the test takes seconds.
+    own.client.store.max_wait_s = 1
+    own.start_worker()
+    not_before = datetime.now(UTC) + timedelta(seconds=3)
+    request_id = own.client.enqueue(
+        contact_id="c-later",
+        user_id="u-1001",
+        phone_number=AUCKLAND,
+        timezone=zone_where_it_is(12),
+        not_before=not_before.isoformat(),
+    )
+    assert own.wait(request_id, "scheduled").waiting_for == "not_before"
+    own.wait(request_id, "placed", "failed")
+    record = own.client.status(request_id)
+    assert record is not None and record.state == "placed", record.last_error
+    assert calls_for(sim, request_id)[0]["received_at"] >= not_before.timestamp()
+
+
+def _foreign(own: Own, request: dict[str, Any]) -> str:
+    """Straight to the queue, as another service would (send_task)."""
+    crm = foreign_client(own.settings["FOLLOWUP_BROKER_URL"])
+    try:
+        return str(
+            crm.send_task(
+                "followup.place_call",
+                kwargs={"request": request},
+                queue=own.settings["FOLLOWUP_QUEUE"],
+            ).id
+        )
+    finally:
+        crm.close()
+
+
+def _fields(record: StatusRecord) -> set[str]:
+    assert record.last_error is not None and record.last_error.errors is not None
+    return {e["field"] for e in record.last_error.errors}
+
+
+FAR = {
+    "not_before": (datetime.now(UTC) + timedelta(days=400)).isoformat(),
+    "extreme not_before": "9999-12-30T00:00:00+00:00",
+    "extreme not_after": "9999-12-31T23:59:59-05:00",
+    "ancient not_after": "0001-01-01T00:00:00+01:00",
+}
+
+
+@pytest.mark.parametrize("case", FAR)
+def test_dates_too_far_ahead_or_out_of_range_are_refused_naming_the_field(
+    own: Own, case: str
+) -> None:
+    field = case.split()[-1]
+    request = {
+        "contact_id": "c-far",
+        "user_id": "u-1001",
+        "phone_number": AUCKLAND,
+        field: FAR[case],
+    }
+    with pytest.raises(InvalidRequest) as refused:
+        own.client.enqueue(**request)
+    assert [e.field for e in refused.value.errors] == [field]
+
+    cli = own.cli(
+        "enqueue",
+        "--contact-id",
+        "c-far",
+        "--user-id",
+        "u-1001",
+        "--phone-number",
+        AUCKLAND,
+        f"--{field.replace('_', '-')}",
+        FAR[case],
+    )
+    assert cli.returncode == 2 and field in cli.stderr, cli.stderr
+
+    own.start_worker()
+    rejected = own.wait(_foreign(own, request), "rejected")
+    assert _fields(rejected) == {field}
+    good = own.wait(
+        _foreign(own, {**request, field: None, "timezone": zone_where_it_is(12)}), "placed"
+    )
+    assert good.attempts == 1
+
+
+def test_an_unexpected_error_in_the_worker_is_recorded_as_failed(own: Own, sim: Any) -> None:
+    """A stored request the worker cannot handle (written past the validation, as an older
+    version could) ends `failed` with the error at once: not a silent lease expiry, over
+    and over, until FOLLOWUP_MAX_WAIT_S."""
+    request_id = uuid.uuid4().hex
+    unchecked = FollowUpRequest.model_construct(
+        contact_id="c-overflow",
+        user_id="u-1001",
+        phone_number=AUCKLAND,
+        reason=None,
+        metadata={},
+        idempotency_key=None,
+        not_before=datetime(9999, 12, 30, tzinfo=UTC),
+        not_after=None,
+        timezone=None,
+    )
+    own.client.store.register(
+        request_id, unchecked, queue=own.client.settings.queue, source="producer"
+    )
+    publish(
+        own.client.app, request_id, unchecked.model_dump(mode="json"), own.client.settings.queue
+    )
+    own.start_worker()
+    record = own.wait(request_id, "failed")
+    assert record.last_error is not None and record.last_error.code == "worker.error"
+    assert "not_before" in record.last_error.message  # what went wrong, for the fix
+    assert [h.event for h in record.history].count("claimed") == 1
+    assert calls_for(sim, request_id) == []

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import random
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import redis
 import structlog
 
-from followup.config.redaction import dialling
+from followup.config.redaction import dialling, mask_text
 from followup.config.settings import Settings
 from followup.tasks.request import (
     FieldError,
@@ -77,6 +79,7 @@ class Pipeline:
         queue = queue or self.settings.queue
         # Every event about a request carries its id, attempt and state (null until known).
         structlog.contextvars.bind_contextvars(request_id=request_id, attempt=None, state=None)
+        claim: Claim | None = None
         try:
             claim = self._claim(request_id)
             if claim.outcome == "missing":  # first sight: another service's send_task
@@ -85,8 +88,59 @@ class Pipeline:
                     return not_callable
                 claim = self._claim(request_id)
             return self._attempt(request_id, claim)
+        except redis.RedisError:
+            raise  # the status store is away: the task hands the message back
+        except Exception as exc:  # a fault in this code, never silence and a lease expiry
+            return self._unexpected(request_id, claim, exc, args, kwargs, queue)
         finally:
             structlog.contextvars.clear_contextvars()
+
+    def _unexpected(
+        self,
+        request_id: str,
+        claim: Claim | None,
+        exc: Exception,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        queue: str,
+    ) -> str:
+        """An error this code did not expect is recorded at once: the request held ends
+        `failed` with the error (`unknown` if its call may have left), for a person to
+        retry after the fix; a message never recorded ends `rejected`."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        error = f"{type(exc).__name__}: {mask_text(' '.join(str(exc).split()))[:300]}"
+        log.error(
+            "unexpected error in the worker; recorded",
+            error=error,
+            where=f"{Path(frame.filename).name}:{frame.lineno}",
+        )
+        if claim is None or claim.outcome == "missing":
+            raw = _request_of(args, kwargs)
+            summary = raw if isinstance(raw, dict) else {"args": repr(args)[:200]}
+            failure = FieldError(
+                field="request", message=f"the worker could not process it: {error}"
+            )
+            return self._reject(request_id, summary, [failure], queue)
+        if claim.outcome != "claimed":
+            return "error"
+        sent = self.store.sent(request_id, claim.token)
+        state = State.UNKNOWN if sent else State.FAILED
+        detail = f"the worker failed unexpectedly ({error}); after a fix, followup retry"
+        finished = self._record(
+            lambda: self.store.finish(
+                request_id,
+                claim.token,
+                state,
+                event="worker error",
+                detail=detail,
+                error=ErrorInfo(code="worker.error", message=detail),
+                spent=sent,
+            )
+        )
+        if finished.recorded:
+            self.metrics.outcome(state)
+        log.warning("transition", state=state, detail=detail, recorded=finished.recorded)
+        return str(state)
 
     def _first_sight(
         self, request_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], queue: str
@@ -105,6 +159,7 @@ class Pipeline:
             return self._reject(request_id, summary, [ENVELOPE_ERROR], queue)
         try:
             request = parse_request(raw)
+            request.check_not_before(datetime.now(UTC))
         except InvalidRequest as exc:
             return self._reject(request_id, summary, exc.errors, queue)
         result = self.store.register(request_id, request, queue=queue, source="message")

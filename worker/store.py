@@ -336,6 +336,7 @@ class StatusStore:
             request=json.dumps(redact(summary), default=str),
             digest="",
             key=None,
+            not_before=None,
             not_after=None,
             state=State.REJECTED,
             queue=queue,
@@ -618,6 +619,14 @@ class StatusStore:
 
     # --- reads --------------------------------------------------------------------------
 
+    def sent(self, request_id: str, token: str) -> bool:
+        """Whether this claim's send marker is set: its call may have left."""
+        fields = cast(
+            list[Any], self.redis.hmget(f"{self.ns}:req:{request_id}", ["claim", "sent_at"])
+        )
+        claim, sent_at = fields
+        return claim == token and bool(sent_at)
+
     def resolve(self, request_id: str) -> str:
         """The request an id stands for: a duplicate message's id leads to the first request."""
         alias = self.redis.get(f"{self.ns}:alias:{request_id}")
@@ -711,6 +720,7 @@ def _request_fields(request: FollowUpRequest) -> dict[str, Any]:
         "request": request_json,
         "digest": request.digest(request_json),
         "key": request.idempotency_key,
+        "not_before": request.not_before.timestamp() if request.not_before else None,
         "not_after": request.not_after.timestamp() if request.not_after else None,
     }
 

@@ -77,7 +77,8 @@ local function move(id, old, new)
   redis.call('HSET', rkey(id), 'state', new, 'updated_at', now)
 end
 -- When a request must be given up if it is still waiting: its own not_after, or
--- give_up_at (enqueued + FOLLOWUP_MAX_WAIT_S), whichever comes first.
+-- give_up_at (FOLLOWUP_MAX_WAIT_S after it was enqueued, or after its not_before if later),
+-- whichever comes first.
 local function deadline_of(id)
   local r = redis.call('HMGET', rkey(id), 'give_up_at', 'not_after')
   local give_up, not_after = tonumber(r[1]) or math.huge, tonumber(r[2]) or math.huge
@@ -324,9 +325,12 @@ local function register(r)
     end
     redis.call('SET', ikey, id)  -- no expiry while the request is pending: see settle()
   end
+  -- The wait bound counts from the later of now and not_before: "call back next week" waits.
+  local not_before = tonumber(r.not_before) or now
   redis.call('HSET', rkey(id), 'request', r.request, 'digest', r.digest, 'idempotency_key', key,
     'attempts', 0, 'created_at', now, 'queue', r.queue, 'source', r.source, 'republished', 0,
-    'give_up_at', now + MAX_WAIT)
+    'give_up_at', math.max(now, not_before) + MAX_WAIT)
+  if r.not_before ~= '' then redis.call('HSET', rkey(id), 'not_before', r.not_before) end
   if r.not_after ~= '' then redis.call('HSET', rkey(id), 'not_after', r.not_after) end
   if r.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', r.last_error) end
   move(id, nil, r.state)
@@ -351,15 +355,16 @@ end
 REGISTER = LuaScript(
     "register",
     (
-        *("id", "request", "digest", "key", "state", "queue", "last_error", "source", "not_after"),
+        *("id", "request", "digest", "key", "state", "queue", "last_error", "source"),
+        *("not_before", "not_after"),
         *("message", "event_channel", "event"),
     ),
     _REGISTER
     + r"""
 return register({id = ARG.id, request = ARG.request, digest = ARG.digest, key = ARG.key,
   state = ARG.state, queue = ARG.queue, last_error = ARG.last_error, source = ARG.source,
-  not_after = ARG.not_after, message = ARG.message, event_channel = ARG.event_channel,
-  event = ARG.event})
+  not_before = ARG.not_before, not_after = ARG.not_after, message = ARG.message,
+  event_channel = ARG.event_channel, event = ARG.event})
 """,
 )
 
@@ -380,7 +385,7 @@ for _, r in ipairs(EACH) do
 end
 return out
 """,
-    each=("id", "request", "digest", "key", "not_after", "message", "event"),
+    each=("id", "request", "digest", "key", "not_before", "not_after", "message", "event"),
 )
 
 # Returns {outcome, state, attempts, request JSON, and when claimed: the store's clock and the
@@ -431,7 +436,8 @@ local deadline, by_window = deadline_of(id)
 if now >= deadline then
   local reason = redis.call('HGET', rkey(id), 'waiting_for') or ''
   local code, message = 'wait.exceeded', string.format(
-    'not placed within FOLLOWUP_MAX_WAIT_S (%ds) of being enqueued; it last waited for %s',
+    'not placed within FOLLOWUP_MAX_WAIT_S (%ds) of being enqueued (or of its not_before); '
+      .. 'it last waited for %s',
     MAX_WAIT, reason ~= '' and reason or 'a worker')
   if by_window then
     code, message = 'window.missed', 'its not_after passed while it waited; never dialled'
@@ -775,8 +781,9 @@ if state ~= 'unknown' and state ~= 'failed' then return {0, state} end
 local previous = redis.call('HGET', rkey(id), 'attempts')
 keep(id)
 redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished', 'slot', 'not_after')
+local not_before = tonumber(redis.call('HGET', rkey(id), 'not_before')) or now
 redis.call('HSET', rkey(id), 'attempts', 0, 'next_attempt_at', now, 'republished', 0,
-  'give_up_at', now + MAX_WAIT)
+  'give_up_at', math.max(now, not_before) + MAX_WAIT)
 move(id, state, 'retrying')
 note(id, 'manual retry', 'by ' .. ARG.who .. ' after ' .. state .. ' (' .. previous .. ' attempts)')
 redis.call('ZADD', DUE, now, id)
