@@ -11,6 +11,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,25 @@ def test_requests_due_while_the_broker_is_down_go_once_it_is_back(
             assert len(calls_for(f.sim, request_id)) == 1
     finally:
         broker.stop()
+
+
+def test_a_call_held_past_its_not_after_before_it_leaves_is_not_sent(
+    fleet: Callable[..., Fleet],
+) -> None:
+    """Claimed inside its window, then held up (a token endpoint that takes 10 s) until
+    not_after has passed: the send marker checks the window again, and the call never
+    leaves (window.missed)."""
+    f = fleet(FOLLOWUP_HTTP_TIMEOUT_S="15", FOLLOWUP_CLAIM_LEASE_S="61")
+    f.sim.set_faults(token_latency_s=10)
+    f.start_workers(1)
+    not_after = datetime.now(UTC) + timedelta(seconds=6)
+    request_id = f.client.enqueue(
+        contact_id="c-late", user_id="u-1", phone_number=NUMBER, not_after=not_after
+    )
+
+    record = f.wait(request_id, "failed", "placed", timeout_s=60)
+    events = [h.event for h in record.history]
+    assert "claimed" in events  # claimed inside its window (else this test proves nothing)
+    assert calls_for(f.sim, request_id) == []
+    assert record.state == "failed" and record.attempts == 0
+    assert record.last_error is not None and record.last_error.code == "window.missed"

@@ -240,6 +240,38 @@ def next_opening(
 ) -> datetime | None:
     """The first instant at or after `now` (and not_before) when every zone's window is open
     and not_after has not passed; None if there is none within the next sixteen days."""
+    allowed = _allowed(now, zones, rule, not_before, not_after)
+    return allowed[0][0] if allowed else None
+
+
+def open_until(
+    now: datetime,
+    zones: Sequence[ZoneInfo],
+    rule: Rule,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> datetime | None:
+    """When the window open at `now` closes (the calling hours, or not_after); None if it is
+    not open now. A call must leave before then: checked again at the send marker."""
+    allowed = _allowed(now, zones, rule, not_before, not_after)
+    if not allowed or allowed[0][0] > now:
+        return None
+    end = allowed[0][1]
+    for start, later_end in allowed[1:]:  # one day's close and the next day's opening touch
+        if start - end > timedelta(milliseconds=1):
+            break
+        end = max(end, later_end)
+    return end
+
+
+def _allowed(
+    now: datetime,
+    zones: Sequence[ZoneInfo],
+    rule: Rule,
+    not_before: datetime | None,
+    not_after: datetime | None,
+) -> list[tuple[datetime, datetime]]:
+    """The open windows from now (or not_before) to the horizon, in order."""
     start = max(now, not_before) if not_before else now
     horizon = HOLIDAY_HORIZON if rule.holidays else HORIZON
     allowed = [(start, start + horizon)]
@@ -248,7 +280,7 @@ def next_opening(
         allowed = _intersect(allowed, _windows(zone, rule, codes, start, start + horizon))
     if not_after is not None:
         allowed = _intersect(allowed, [(start, not_after)])
-    return allowed[0][0] if allowed else None
+    return allowed
 
 
 def _windows(

@@ -11,7 +11,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +37,7 @@ from followup.worker.calling_hours import (
     contact_hours,
     default_rule,
     next_opening,
+    open_until,
 )
 from followup.worker.classify import Verdict
 from followup.worker.genesys_queries import GenesysQueries
@@ -209,7 +210,7 @@ class Pipeline:
         with dialling(request.phone_number):  # its number is masked in every form, everywhere
             if self._outside_its_window(request_id, claim, request):
                 return "scheduled"
-            return self._dial(request_id, claim, request)
+            return self._dial(request_id, claim, request, self._window_closes(request, claim.now))
 
     def _outside_its_window(self, request_id: str, claim: Claim, request: FollowUpRequest) -> bool:
         """Checked before every attempt, on the status store's clock: the customer's calling
@@ -251,9 +252,36 @@ class Pipeline:
         log.info("transition", state="scheduled", waiting_for=reason, next_attempt_at=until)
         return True
 
-    def _dial(self, request_id: str, claim: Claim, request: FollowUpRequest) -> str:
+    def _window_closes(self, request: FollowUpRequest, now: float) -> float | None:
+        """When the window open at the claim closes (the calling hours, not_after), for the
+        send marker to check again: a token fetch or a wait for a slot can outlast it."""
+        s = self.settings
+        if not s.enforce_calling_hours and request.not_after is None:
+            return None
+        rule, zones = contact_hours(
+            request.phone_number, request.timezone, s.default_timezone, self.calling_rule
+        )
+        rule = rule if s.enforce_calling_hours else ANY_TIME
+        at = datetime.fromtimestamp(now, UTC)
+        closes = open_until(at, zones, rule, request.not_before, request.not_after)
+        return closes.timestamp() if closes is not None else now
+
+    def _dial(
+        self, request_id: str, claim: Claim, request: FollowUpRequest, closes_at: float | None
+    ) -> str:
         call = self.client.prepare(request, request_id)
-        attempts, verdict = self._send(request_id, claim, call, request.user_id)
+        attempts, verdict = self._send(request_id, claim, call, request.user_id, closes_at)
+        if isinstance(verdict, WindowClosed):
+            log.info("its calling window closed before the call could leave; nothing sent")
+            if not self._outside_its_window(request_id, replace(claim, now=verdict.at), request):
+                self.store.defer(  # open again at once (a window's edge): the next claim goes
+                    request_id,
+                    claim.token,
+                    delay_s=0.0,
+                    reason="calling_hours",
+                    detail="its calling window closed before the call could leave",
+                )
+            return "scheduled"
         if isinstance(verdict, Waiting):
             self.metrics.waited(verdict.reason)
             log.info("transition", state="scheduled", waiting_for=verdict.reason)
@@ -335,8 +363,13 @@ class Pipeline:
         return "scheduled"
 
     def _send(
-        self, request_id: str, claim: Claim, call: CallRequest, user: str
-    ) -> tuple[int, Verdict | Waiting]:
+        self,
+        request_id: str,
+        claim: Claim,
+        call: CallRequest,
+        user: str,
+        closes_at: float | None = None,
+    ) -> tuple[int, Verdict | Waiting | WindowClosed]:
         """Token, the fleet's gates and the send marker, POST; a 401 (the platform did
         nothing) takes the marker back and goes once more with a fresh token. Returns
         (attempts spent, the answer), or Waiting when a gate made the request wait.
@@ -352,9 +385,11 @@ class Pipeline:
                 return attempts, exc.verdict  # nothing was sent
             if first_pass and self._agent_is_busy(request_id, claim, user, token):
                 return attempts, Waiting("agent_busy", 0.0)
-            sent = self._through_the_gates(request_id, claim, user)
+            sent = self._through_the_gates(request_id, claim, user, closes_at)
             if sent.outcome == "wait":
                 return attempts, Waiting(sent.reason, sent.at)
+            if sent.outcome == "closed":
+                return attempts, WindowClosed(sent.at)
             if sent.outcome != "sent":
                 return claim.attempts, LOST_CLAIM
             attempts = sent.attempts
@@ -400,11 +435,16 @@ class Pipeline:
             )
         return busy
 
-    def _through_the_gates(self, request_id: str, claim: Claim, user: str) -> Send:
+    def _through_the_gates(
+        self, request_id: str, claim: Claim, user: str, closes_at: float | None
+    ) -> Send:
         """The send marker, after the fleet's gates. A reserved slot that near is waited for
-        here (at most Pacing.hold, a few times), so calls leave evenly spaced."""
+        here (at most Pacing.hold, a few times), so calls leave evenly spaced. Past
+        closes_at (the calling window), nothing is sent: `closed`."""
         for _ in range(5):
-            sent = self.store.mark_sent(request_id, claim.token, user=user, pauses=self._pauses)
+            sent = self.store.mark_sent(
+                request_id, claim.token, user=user, pauses=self._pauses, closes_at=closes_at
+            )
             if sent.outcome != "hold":
                 return sent
             time.sleep(sent.seconds)
@@ -449,6 +489,14 @@ class Waiting:
     """A gate made the request wait (nothing was sent): for `reason`, until `at`."""
 
     reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class WindowClosed:
+    """The calling window (or not_after) closed before the call could leave (nothing was
+    sent, the claim is still held): `at`, the store's clock then."""
+
     at: float
 
 

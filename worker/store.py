@@ -124,9 +124,10 @@ class Pacing:
 @dataclass(frozen=True)
 class Send:
     """What the send marker's gates said: sent (attempts counts it), hold (seconds in the
-    thread, then ask again), wait (the request now waits for `reason` until `at`), lost."""
+    thread, then ask again), wait (the request now waits for `reason` until `at`), lost,
+    closed (its calling window closed; `at`: the store's clock; the claim is still held)."""
 
-    outcome: Literal["sent", "hold", "wait", "lost"]
+    outcome: Literal["sent", "hold", "wait", "lost", "closed"]
     attempts: int = 0
     seconds: float = 0.0
     reason: str = ""
@@ -388,9 +389,12 @@ class StatusStore:
         *,
         user: str,
         pauses: Sequence[tuple[str, str]] = (),
+        closes_at: float | None = None,
     ) -> Send:
         """The fleet's gates (pauses, breaker, agent spacing, rate limit), then the send
         marker, written just before the call leaves; see `Send` for what may come back.
+        closes_at: when the request's calling window closes (epoch seconds); at or past it,
+        nothing is written and the answer is `closed`, with the store's clock.
 
         The marker is durable before this returns, in the same round trip: on disk where
         the server can (WAITAOF), and on FOLLOWUP_REDIS_WAIT_REPLICAS replicas (WAIT). A
@@ -405,6 +409,7 @@ class StatusStore:
                 pauses=json.dumps(list(pauses)),
                 policy=self._policy,
                 spread=random.uniform(0, 1),
+                closes=closes_at,
             )
         )
 
@@ -706,6 +711,8 @@ def _send(raw: list[Any]) -> Send:
         return Send("hold", seconds=float(raw[1]))
     if outcome == "wait":
         return Send("wait", reason=str(raw[1]), at=float(raw[2]))
+    if outcome == "closed":
+        return Send("closed", at=float(raw[1]))
     return Send("lost")
 
 

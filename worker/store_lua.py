@@ -489,17 +489,20 @@ return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or '
 #   {'hold', seconds}: the reserved slot is that near: wait in the thread, then call again
 #   {'wait', reason, at}: the request now waits in 'scheduled' until `at`; send nothing
 #   {'lost'}: the caller no longer holds a live claim; send nothing
+#   {'closed', now}: its calling window (or not_after) closed at `closes`, which the caller
+#     worked out at the claim: send nothing; the claim is still held, to defer the request
 # policy: {limit, burst, spacing, hold, lead, failures, cooldown, probe_for, number_cap,
 # number_window} (a JSON object). With number_cap > 0, a number already called number_cap
 # times in the last number_window seconds (anywhere in the fleet) waits for 'number_cap'
 # until its oldest such call leaves the window; the call counts only once it is sent.
 SEND = LuaScript(
     "send",
-    ("id", "token", "user", "pauses", "policy", "spread"),
+    ("id", "token", "user", "pauses", "policy", "spread", "closes"),
     r"""
 local id, policy = ARG.id, cjson.decode(ARG.policy)
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts', 'slot')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then return {'lost'} end
+if ARG.closes ~= '' and now >= tonumber(ARG.closes) then return {'closed', tostring(now)} end
 local function hold_off(at, reason, detail)
   redis.call('HDEL', rkey(id), 'claim')
   wait(id, 'dialing', 'scheduled', at, reason, 'waiting for ' .. reason, detail)
