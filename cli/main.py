@@ -16,14 +16,22 @@ from typing import Any
 import redis
 
 from followup.cli.demo import run_demo
-from followup.cli.table import STATUS_HEADERS, describe, render, render_stats, status_rows
+from followup.cli.table import (
+    STATUS_HEADERS,
+    describe,
+    describe_hours,
+    render,
+    render_stats,
+    status_rows,
+)
 from followup.config.celery import create_app
 from followup.config.logging import configure_logging
 from followup.config.settings import ConfigError, Settings, check_environment, load_settings
 from followup.tasks.outcomes import Outcome, follow, outcomes, recent
 from followup.tasks.producer import FollowUpClient
-from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest
+from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest, parse_request
 from followup.worker import stats
+from followup.worker.calling_hours import explain
 from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
 from followup.worker.store import StatusStore
 
@@ -127,12 +135,52 @@ def _read_requests(path: str) -> list[Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    record = _store().get(args.request_id)
+    store = _store()
+    record = store.get(args.request_id)
     if record is None:
         print(f"followup: no request with id {args.request_id}", file=sys.stderr)
         return EXIT_FAILED
-    print(record.model_dump_json(indent=2) if args.json else describe(record))
+    request = store.request_of(record.request_id)
+    hours = (
+        explain(request.phone_number, request.timezone, datetime.now(UTC), _settings())
+        if request is not None
+        else None
+    )
+    if args.json:
+        shown = record.model_dump(mode="json")
+        shown["calling_hours"] = hours.as_dict() if hours else None
+        print(json.dumps(shown, indent=2))
+    else:
+        print(describe(record, hours))
     return 0
+
+
+def cmd_hours(args: argparse.Namespace) -> int:
+    """A number's calling-hours decision at --at (default now), enqueueing nothing."""
+    fields = {"contact_id": "hours", "user_id": "hours", "phone_number": args.number}
+    request = parse_request({**fields, "timezone": args.timezone} if args.timezone else fields)
+    at = _instant("--at", args.at) if args.at else datetime.now(UTC)
+    hours = explain(request.phone_number, request.timezone, at, _settings())
+    print(json.dumps(hours.as_dict(), indent=2) if args.json else "\n".join(describe_hours(hours)))
+    return 0
+
+
+def _instant(flag: str, text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise InvalidRequest(
+            [
+                FieldError(
+                    field=flag,
+                    message=f"'{text[:64]}' is not an ISO 8601 time with its offset; "
+                    "write it as e.g. 2026-12-25T10:00:00+11:00 or 2026-12-24T23:00:00Z",
+                )
+            ]
+        )
+    return value.astimezone(UTC)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -362,6 +410,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("request_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser(
+        "hours", help="may a number be called now (or --at)? the rule, its source, the zones"
+    )
+    p.add_argument("number", help="E.164, e.g. +61298765432")
+    p.add_argument("--at", metavar="ISO8601", help="judge at this time (default: now)")
+    p.add_argument("--timezone", metavar="IANA", help="the customer's zone, as a request gives")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_hours)
 
     p = sub.add_parser("list", help="requests, most recently changed first")
     p.add_argument("--state", choices=STATES)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from followup.worker.calling_hours import Explanation
 from followup.worker.records import WAITING_STATES, StatusRecord
 
 
@@ -42,7 +44,8 @@ def status_rows(records: Sequence[StatusRecord]) -> list[list[str]]:
 STATUS_HEADERS = ("request id", "contact", "state", "attempts", "conversation id / error")
 
 
-def describe(record: StatusRecord) -> str:
+def describe(record: StatusRecord, hours: Explanation | None = None) -> str:
+    """One request for people; with `hours`, its calling-hours decision as of now."""
     lines = [
         f"request   {record.request_id}",
         f"state     {record.state}   attempts {record.attempts}",
@@ -71,6 +74,9 @@ def describe(record: StatusRecord) -> str:
                 f"          {record.next_attempt_local:%a %Y-%m-%d %H:%M} the customer's time "
                 f"({record.customer_timezone})"
             )
+    if hours is not None:
+        lines.append("calling hours, as of now")
+        lines.extend(f"  {line}" for line in describe_hours(hours))
     lines.append("history")
     lines.append(
         render(
@@ -120,3 +126,29 @@ def render_stats(f: dict[str, Any]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def describe_hours(e: Explanation) -> list[str]:
+    """A calling-hours decision for people: the rule and its source, the customer's time in
+    each zone, open or not, and when the window next opens."""
+    checked = f" (checked {e.checked.isoformat()})" if e.checked else ""
+    lines = [
+        f"rule      {e.rule}: {e.source}{checked}",
+        *(
+            f"{'zones' if n == 0 else '':<10}{zone}: {local[:16].replace('T', ' ')} local"
+            for n, (zone, local) in enumerate(zip(e.zones, e.local_times, strict=True))
+        ),
+    ]
+    if e.holidays:
+        lines.append(f"holidays  no calls on the public holidays of {', '.join(e.holidays)}")
+    state = "open" if e.open else "closed" + (f": {e.holiday}" if e.holiday else "")
+    lines.append(f"at        {e.at:%Y-%m-%d %H:%M:%S} UTC: {state}")
+    if e.next_opening is None:
+        lines.append("opens     not within the next 16 days")
+    elif not e.open:
+        local = e.next_opening.astimezone(ZoneInfo(e.zones[0]))
+        lines.append(
+            f"opens     {e.next_opening:%Y-%m-%d %H:%M:%S} UTC ({local:%a %Y-%m-%d %H:%M} in "
+            f"{e.zones[0]})"
+        )
+    return lines

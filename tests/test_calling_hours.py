@@ -10,9 +10,11 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import holidays
 import phonenumbers
 import pytest
 
@@ -247,3 +249,57 @@ def test_not_before_holds_and_a_passed_not_after_ends_window_missed(
     assert record.last_error is not None
     assert record.last_error.code == "window.missed"
     assert calls_for(sim, missed) == []
+
+
+def test_a_request_on_a_public_holiday_waits_for_the_next_business_morning(
+    env: dict[str, str], start_worker: Callable[..., Worker], sim: Any
+) -> None:
+    """The clock is the request's own: its not_before falls on the next public holiday in
+    New South Wales (from the `holidays` calendar, whatever today is), so the worker judges
+    the rule at that instant. It waits for the first business morning after, never dials."""
+    sydney = ZoneInfo("Australia/Sydney")
+    today = datetime.now(sydney).date()
+    calendar = holidays.country_holidays("AU", subdiv="NSW", years=[today.year, today.year + 1])
+    day = min(d for d in calendar if d > today + timedelta(days=1) and d.weekday() != 6)
+    not_before = datetime.combine(day, dt_time(10), tzinfo=sydney)
+    suffix = uuid.uuid4().hex[:6]
+    settings = {
+        **env,
+        "FOLLOWUP_ENFORCE_CALLING_HOURS": "true",
+        "FOLLOWUP_MAX_WAIT_S": str(400 * 86400),  # the next holiday may be months away
+        "FOLLOWUP_NAMESPACE": f"{env['FOLLOWUP_NAMESPACE']}-holiday-{suffix}",
+        "FOLLOWUP_QUEUE": f"{env['FOLLOWUP_QUEUE']}-holiday-{suffix}",
+    }
+    start_worker(**settings)
+    client = FollowUpClient(load_settings(settings))
+    request_id = client.enqueue(
+        contact_id="c-holiday",
+        user_id="u-1001",
+        phone_number=SYDNEY,
+        not_before=not_before.isoformat(),
+    )
+    record = _wait(client, request_id, "scheduled", timeout_s=60)
+    assert record.waiting_for == "calling_hours"
+    assert record.attempts == 0
+    opens = record.next_attempt_local
+    assert opens is not None and opens.date() > day
+    assert (opens.hour, opens.minute) == (9, 0)  # 09:00 on weekdays and Saturdays
+    closed_between = [day + timedelta(days=n) for n in range((opens.date() - day).days)]
+    assert all(d in calendar or d.weekday() == 6 for d in closed_between)
+    assert opens.date() not in calendar and opens.weekday() != 6
+    assert calls_for(sim, request_id) == []
+
+    shown = followup("status", request_id, env=settings, check=True).stdout
+    assert "AU: Telecommunications" in shown and "Australia/Sydney" in shown
+    shown_json = json.loads(followup("status", request_id, "--json", env=settings).stdout)
+    assert shown_json["calling_hours"]["rule"] == "AU"
+    hours = json.loads(
+        followup("hours", SYDNEY, "--at", not_before.isoformat(), "--json", env=settings).stdout
+    )
+    assert hours["open"] is False and hours["rule"] == "AU" and hours["zones"] == [sydney.key]
+    # The due time is the opening, plus the moments the worker took between its claim and
+    # the wait (the delay is counted from the claim's clock): never earlier.
+    next_opening = datetime.fromisoformat(hours["next_opening"])
+    assert next_opening <= record.next_attempt_at < next_opening + timedelta(minutes=1)
+    assert hours["holiday"] and hours["source"]
+    client.close()

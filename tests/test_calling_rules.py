@@ -3,6 +3,7 @@ stricter US states, the zone overrides, and a sweep of every NANP prefix phonenu
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,6 +23,7 @@ from followup.worker.calling_hours import (
     zones_for,
 )
 from followup.worker.calling_rules import TABLE, US_STATES
+from tests.conftest import followup
 
 SYDNEY, PERTH, AU_MOBILE = "+61298765432", "+61892345678", "+61412345678"
 
@@ -288,3 +290,29 @@ def test_the_docs_list_every_rule_with_its_source_and_date() -> None:
     for rule in TABLE:
         assert rule.name in rows, f"docs/calling-rules.md has no row for {rule.name}"
         assert rule.checked is not None and rule.checked.isoformat() in rows[rule.name]
+
+
+# --- followup hours ---------------------------------------------------------------------
+
+
+def test_followup_hours_explains_a_decision_without_enqueueing() -> None:
+    env = {"FOLLOWUP_ENFORCE_CALLING_HOURS": "true"}
+    shown = followup("hours", "+13055550100", "--at", "2026-07-01T20:30-04:00", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    answer = json.loads(shown.stdout)
+    assert answer["open"] is False
+    assert answer["next_opening"] == "2026-07-02T12:00:00+00:00"  # 08:00 in Miami
+    assert (answer["rule"], answer["zones"]) == ("US-FL", ["America/New_York"])
+    assert answer["source"] == RULES["US-FL"].source
+    text = followup("hours", "+61298765432", "--at", "2026-12-25T10:00+11:00", env=env).stdout
+    assert "Christmas Day" in text and "Tue 2026-12-29 09:00 in Australia/Sydney" in text
+    late = followup("hours", "+61412345678", "--timezone", "Australia/Perth", "--json", env=env)
+    assert json.loads(late.stdout)["zones"] == ["Australia/Perth"]
+
+    naive = followup("hours", "+13055550100", "--at", "2026-07-01T20:30", env=env)
+    assert naive.returncode == 2 and "--at" in naive.stderr and "offset" in naive.stderr
+    short = followup("hours", "+612987", env=env)
+    assert short.returncode == 2 and "phone_number" in short.stderr
+    assert "'+612987'" not in short.stderr  # masked, even in the error
+    zone = followup("hours", "+13055550100", "--timezone", "Mars/Olympus_Mons", env=env)
+    assert zone.returncode == 2 and "timezone" in zone.stderr

@@ -641,6 +641,14 @@ class StatusStore:
         records = self._load([self.resolve(request_id)], history=history)
         return records[0] if records else None
 
+    def request_of(self, request_id: str) -> FollowUpRequest | None:
+        """The request as enqueued (its number in the clear: for working out its calling
+        hours, never for display), or None."""
+        raw = cast(
+            str | None, self.redis.hget(f"{self.ns}:req:{self.resolve(request_id)}", "request")
+        )
+        return FollowUpRequest.model_validate_json(raw) if raw else None
+
     def list_requests(self, state: State | None = None, limit: int = 50) -> list[StatusRecord]:
         """Most recently changed first (or newest first without a state)."""
         index = f"{self.ns}:state:{state}" if state else f"{self.ns}:all"
