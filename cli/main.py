@@ -34,6 +34,7 @@ from followup.worker import stats
 from followup.worker.calling_hours import explain
 from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
 from followup.worker.store import StatusStore
+from followup.worker.sweeper import heartbeat_for
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -276,8 +277,7 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
         if any(q.get("name") == settings.queue for q in queues)
     )
     if consuming:
-        print(f"ok: {', '.join(consuming)} consume queue '{settings.queue}'")
-        return 0
+        return _sweeping(settings, consuming)
     answered = f"{len(replies)} answered but none consumes it" if replies else "none answered"
     print(
         f"followup: no worker consumes queue '{settings.queue}' ({answered} within "
@@ -285,6 +285,23 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED
+
+
+def _sweeping(settings: Settings, consuming: list[str]) -> int:
+    """Workers that consume must sweep too: without its sweeper, a worker's retries and
+    other waits are never published again (its heartbeat is in the status store)."""
+    alive = StatusStore.from_settings(settings).sweepers_alive(consuming)
+    dead = [name for name, ok in alive.items() if not ok]
+    if dead:
+        print(
+            f"followup: {', '.join(dead)} consume queue '{settings.queue}' but run no sweeper "
+            f"(no heartbeat in the status store for {heartbeat_for(settings.sweep_interval_s):g}s):"
+            " restart them, and see their logs for why",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(f"ok: {', '.join(consuming)} consume queue '{settings.queue}' and sweep")
+    return 0
 
 
 def cmd_outcomes(args: argparse.Namespace) -> int:

@@ -188,6 +188,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Serve Prometheus metrics on this port (per process)."
     )
+    metrics_address: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="The address worker metrics listen on (0.0.0.0: every interface).",
+    )
     worker_concurrency: int = Field(32, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

@@ -116,19 +116,22 @@ def _host_of(url: str) -> str:
 
 
 @signals.worker_ready.connect
-def _start_sweeper(**_: Any) -> None:
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """The background loops first, whatever happens after: the sweeper (retries and every
+    other wait depend on it) and the reconciler; then metrics, which may fail on their own."""
     runtime = get_runtime()
-    if settings.metrics_port:
-        runtime.metrics.serve(settings.metrics_port)
-    runtime.warm_up()
     _stops.append(
         runtime.start_sweeper(
-            lambda request_id, request, queue: publish(app, request_id, request, queue)
+            lambda request_id, request, queue: publish(app, request_id, request, queue),
+            worker=str(getattr(sender, "hostname", "") or ""),
         )
     )
     reconciler = runtime.start_reconciler()
     if reconciler is not None:
         _stops.append(reconciler)
+    runtime.warm_up()
+    if settings.metrics_port:
+        runtime.metrics.serve(settings.metrics_address, settings.metrics_port)
     try:
         durability = runtime.store.check_durability()
     except redis.RedisError as exc:

@@ -1,4 +1,10 @@
-"""Prometheus metrics of one worker process, served on FOLLOWUP_METRICS_PORT (off: no-op).
+"""Prometheus metrics of one worker process, served on FOLLOWUP_METRICS_PORT (off: no-op)
+at FOLLOWUP_METRICS_ADDRESS (loopback unless told otherwise).
+
+One process a port. A process that finds its port taken (another worker on the same host)
+serves on the next free one of the following PORT_OFFSETS - 1 and says so in one error
+line; with none free, it serves none. Either way the worker goes on: its metrics are never
+a reason to stop consuming, sweeping or reconciling.
 
 Counters and the latency histogram count what this process did; Prometheus sums them over
 processes. The `followup_fleet_*` gauges are read from the status store at each scrape, so
@@ -8,6 +14,7 @@ a phone number, a request id or a user id: privacy, and bounded cardinality.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +29,7 @@ from followup.worker.store import StatusStore
 
 log = structlog.get_logger(__name__)
 
+PORT_OFFSETS = 10
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10)
 
 
@@ -57,9 +65,40 @@ class Metrics:
         if store is not None:
             r.register(_FleetCollector(store))
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
-        log.info("metrics served", port=port, path="/metrics")
+    def serve(self, address: str, port: int) -> int | None:
+        """Serve /metrics on `port`, else on the next free one (PORT_OFFSETS in all); returns
+        the port served, or None (said in one error line) if every one was taken."""
+        for offset in range(PORT_OFFSETS):
+            try:
+                start_http_server(port + offset, addr=address, registry=self.registry)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or port + offset >= 65535:
+                    log.error(
+                        "metrics not served: cannot listen there; check "
+                        "FOLLOWUP_METRICS_ADDRESS and FOLLOWUP_METRICS_PORT",
+                        address=address,
+                        port=port + offset,
+                        error=str(exc),
+                    )
+                    return None
+                continue
+            if offset:
+                log.error(
+                    f"FOLLOWUP_METRICS_PORT {port} is in use (another worker process on this "
+                    f"host?): metrics served on port {port + offset} instead; give each "
+                    "process its own port",
+                    address=address,
+                    port=port + offset,
+                )
+            else:
+                log.info("metrics served", address=address, port=port, path="/metrics")
+            return port + offset
+        log.error(
+            f"FOLLOWUP_METRICS_PORT {port} and the {PORT_OFFSETS - 1} ports after it are in "
+            "use: this process serves no metrics; give each process its own port",
+            address=address,
+        )
+        return None
 
     def api_request(self, endpoint: str, status: int | None, seconds: float) -> None:
         status_class = f"{status // 100}xx" if status else "none"

@@ -133,9 +133,10 @@ class Runtime:
 
         threading.Thread(target=run, name="followup-warm-up", daemon=True).start()
 
-    def start_sweeper(self, publish: Publish) -> threading.Event:
+    def start_sweeper(self, publish: Publish, worker: str = "") -> threading.Event:
+        """The sweeper thread; `worker` (the Celery node name) names its heartbeat."""
         s = self.settings
-        sweeper = Sweeper(self.store, publish, lease_s=s.claim_lease_s)
+        sweeper = Sweeper(self.store, publish, lease_s=s.claim_lease_s, worker=worker)
         stop = threading.Event()
         threading.Thread(
             target=sweeper.run,

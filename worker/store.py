@@ -577,6 +577,17 @@ class StatusStore:
         ok, state = self._run(store_lua.MANUAL, id=self.resolve(request_id), action=action, who=who)
         return bool(ok), state
 
+    def sweeper_alive(self, worker: str, for_s: float) -> None:
+        """A sweeper's heartbeat: `worker` (its Celery node name) sweeps; kept for_s."""
+        self.redis.set(f"{self.ns}:sweeper:{worker}", "1", px=max(int(for_s * 1000), 1))
+
+    def sweepers_alive(self, workers: Sequence[str]) -> dict[str, bool]:
+        """Which of these workers' sweepers have a live heartbeat."""
+        if not workers:
+            return {}
+        beats = cast(list[str | None], self.redis.mget([f"{self.ns}:sweeper:{w}" for w in workers]))
+        return {w: beat is not None for w, beat in zip(workers, beats, strict=True)}
+
     def take_due(self, limit: int = 100, *, hold_s: float = 30.0) -> list[DueRequest]:
         """Requests whose due time has passed, each held for hold_s so that no other sweeper
         takes it; say what became of them with `published`, which moves their due times."""

@@ -8,11 +8,14 @@ It is what makes the store, not the broker, the source of truth:
 - a `dialing` claim whose lease ran out is resolved: `unknown` if the call was sent, else
   published again.
 Every worker process runs one; an entry is taken atomically, so sweepers never double up,
-and a spare message is harmless because the claim admits only one.
+and a spare message is harmless because the claim admits only one. Each pass leaves a
+heartbeat in the store under the worker's name, which `followup worker-check` reads: a
+worker that consumes but does not sweep is not healthy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,11 +44,13 @@ class Sweeper:
         *,
         lease_s: float,
         batch: int = 200,
+        worker: str = "",
     ) -> None:
         self.store = store
         self.publish = publish
         self.lease_s = lease_s
         self.batch = batch
+        self.worker = worker  # the Celery node name its heartbeat is kept under
 
     def sweep_once(self) -> int:
         """One pass over what is due; returns how many messages it published.
@@ -91,8 +96,10 @@ class Sweeper:
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
         """Sweep every interval until `stop` is set; errors are logged, never fatal."""
+        self._beat(interval_s)
         while not stop.wait(interval_s):
             try:
+                self._beat(interval_s)
                 count = self.sweep_once()
                 if count:
                     log.info("sweeper published", count=count)
@@ -100,3 +107,14 @@ class Sweeper:
                 log.warning("status store unavailable; sweep skipped", error=type(exc).__name__)
             except Exception:
                 log.exception("sweep failed; will try again")
+
+    def _beat(self, interval_s: float) -> None:
+        if not self.worker:
+            return
+        with contextlib.suppress(redis.RedisError):  # the pass that follows says it
+            self.store.sweeper_alive(self.worker, heartbeat_for(interval_s))
+
+
+def heartbeat_for(interval_s: float) -> float:
+    """How long a sweeper's heartbeat lasts: several passes, so one slow pass is not a death."""
+    return max(interval_s * 5, 15.0) + interval_s
