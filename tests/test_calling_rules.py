@@ -316,3 +316,12 @@ def test_followup_hours_explains_a_decision_without_enqueueing() -> None:
     assert "'+612987'" not in short.stderr  # masked, even in the error
     zone = followup("hours", "+13055550100", "--timezone", "Mars/Olympus_Mons", env=env)
     assert zone.returncode == 2 and "timezone" in zone.stderr
+
+
+def test_stricter_states_on_daylight_saving_days() -> None:
+    # Sunday 8 March 2026: clocks spring forward at 02:00. Texas opens at noon CDT (-05:00).
+    assert opening("+15125550100", "2026-03-08T01:30-06:00") == at("2026-03-08T12:00-05:00")
+    # Alabama has no Sunday calls: Monday 08:00 CDT.
+    assert opening("+12055550100", "2026-03-08T01:30-06:00") == at("2026-03-09T08:00-05:00")
+    # Sunday 1 November 2026: back to standard time; Kentucky (Louisville) opens at 10:00 EST.
+    assert opening("+15025550100", "2026-11-01T01:30-04:00") == at("2026-11-01T10:00-05:00")
