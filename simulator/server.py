@@ -10,8 +10,8 @@ Genesys Cloud (§2) with --dialect genesys; NICE CXone (§4) with --dialect cxon
 Inspection and fault injection (for tests, the demo and benchmarks):
     GET  /_sim/calls        calls accepted, with body, Authorization and correlation id
                             (tokens hidden and numbers masked, unless --show-secrets)
-    GET  /_sim/queries      every question (cxone: agent states, contacts): endpoint, user,
-                            query, status
+    GET  /_sim/queries      every question (genesys: availability, analytics; cxone: agent
+                            states, contacts): endpoint, user, query, status
     GET  /_sim/tokens       tokens issued: {token: client_id} (with --show-secrets), how many
                             per client, token and discovery requests
     POST /_sim/faults       {"script": ["503","503"], "by_contact": {"c-1": ["hang"]},
@@ -20,7 +20,10 @@ Inspection and fault injection (for tests, the demo and benchmarks):
                              "call_latency_s": 0, "token_latency_s": 0, "retry_after": "1",
                              "hang_s": 30, "seed": 1, "token_script": ["503"],
                              cxone: "discovery_script": ["503"], "agent_states": {"1001":
-                             "Dialer"}, "contact_active_s": 60, "analytics_lag_s": 0}
+                             "Dialer"}, "contact_active_s": 60, "analytics_lag_s": 0,
+                             genesys: "availability_script": ["429"], "analytics_script":
+                             ["503", "odd_shape"], "analytics_padding": 40,
+                             "token_rate_limit": 5, "rate_window_s": 1}
     POST /_sim/expire-tokens   every issued token now answers 401
     GET  /_sim/requests     every create-call request: correlation id and the status answered
     POST /_sim/reset           forget calls, requests and faults (tokens stay valid)
@@ -172,6 +175,8 @@ async def _create_call(request: web.Request) -> web.StreamResponse:
             "authentication.required",
             "Authentication failed: the bearer token is missing, unknown or expired",
         )
+    if state.faults.token_over_the_limit(authorization, time.monotonic()):
+        return _throttled("1")
     genesys = state.dialect == "genesys"
     if genesys and not token.scopes & contracts.GENESYS_PERMISSIONS:
         needed = " or ".join(sorted(contracts.GENESYS_PERMISSIONS))
@@ -267,12 +272,55 @@ async def _answer(
     )
 
 
+def _throttled(retry_after: str) -> web.Response:
+    return error(
+        429,
+        "too.many.requests.retry.after",
+        f"Retry the request in [{retry_after}] seconds",
+        headers={"Retry-After": retry_after},
+        params={"retryAfter": retry_after},
+    )
+
+
+def _asked(request: web.Request, endpoint: str, user: str | None) -> Token | web.Response:
+    """A question (availability, analytics): logged with its answer in /_sim/queries; the
+    token, or the answer to give instead (401, the per-token limit, a scripted fault)."""
+    state = request.app[STATE_KEY]
+    entry: dict[str, Any] = {"endpoint": endpoint, "user": user, "status": 0, "at": time.time()}
+    state.queries.append(entry)
+    response = _gate(request, state, endpoint)
+    entry["status"] = response.status if isinstance(response, web.Response) else 200
+    return response
+
+
+def _gate(request: web.Request, state: SimState, endpoint: str) -> Token | web.Response:
+    token = _bearer(request)
+    if token is None:
+        return error(401, "authentication.required", "Authentication failed")
+    faults = state.faults
+    if faults.token_over_the_limit(request.headers["Authorization"], time.monotonic()):
+        return _throttled("1")
+    script = faults.availability_script if endpoint == "availability" else faults.analytics_script
+    fault = script.popleft() if script else None
+    if fault == "429":
+        return _throttled(faults.retry_after)
+    if fault == "odd_shape":  # valid JSON, not the shape the contract gives
+        odd: dict[str, Any] = (
+            {"conversations": 5} if endpoint == "analytics" else {"conversationSummary": []}
+        )
+        return web.json_response(odd)
+    if fault not in (None, "ok", "200"):
+        return error(int(fault), "service.unavailable", "Service temporarily unavailable")
+    return token
+
+
 async def genesys_user(request: web.Request) -> web.Response:
     """GET /api/v2/users/{userId}?expand=conversationSummary: calls in progress."""
     state = request.app[STATE_KEY]
-    if _bearer(request) is None:
-        return error(401, "authentication.required", "Authentication failed")
     user = request.match_info["user_id"]
+    asked = _asked(request, "availability", user)
+    if isinstance(asked, web.Response):
+        return asked
     if state.users is not None and user not in state.users:
         return error(404, "not.found", f"User '{user}' was not found")
     active = 1 if state.faults.busy_until.get(user, 0) > time.time() else 0
@@ -283,17 +331,15 @@ async def genesys_user(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+ANALYTICS_PAGE_SIZE = 100  # the platform's default page; at most ANALYTICS_MAX_PAGE_SIZE
+ANALYTICS_MAX_PAGE_SIZE = 100
+
+
 async def genesys_analytics(request: web.Request) -> web.Response:
     """POST /api/v2/analytics/conversations/details/query: the calls it accepted, as
-    analytics shows them once the lag has passed (userId, direction, mediaType, interval)."""
+    analytics shows them once the lag has passed (dimensions userId and dnis, the interval,
+    paging), each with its customer participant's attributes."""
     state = request.app[STATE_KEY]
-    token = _bearer(request)
-    if token is None:
-        return error(401, "authentication.required", "Authentication failed")
-    if contracts.ANALYTICS_PERMISSION not in token.scopes:
-        return error(
-            403, "missing.permissions", f"Missing permission: {contracts.ANALYTICS_PERMISSION}"
-        )
     try:
         query = json.loads(await request.read())
         start, end = (
@@ -305,22 +351,60 @@ async def genesys_analytics(request: web.Request) -> web.Response:
             for f in query.get("segmentFilters", [])
             for p in f.get("predicates", [])
         }
+        paging = query.get("paging") or {}
+        size = int(paging.get("pageSize", ANALYTICS_PAGE_SIZE))
+        page = int(paging.get("pageNumber", 1))
     except (ValueError, KeyError, TypeError, AttributeError):
         return invalid("The query is not a conversation details query")
+    if not 1 <= size <= ANALYTICS_MAX_PAGE_SIZE or page < 1:
+        return invalid(f"paging.pageSize must be 1-{ANALYTICS_MAX_PAGE_SIZE}")
+    asked = _asked(request, "analytics", predicates.get("userId"))
+    if isinstance(asked, web.Response):
+        return asked
+    if contracts.ANALYTICS_PERMISSION not in asked.scopes:
+        return error(
+            403, "missing.permissions", f"Missing permission: {contracts.ANALYTICS_PERMISSION}"
+        )
     now = time.time()
+    calls = state.calls + _padding(state, start, predicates.get("userId"))
     found = [
         _as_analytics(call)
-        for call in state.calls
+        for call in sorted(calls, key=lambda c: c["received_at"])
         if start <= call["received_at"] < end
         and call["received_at"] + state.faults.analytics_lag_s <= now
         and predicates.get("userId", call["user_id"]) == call["user_id"]
+        and predicates.get("dnis", f"tel:{call['number']}") == f"tel:{call['number']}"
     ]
-    return web.json_response({"conversations": found, "totalHits": len(found)})
+    shown = found[(page - 1) * size : page * size]
+    return web.json_response({"conversations": shown, "totalHits": len(found)})
+
+
+def _padding(state: SimState, start: float, user: str | None) -> list[dict[str, Any]]:
+    """analytics_padding: the agent's other calls in the interval (other numbers), each a
+    detail record of a few KB, as a busy agent's day has them."""
+    return [
+        {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"padding-{n}")),
+            "received_at": start + 0.001 * n,
+            "user_id": user or "u-other",
+            "number": f"+6129{n:07d}",
+            "body": {"attributes": {f"note{k}": "x" * 200 for k in range(20)}},
+        }
+        for n in range(state.faults.analytics_padding)
+    ]
 
 
 def _as_analytics(call: dict[str, Any]) -> dict[str, Any]:
     started = datetime.fromtimestamp(call["received_at"], UTC).isoformat().replace("+00:00", "Z")
     dnis = f"tel:{call['number']}"
+    body = call.get("body")
+    attributes = body.get("attributes") if isinstance(body, dict) else None
+    customer: dict[str, Any] = {
+        "purpose": "external",
+        "sessions": [{"mediaType": "voice", "dnis": dnis}],
+    }
+    if isinstance(attributes, dict) and attributes:
+        customer["attributes"] = attributes  # where CreateCallRequest's attributes are kept
     return {
         "conversationId": call["id"],
         "conversationStart": started,
@@ -331,7 +415,7 @@ def _as_analytics(call: dict[str, Any]) -> dict[str, Any]:
                 "userId": call["user_id"],
                 "sessions": [{"mediaType": "voice", "direction": "outbound", "dnis": dnis}],
             },
-            {"purpose": "external", "sessions": [{"mediaType": "voice", "dnis": dnis}]},
+            customer,
         ],
     }
 
@@ -495,6 +579,8 @@ async def set_faults(request: web.Request) -> web.Response:
         discovery_script=deque(spec.get("discovery_script", [])),
         availability_script=deque(spec.get("availability_script", [])),
         analytics_script=deque(spec.get("analytics_script", [])),
+        analytics_padding=int(spec.get("analytics_padding", 0)),
+        token_rate_limit=float(spec.get("token_rate_limit", 0.0)),
         rate=float(spec.get("rate", 0.0)),
         kinds=kinds,
         call_latency_s=float(spec.get("call_latency_s", 0.0)),

@@ -101,6 +101,12 @@ class Faults:
     # answers, consumed first.
     availability_script: deque[str] = field(default_factory=deque)
     analytics_script: deque[str] = field(default_factory=deque)
+    # genesys: filler conversations analytics adds to each answer (the agent's calls to
+    # other numbers, a few KB each); a limit on every request of one token, calls and
+    # questions alike (Genesys counts per token).
+    analytics_padding: int = 0
+    token_rate_limit: float = 0.0
+    token_recent: dict[str, deque[float]] = field(default_factory=dict)
 
     def over_the_limit(self, now: float) -> bool:
         """At most rate_limit x rate_window_s requests in any sliding window that long."""
@@ -111,6 +117,18 @@ class Faults:
         if len(self.recent) >= self.rate_limit * self.rate_window_s:
             return True
         self.recent.append(now)
+        return False
+
+    def token_over_the_limit(self, token: str, now: float) -> bool:
+        """At most token_rate_limit x rate_window_s requests of one token in any window."""
+        if not self.token_rate_limit:
+            return False
+        recent = self.token_recent.setdefault(token, deque())
+        while recent and recent[0] <= now - self.rate_window_s:
+            recent.popleft()
+        if len(recent) >= self.token_rate_limit * self.rate_window_s:
+            return True
+        recent.append(now)
         return False
 
     def next_call_fault(self, contact_id: str, number: str = "") -> str | None:

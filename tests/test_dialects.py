@@ -148,7 +148,12 @@ def test_a_401_gets_a_fresh_token_and_places(on: Platform) -> None:
     on.sim.expire_tokens()
     request_id = on.enqueue()
     record = on.wait(request_id, "placed")
-    assert [r["status"] for r in requests_for(on.sim, request_id)] == [401, 201]
+    statuses = [r["status"] for r in requests_for(on.sim, request_id)]
+    if on.dialect == "genesys":  # the busy check met the 401 first, and got the fresh token
+        assert statuses == [201]
+        assert [q["status"] for q in on.sim.queries()][-2:] == [401, 200]
+    else:
+        assert statuses == [401, 201]
     assert record.attempts == 1
 
 

@@ -4,6 +4,7 @@ who is on another one."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -139,3 +140,85 @@ def test_without_analytics_permission_reconciliation_stops_and_says_which(
     assert "analytics:conversationDetail:view" in log
     assert log.count("reconciliation is off until restart") == 1
     assert g.client.status(request_id).state == "unknown"  # type: ignore[union-attr]
+
+
+def test_a_lookup_never_settles_a_request_with_another_requests_call(
+    genesys: Callable[..., Genesys],
+) -> None:
+    """Agent U, two follow-ups to the same number: the first is placed; the second's
+    connection drops before the platform gets it. Its lookups find only the first's call."""
+    g = genesys()
+    g.sim.set_faults(by_contact={"c-second": ["drop_before"]})
+    first = g.enqueue("c-first")
+    placed = g.until(first, lambda r: r.state == "placed", "the first to be placed")
+    second = g.enqueue("c-second")
+
+    record = g.until(second, lambda r: "lookups over" in _events(r), "the lookups to end")
+    assert record.state == "unknown"
+    assert record.conversation_id is None
+    assert placed.conversation_id == calls_for(g.sim, first)[0]["id"]
+    assert calls_for(g.sim, second) == []
+
+
+def test_lookups_outlast_throttles_outages_odd_answers_and_large_pages(
+    genesys: Callable[..., Genesys],
+) -> None:
+    """Analytics answers 429 (with Retry-After), 503, then JSON of another shape, and every
+    page is padded with the agent's other calls (over 64 KiB at the old page size): no lookup
+    is spent on them, the 429 slows the fleet, and the call is found once analytics answers."""
+    g = genesys(FOLLOWUP_RECONCILE_AFTER_S="0.5", FOLLOWUP_RECONCILE_FOR_S="2")  # 3 lookups
+    g.sim.set_faults(
+        by_contact={"c-drop": ["drop_after"]},
+        analytics_script=["429", "503", "odd_shape", "500"],
+        analytics_padding=40,
+        retry_after="1",
+    )
+    request_id = g.enqueue("c-drop")
+
+    record = g.until(request_id, lambda r: r.state == "placed", "the lookup to settle it")
+    assert record.conversation_id == calls_for(g.sim, request_id)[0]["id"]
+    assert _events(record).count("lookup failed") == 4
+    assert "lookups over" not in _events(record)
+    statuses = [q["status"] for q in g.sim.queries() if q["endpoint"] == "analytics"]
+    assert statuses == [429, 503, 200, 500, 200]  # the odd shape came with a 200
+    rate = g.client.store.redis.hget(f"{g.env['FOLLOWUP_NAMESPACE']}:limiter", "rate")
+    assert rate is not None and float(rate) < 1000  # FOLLOWUP_RATE_LIMIT_PER_S, halved
+    assert "reconciliation pass failed" not in g.worker.log()
+
+
+def test_a_busy_check_that_gets_no_answer_waits_and_never_rings_a_busy_agent(
+    genesys: Callable[..., Genesys],
+) -> None:
+    g = genesys()
+    asked_at = time.time()
+    g.sim.set_faults(busy_users={"u-busy": 4}, availability_script=["429", "503"])
+    request_id = g.enqueue("c-busy", user="u-busy")
+
+    record = g.until(request_id, lambda r: r.state == "placed", "it to be placed")
+    assert calls_for(g.sim, request_id)[0]["received_at"] >= asked_at + 4  # not while busy
+    assert record.attempts == 1
+    events = _events(record)
+    assert events.count("waiting for availability") == 2
+    assert "waiting for agent_busy" in events
+    statuses = [q["status"] for q in g.sim.queries() if q["endpoint"] == "availability"]
+    assert statuses[:2] == [429, 503]
+    rate = g.client.store.redis.hget(f"{g.env['FOLLOWUP_NAMESPACE']}:limiter", "rate")
+    assert rate is not None and float(rate) < 1000  # the 429 slowed the fleet
+
+
+def test_busy_checks_take_fleet_slots_and_are_asked_once_an_attempt(
+    genesys: Callable[..., Genesys],
+) -> None:
+    """Six agents, a fleet limit of 2/s and a platform that takes 5 requests/s per token:
+    each request asks once, a request that waits for its call's slot is not asked again, and
+    the platform never throttles the fleet."""
+    g = genesys(FOLLOWUP_RATE_LIMIT_PER_S="2")
+    g.sim.set_faults(token_rate_limit=5, rate_window_s=2)
+    ids = [g.enqueue(f"c-{n}", user=f"u-{n}") for n in range(6)]
+
+    for request_id in ids:
+        g.until(request_id, lambda r: r.state == "placed", "every request to be placed")
+    asks = [q for q in g.sim.queries() if q["endpoint"] == "availability"]
+    assert sorted(q["user"] for q in asks) == [f"u-{n}" for n in range(6)]
+    assert [q["status"] for q in asks] == [200] * 6
+    assert [r["status"] for r in g.sim.requests()] == [201] * 6

@@ -4,8 +4,14 @@ agent is on a call now, and whether a call exists that we could not hear about.
 - Availability: GET /api/v2/users/{userId}?expand=conversationSummary; calls in progress
   are conversationSummary.call.contactCenter.active.
 - The call: POST /api/v2/analytics/conversations/details/query for the agent's outbound
-  voice conversations over an interval around the send; a match dialled the same number
-  (`dnis`, tel:+E164) and started near the send marker. Analytics can lag by minutes.
+  voice conversations to the number (`dnis`, tel:+E164), over a short interval from the
+  send marker, one small page. A conversation is this request's only if its customer
+  participant carries the `followup_request_id` attribute the call was sent with (a
+  conversation without it, made by hand, is never taken) and it started within the interval.
+  Analytics can lag by minutes.
+
+Neither question may cost what it answers: a throttle (429), an outage (5xx, a timeout) or an
+answer that is not the contract's shape raises NoAnswer ("ask again later"), never a guess.
 """
 
 from __future__ import annotations
@@ -17,104 +23,193 @@ from urllib.parse import quote
 
 import httpx
 
-from followup.worker.http import PlatformHttp
+from followup.worker.classify import retry_after
+from followup.worker.http import Answer, PlatformHttp
 
-# A conversation started this near the send marker is the one we sent.
-STARTED_BEFORE = timedelta(seconds=60)
-STARTED_AFTER = timedelta(seconds=300)
+# The conversation of our call starts after the send marker (on the status store's clock;
+# the platform's may differ by this much) and before the create-call request's deadline.
+CLOCK_SKEW = timedelta(seconds=5)
+STARTED_AFTER = timedelta(seconds=130)  # FOLLOWUP_HTTP_TIMEOUT_S is at most 120
+PAGE_SIZE = 25  # one agent's calls to one number in two minutes: a handful at most
+LOOKUP_BODY_BYTES = 1024 * 1024  # a page of detail records can be far larger than 64 KiB
 ANALYTICS_PERMISSION = "analytics:conversationDetail:view"
+REQUEST_ATTRIBUTE = "followup_request_id"  # sent by genesys_dialect with every call
 
 
 class LookupForbidden(Exception):
     """The OAuth client may not read analytics (it lacks ANALYTICS_PERMISSION)."""
 
 
-class LookupFailed(Exception):
-    """The lookup got no usable answer (a timeout, a 5xx, a body we cannot read)."""
+class NoAnswer(Exception):
+    """The platform gave no usable answer now: ask again later, spending nothing.
+
+    retry_after_s: what a 429 or 503 asked for (capped); throttled: a 429 (the fleet slows
+    down); reauth: a 401 (the token is dropped).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after_s: float | None = None,
+        throttled: bool = False,
+        reauth: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+        self.throttled = throttled
+        self.reauth = reauth
 
 
 class GenesysQueries:
-    def __init__(self, http: PlatformHttp, api_base_url: str) -> None:
+    def __init__(self, http: PlatformHttp, api_base_url: str, *, max_retry_after_s: float) -> None:
         self._http = http
         self._base = api_base_url
+        self._max_retry_after_s = max_retry_after_s
 
     def agent_busy(self, user_id: str, token: str) -> bool | None:
-        """True if the agent has a call in progress; None if the platform could not say."""
-        url = f"{self._base}/api/v2/users/{quote(user_id, safe='')}"
-        try:
-            answer = self._http.request(
-                "GET",
-                url,
-                endpoint="availability",
-                params={"expand": "conversationSummary"},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            if answer.status != 200:
-                return None
-            body = json.loads(answer.body)
-            active = body["conversationSummary"]["call"]["contactCenter"]["active"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        """True if the agent has a call in progress; None if the platform cannot say (no
+        permission, no such user, an answer of another shape): the call goes. Raises
+        NoAnswer for a throttle or an outage: the call waits."""
+        answer = self._ask(
+            "GET",
+            f"{self._base}/api/v2/users/{quote(user_id, safe='')}",
+            endpoint="availability",
+            params={"expand": "conversationSummary"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if answer.status != 200:
             return None
-        return bool(isinstance(active, int) and active > 0)
+        try:
+            active = json.loads(answer.body)["conversationSummary"]["call"]["contactCenter"][
+                "active"
+            ]
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
+        if not isinstance(active, int) or isinstance(active, bool):
+            return None
+        return active > 0
 
-    def find_call(self, user_id: str, number: str, sent_at: float, token: str) -> str | None:
-        """The conversation id of the call we sent, if analytics has it; raises
-        LookupForbidden or LookupFailed."""
+    def find_call(
+        self, request_id: str, user_id: str, number: str, sent_at: float, token: str
+    ) -> str | None:
+        """The conversation id of this request's call, if analytics has it; raises
+        LookupForbidden or NoAnswer."""
         sent = datetime.fromtimestamp(sent_at, UTC)
-        interval = f"{_iso(sent - STARTED_BEFORE)}/{_iso(sent + STARTED_AFTER)}"
+        earliest, latest = sent - CLOCK_SKEW, sent + STARTED_AFTER
         query = {
-            "interval": interval,
+            "interval": f"{_iso(earliest)}/{_iso(latest)}",
             "order": "asc",
             "orderBy": "conversationStart",
-            "paging": {"pageSize": 100, "pageNumber": 1},
+            "paging": {"pageSize": PAGE_SIZE, "pageNumber": 1},
             "segmentFilters": [
                 {
                     "type": "and",
                     "predicates": [
                         {"dimension": "userId", "value": user_id},
+                        {"dimension": "dnis", "value": f"tel:{number}"},
                         {"dimension": "direction", "value": "outbound"},
                         {"dimension": "mediaType", "value": "voice"},
                     ],
                 }
             ],
         }
-        try:
-            answer = self._http.request(
-                "POST",
-                f"{self._base}/api/v2/analytics/conversations/details/query",
-                endpoint="analytics",
-                json=query,
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        except httpx.HTTPError as exc:
-            raise LookupFailed(type(exc).__name__) from None
+        answer = self._ask(
+            "POST",
+            f"{self._base}/api/v2/analytics/conversations/details/query",
+            endpoint="analytics",
+            json=query,
+            headers={"Authorization": f"Bearer {token}"},
+            max_body_bytes=LOOKUP_BODY_BYTES,
+        )
         if answer.status == 403:
             raise LookupForbidden(ANALYTICS_PERMISSION)
         if answer.status != 200:
-            raise LookupFailed(f"HTTP {answer.status}")
+            raise NoAnswer(f"HTTP {answer.status}")
         try:
-            conversations = json.loads(answer.body).get("conversations") or []
-        except (ValueError, AttributeError):
-            raise LookupFailed("an answer that is not the query's JSON") from None
-        return next((c["conversationId"] for c in conversations if _ours(c, user_id, number)), None)
+            body = json.loads(answer.body)
+        except ValueError:
+            raise NoAnswer("an answer that is not JSON") from None
+        conversations = body.get("conversations", []) if isinstance(body, dict) else None
+        if not isinstance(conversations, list):
+            raise NoAnswer("an answer without a list of conversations")
+        return next(
+            (
+                c["conversationId"]
+                for c in conversations
+                if _ours(c, request_id, user_id, number, earliest, latest)
+            ),
+            None,
+        )
+
+    def _ask(self, method: str, url: str, *, endpoint: str, **kwargs: Any) -> Answer:
+        """One question; NoAnswer for a transport error, a 401, a throttle or a 5xx, or an
+        answer larger than its bound."""
+        try:
+            answer = self._http.request(method, url, endpoint=endpoint, **kwargs)
+        except httpx.HTTPError as exc:
+            raise NoAnswer(type(exc).__name__) from None
+        status = answer.status
+        if status == 401:
+            raise NoAnswer("HTTP 401", reauth=True)
+        if status in (408, 429) or status >= 500:
+            waited, _ = retry_after(answer.headers.get("retry-after"), self._max_retry_after_s)
+            raise NoAnswer(f"HTTP {status}", retry_after_s=waited, throttled=status == 429)
+        if answer.truncated:
+            bound = kwargs.get("max_body_bytes")
+            raise NoAnswer(f"an answer over {bound or 'the'} bytes")
+        return answer
 
 
-def _ours(conversation: Any, user_id: str, number: str) -> bool:
-    """The same agent dialled the same number in it."""
+def _ours(
+    conversation: Any,
+    request_id: str,
+    user_id: str,
+    number: str,
+    earliest: datetime,
+    latest: datetime,
+) -> bool:
+    """This request's call: it carries this request's id, the same agent dialled the same
+    number in it, and it started after the send marker, within the request's deadline."""
     if not isinstance(conversation, dict) or not isinstance(
         conversation.get("conversationId"), str
     ):
         return False
-    participants = conversation.get("participants") or []
-    users = {p.get("userId") for p in participants if isinstance(p, dict)}
+    participants = [p for p in _list(conversation.get("participants")) if isinstance(p, dict)]
+    sent_with = {
+        p["attributes"].get(REQUEST_ATTRIBUTE)
+        for p in participants
+        if isinstance(p.get("attributes"), dict)
+    }
+    users = {p.get("userId") for p in participants if isinstance(p.get("userId"), str)}
     dialled = {
         s.get("dnis")
         for p in participants
-        if isinstance(p, dict)
-        for s in p.get("sessions") or []
-        if isinstance(s, dict)
+        for s in _list(p.get("sessions"))
+        if isinstance(s, dict) and isinstance(s.get("dnis"), str)
     }
-    return user_id in users and f"tel:{number}" in dialled
+    started = _moment(conversation.get("conversationStart"))
+    return (
+        request_id in sent_with
+        and user_id in users
+        and f"tel:{number}" in dialled
+        and started is not None
+        and earliest <= started <= latest
+    )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _iso(moment: datetime) -> str:

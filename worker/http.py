@@ -5,8 +5,9 @@ read up to a bound, no retries by the library, connections not kept long enough 
   byte at a time holds a request far past them. Here every connect, read and write of a
   request gets at most what is left of its deadline (a network backend that httpcore asks
   for each socket operation), so no attempt can outlive the claim it runs under.
-- **Bounded bodies.** At most MAX_BODY_BYTES of any answer are read; the rest is dropped
-  with the connection. The body is asked for uncompressed.
+- **Bounded bodies.** At most MAX_BODY_BYTES of an answer are read (a question's answer, such
+  as an analytics page, may be given a larger bound); the rest is dropped with the
+  connection. The body is asked for uncompressed.
 - **Keep-alive.** A platform's load balancer closes idle connections (after 5 s at the
   least, commonly); a POST written into a connection it is closing is lost in a way that
   looks like a call that may have been placed. Connections idle longer than
@@ -144,8 +145,17 @@ class PlatformHttp:
             headers={"Accept-Encoding": "identity"},
         )
 
-    def request(self, method: str, url: str, *, endpoint: str, **kwargs: Any) -> Answer:
-        """One request within FOLLOWUP_HTTP_TIMEOUT_S, all told; raises httpx.HTTPError."""
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        **kwargs: Any,
+    ) -> Answer:
+        """One request within FOLLOWUP_HTTP_TIMEOUT_S, all told, its answer read up to
+        max_body_bytes (a lookup's may be larger than a call's); raises httpx.HTTPError."""
         started = time.monotonic()
         token = _deadline.set(started + self.timeout_s)
         status = None
@@ -156,13 +166,13 @@ class PlatformHttp:
                 truncated = False
                 for chunk in response.iter_bytes():
                     body += chunk
-                    if len(body) > MAX_BODY_BYTES:
+                    if len(body) > max_body_bytes:
                         truncated = True
                         break
                 return Answer(
                     status,
                     response.headers,
-                    bytes(body[:MAX_BODY_BYTES]),
+                    bytes(body[:max_body_bytes]),
                     truncated,
                     time.monotonic() - started,
                 )

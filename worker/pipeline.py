@@ -40,7 +40,7 @@ from followup.worker.calling_hours import (
     open_until,
 )
 from followup.worker.classify import Verdict
-from followup.worker.genesys_queries import GenesysQueries
+from followup.worker.genesys_queries import GenesysQueries, NoAnswer
 from followup.worker.metrics import Metrics
 from followup.worker.records import TERMINAL_STATES, ErrorInfo, State
 from followup.worker.store import Claim, Finished, Send, StatusStore
@@ -377,15 +377,21 @@ class Pipeline:
         A Redis error here, before or at the marker, propagates: nothing was sent, and the
         task hands the message back to the broker.
         """
-        attempts = claim.attempts
+        attempts, asked_free = claim.attempts, False
         for first_pass in (True, False):
             try:
                 token = self.tokens.get()
             except TokenError as exc:
                 return attempts, exc.verdict  # nothing was sent
-            if first_pass and self._agent_is_busy(request_id, claim, user, token):
-                return attempts, Waiting("agent_busy", 0.0)
-            sent = self._through_the_gates(request_id, claim, user, closes_at)
+            if first_pass:
+                try:
+                    waiting, asked_free = self._ask_if_busy(request_id, claim, user, token)
+                    token = self.tokens.get()  # the busy check may have had it renewed
+                except TokenError as exc:
+                    return attempts, exc.verdict  # nothing was sent
+                if waiting is not None:
+                    return attempts, waiting
+            sent = self._through_the_gates(request_id, claim, user, closes_at, asked_free)
             if sent.outcome == "wait":
                 return attempts, Waiting(sent.reason, sent.at)
             if sent.outcome == "closed":
@@ -414,36 +420,85 @@ class Pipeline:
             ),
         )
 
-    def _agent_is_busy(self, request_id: str, claim: Claim, user: str, token: str) -> bool:
+    def _ask_if_busy(
+        self, request_id: str, claim: Claim, user: str, token: str
+    ) -> tuple[Waiting | Verdict | None, bool]:
         """On another call, the agent is not rung: the request waits and asks again after
-        FOLLOWUP_AGENT_BUSY_RECHECK_S, spending nothing. Availability is advice: if the
-        platform cannot say, the call goes."""
-        if self.availability is None:
-            return False
-        busy = self.availability.agent_busy(user, token)
+        FOLLOWUP_AGENT_BUSY_RECHECK_S, spending nothing. The question takes a slot of the
+        fleet's rate limit, and is asked once an attempt (a "free" holds over the rate-limit
+        wait that may follow). A throttle or an outage means "ask again later" (after its
+        Retry-After, else the recheck interval), never "dial"; a platform that cannot say
+        (no permission, an answer of another shape) lets the call go.
+
+        Returns (the wait, or LOST_CLAIM, or None to go on; whether it said free)."""
+        if self.availability is None or claim.asked_free:
+            return None, claim.asked_free
+        wait = self.store.take_slot()
+        if wait > self.store.pacing.hold:
+            delay = max(wait - self.store.pacing.lead, 0.0)
+            detail = f"the fleet-wide rate limit gave the busy check a slot in {wait:.1f}s"
+            return self._wait_before_asking(request_id, claim, delay, "rate_limit", detail), False
+        time.sleep(wait)
+        try:
+            busy = self._agent_busy(user, token)
+        except NoAnswer as exc:
+            if exc.throttled:
+                rate = self.store.slow_down()
+                log.warning("a 429: the fleet slows down", rate_in_force_per_s=round(rate, 3))
+            delay = exc.retry_after_s or self.settings.agent_busy_recheck_s
+            detail = (
+                f"the platform could not say whether the agent is free ({exc}); asked again "
+                f"in {delay:g}s"
+            )
+            return self._wait_before_asking(request_id, claim, delay, "availability", detail), False
         if busy is None:
             log.warning("the agent's availability is unknown; dialling anyway")
-            return False
-        if busy:
-            recheck = self.settings.agent_busy_recheck_s
-            self.store.defer(
-                request_id,
-                claim.token,
-                delay_s=recheck,
-                reason="agent_busy",
-                detail=f"the agent is on another call; asked again in {recheck:g}s",
-            )
-        return busy
+        if not busy:
+            return None, busy is False
+        recheck = self.settings.agent_busy_recheck_s
+        detail = f"the agent is on another call; asked again in {recheck:g}s"
+        return self._wait_before_asking(request_id, claim, recheck, "agent_busy", detail), False
+
+    def _agent_busy(self, user: str, token: str) -> bool | None:
+        """The platform's answer; a 401 (the token was revoked) asks once more with a fresh
+        token. Raises NoAnswer, TokenError."""
+        assert self.availability is not None
+        try:
+            return self.availability.agent_busy(user, token)
+        except NoAnswer as exc:
+            if not exc.reauth:
+                raise
+        self.tokens.invalidate(token)
+        return self.availability.agent_busy(user, self.tokens.get())
+
+    def _wait_before_asking(
+        self, request_id: str, claim: Claim, delay_s: float, reason: str, detail: str
+    ) -> Waiting | Verdict:
+        if not self.store.defer(
+            request_id, claim.token, delay_s=delay_s, reason=reason, detail=detail
+        ):
+            return LOST_CLAIM
+        return Waiting(reason, time.time() + delay_s)
 
     def _through_the_gates(
-        self, request_id: str, claim: Claim, user: str, closes_at: float | None
+        self,
+        request_id: str,
+        claim: Claim,
+        user: str,
+        closes_at: float | None,
+        asked_free: bool = False,
     ) -> Send:
         """The send marker, after the fleet's gates. A reserved slot that near is waited for
         here (at most Pacing.hold, a few times), so calls leave evenly spaced. Past
         closes_at (the calling window), nothing is sent: `closed`."""
         for _ in range(5):
             sent = self.store.mark_sent(
-                request_id, claim.token, user=user, pauses=self._pauses, closes_at=closes_at
+                request_id,
+                claim.token,
+                user=user,
+                pauses=self._pauses,
+                closes_at=closes_at,
+                asked_free=asked_free,
             )
             if sent.outcome != "hold":
                 return sent
@@ -452,7 +507,12 @@ class Pipeline:
         # waits in the due set, its claim released, instead of holding a thread.
         detail = "many requests contend for the fleet-wide rate limit's slots"
         if not self.store.defer(
-            request_id, claim.token, delay_s=sent.seconds, reason="rate_limit", detail=detail
+            request_id,
+            claim.token,
+            delay_s=sent.seconds,
+            reason="rate_limit",
+            detail=detail,
+            fields={"asked_free": "1"} if asked_free else None,
         ):
             return Send("lost")
         return Send("wait", reason="rate_limit", at=time.time() + sent.seconds)

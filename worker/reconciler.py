@@ -4,10 +4,13 @@ Every worker process runs one (FOLLOWUP_RECONCILE, on by default for the genesys
 Each `unknown` request whose call was sent is looked up at growing intervals: the first
 FOLLOWUP_RECONCILE_AFTER_S after it became unknown (analytics can lag), then twice that,
 four times ..., for FOLLOWUP_RECONCILE_FOR_S. A match settles it `placed` with its
-conversation id ("settled by lookup"); no match is noted in its history; it is never
-redialled. Lookups take slots from the fleet's rate limit. An OAuth client without
-analytics:conversationDetail:view gets a 403: logged once, and reconciliation stops in
-this process until it restarts.
+conversation id ("settled by lookup"), unless another request already holds that id; no
+match is noted in its history; it is never redialled. Lookups take slots from the fleet's
+rate limit. A lookup the platform gives no usable answer to (a 429, whose Retry-After is
+honoured and which lowers the fleet's rate; a 5xx; a timeout; an odd body) spends no lookup:
+it goes again later, after_s x 2^failures (capped at FOLLOWUP_RECONCILE_FOR_S), at most
+MAX_FAILURES times. An OAuth client without analytics:conversationDetail:view gets a 403:
+logged once, and reconciliation stops in this process until it restarts.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ import time
 import redis
 import structlog
 
-from followup.worker.genesys_queries import GenesysQueries, LookupFailed, LookupForbidden
+from followup.worker.genesys_queries import GenesysQueries, LookupForbidden, NoAnswer
 from followup.worker.store import Lookup, StatusStore
 from followup.worker.tokens import TokenCache, TokenError
 
 log = structlog.get_logger(__name__)
+
+MAX_FAILURES = 20  # lookups without a usable answer, for one request, before they end
+
+
+class Throttled(Exception):
+    """The platform answered a lookup with 429: this pass ends."""
 
 
 class Reconciler:
@@ -41,6 +50,7 @@ class Reconciler:
         self.queries = queries
         self.tokens = tokens
         self.after_s = after_s
+        self.for_s = for_s
         self.lease_s = lease_s
         # Lookup n goes after_s x 2^n after the request became unknown: this many fit.
         self.lookups = max(1, math.floor(math.log2(for_s / after_s)) + 1)
@@ -68,22 +78,30 @@ class Reconciler:
                 return settled
             except TokenError:
                 return settled  # the token cache has said why; next pass
+            except Throttled:
+                return settled  # the platform asked us to slow down: the rest wait
         return settled
 
     def _look_up(self, lookup: Lookup) -> int:
         request = lookup.request
         number, user = str(request.get("phone_number")), str(request.get("user_id"))
         last = lookup.lookups + 1 >= self.lookups
+        token = self.tokens.get()
         try:
-            found = self.queries.find_call(user, number, lookup.sent_at, self.tokens.get())
-        except LookupFailed as exc:
-            found, detail = None, f"lookup {lookup.lookups + 1}: no answer ({exc})"
-        else:
-            detail = (
-                f"analytics has conversation {found}: the same agent dialled the same number"
-                if found
-                else f"lookup {lookup.lookups + 1} of {self.lookups}: no such call in analytics"
-            )
+            found = self.queries.find_call(lookup.request_id, user, number, lookup.sent_at, token)
+        except NoAnswer as exc:
+            return self._no_answer(lookup, exc, token)
+        except (LookupForbidden, TokenError):
+            raise
+        except Exception:  # a defect must not stop every other lookup, pass after pass
+            log.exception("the lookup failed", request_id=lookup.request_id)
+            return self._no_answer(lookup, NoAnswer("an unexpected error"), token)
+        detail = (
+            f"analytics has conversation {found}: the same agent dialled the same number for "
+            "this request"
+            if found
+            else f"lookup {lookup.lookups + 1} of {self.lookups}: no such call in analytics"
+        )
         state = self.store.reconcile(
             lookup.request_id, conversation_id=found, detail=detail, last=last and not found
         )
@@ -92,9 +110,37 @@ class Reconciler:
             request_id=lookup.request_id,
             attempt=None,
             state=state or None,
-            conversation_id=found,
+            conversation_id=found if state == "placed" else None,
         )
         return 1 if state == "placed" else 0
+
+    def _no_answer(self, lookup: Lookup, exc: NoAnswer, token: str) -> int:
+        """No usable answer: no lookup is spent; the next goes after Retry-After, else after
+        a delay that doubles with each failure. A 429 lowers the fleet's rate and ends the
+        pass (Throttled)."""
+        if exc.reauth:
+            self.tokens.invalidate(token)
+        backoff = min(self.after_s * 2 ** min(lookup.failures, 16), self.for_s)
+        delay = max(exc.retry_after_s or 0.0, backoff)
+        self.store.reconcile(
+            lookup.request_id,
+            conversation_id=None,
+            detail=f"no usable answer ({exc}); asked again in {delay:g}s, no lookup spent",
+            last=False,
+            retry_in_s=delay,
+            slow=exc.throttled,
+            max_failures=MAX_FAILURES,
+        )
+        log.warning(
+            "the platform gave the lookup no usable answer; it goes again later",
+            request_id=lookup.request_id,
+            attempt=None,
+            reason=str(exc),
+            retry_in_s=delay,
+        )
+        if exc.throttled:
+            raise Throttled
+        return 0
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
         while not stop.wait(interval_s):

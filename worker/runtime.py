@@ -86,7 +86,11 @@ class Runtime:
 
     @cached_property
     def genesys(self) -> GenesysQueries:
-        return GenesysQueries(self.http, self.settings.effective_api_base_url)
+        return GenesysQueries(
+            self.http,
+            self.settings.effective_api_base_url,
+            max_retry_after_s=self.settings.max_retry_after_s,
+        )
 
     def start_reconciler(self) -> threading.Event | None:
         """The reconciler thread (FOLLOWUP_RECONCILE: on by default for genesys)."""

@@ -22,6 +22,7 @@ WAIT_REASONS = (
     "agent_spacing",
     "agent_busy",
     "number_cap",
+    "availability",
     "calling_hours",
     "not_before",
     "api_pause",

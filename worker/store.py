@@ -71,6 +71,7 @@ class Claim:
     # The record's not_after (when claimed): the request's own, or None once a person's
     # retry lifted it.
     not_after: datetime | None = None
+    asked_free: bool = False  # this attempt's busy check said free before a rate-limit wait
 
 
 # Requests a REGISTER_MANY run records: about 20 ms of Redis time, so that a campaign's
@@ -151,6 +152,7 @@ class Lookup:
     request: dict[str, Any]
     sent_at: float
     lookups: int
+    failures: int = 0  # lookups that got no usable answer (they spend no lookup)
 
 
 @dataclass(frozen=True)
@@ -380,6 +382,7 @@ class StatusStore:
             request_json or "",
             float(claimed[0]) if claimed else 0,
             _ts(claimed[1]) if len(claimed) > 1 else None,
+            len(claimed) > 2 and claimed[2] == "1",
         )
 
     def mark_sent(
@@ -390,6 +393,7 @@ class StatusStore:
         user: str,
         pauses: Sequence[tuple[str, str]] = (),
         closes_at: float | None = None,
+        asked_free: bool = False,
     ) -> Send:
         """The fleet's gates (pauses, breaker, agent spacing, rate limit), then the send
         marker, written just before the call leaves; see `Send` for what may come back.
@@ -398,7 +402,8 @@ class StatusStore:
 
         The marker is durable before this returns, in the same round trip: on disk where
         the server can (WAITAOF), and on FOLLOWUP_REDIS_WAIT_REPLICAS replicas (WAIT). A
-        marker not confirmed in time raises UnconfirmedWrite: nothing is sent."""
+        marker not confirmed in time raises UnconfirmedWrite: nothing is sent. asked_free:
+        the agent's busy check said free for this attempt (kept over a rate-limit wait)."""
         return _send(
             self._confirmed(
                 store_lua.SEND,
@@ -410,6 +415,7 @@ class StatusStore:
                 policy=self._policy,
                 spread=random.uniform(0, 1),
                 closes=closes_at,
+                asked=asked_free,
             )
         )
 
@@ -610,14 +616,23 @@ class StatusStore:
         """`unknown` requests due for a lookup at the platform (see store_lua.TAKE_LOOKUPS)."""
         flat = self._run(store_lua.TAKE_LOOKUPS, limit=limit, after=after_s, lease=lease_s)
         return [
-            Lookup(request_id, json.loads(request or "{}"), float(sent_at), int(lookups))
-            for request_id, request, sent_at, lookups in _rows(flat, 4)
+            Lookup(request_id, json.loads(request or "{}"), float(sent_at), int(n), int(failed))
+            for request_id, request, sent_at, n, failed in _rows(flat, 5)
         ]
 
     def reconcile(
-        self, request_id: str, *, conversation_id: str | None, detail: str, last: bool
+        self,
+        request_id: str,
+        *,
+        conversation_id: str | None,
+        detail: str,
+        last: bool,
+        retry_in_s: float = 0.0,
+        slow: bool = False,
+        max_failures: int = 20,
     ) -> str:
-        """Settle an `unknown` request by what the platform says (see store_lua.RECONCILE)."""
+        """Settle an `unknown` request by what the platform says; retry_in_s > 0: it gave no
+        usable answer, ask again then, spending no lookup (see store_lua.RECONCILE)."""
         return str(
             self._run(
                 store_lua.RECONCILE,
@@ -625,13 +640,22 @@ class StatusStore:
                 conversation_id=conversation_id,
                 detail=detail,
                 last=last,
+                retry_in=retry_in_s,
+                slow=slow,
+                max_failures=max_failures,
+                policy=self._policy,
             )
         )
 
     def take_slot(self) -> float:
-        """A slot of the fleet's rate limit for a lookup: seconds to wait (it is then
-        reserved), or more than Pacing.hold (nothing reserved: try later)."""
+        """A slot of the fleet's rate limit for a question that is not a call (a lookup, a
+        busy check): seconds to wait (it is then reserved), or more than Pacing.hold
+        (nothing reserved: try later)."""
         return float(self._run(store_lua.TAKE_SLOT, policy=self._policy))
+
+    def slow_down(self) -> float:
+        """A question was answered 429: lower the fleet's rate; returns the rate in force."""
+        return float(self._run(store_lua.SLOW_DOWN, policy=self._policy))
 
     # --- reads --------------------------------------------------------------------------
 

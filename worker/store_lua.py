@@ -232,7 +232,7 @@ local function settle(id)
     -- Sent, and no answer: the platform may be asked whether the call exists (RECONCILE).
     local sent = redis.call('HGET', rkey(id), 'sent_at')
     if sent and sent ~= '' then
-      redis.call('HSET', rkey(id), 'unknown_at', now, 'lookups', 0)
+      redis.call('HSET', rkey(id), 'unknown_at', now, 'lookups', 0, 'lookup_failures', 0)
       redis.call('ZADD', ns .. ':reconcile', now, id)
     end
     return
@@ -388,8 +388,10 @@ return out
     each=("id", "request", "digest", "key", "not_before", "not_after", "message", "event"),
 )
 
-# Returns {outcome, state, attempts, request JSON, and when claimed: the store's clock and the
-# record's not_after ('' if none)}. mode: 'deliver' | 'sweep'.
+# Returns {outcome, state, attempts, request JSON, and when claimed: the store's clock, the
+# record's not_after ('' if none) and asked_free}. mode: 'deliver' | 'sweep'. asked_free =
+# '1': this attempt's busy check already said the agent is free (SEND), before the request
+# waited for a slot of the rate limit.
 # A claim spends no attempt: the send marker does (SEND), so a worker lost before sending
 # costs the request nothing. pauses: a JSON list of [pause name, reason]: while one holds
 # (the API asked every client to wait, the credentials were refused ...), a due request is
@@ -471,6 +473,10 @@ if b[1] == 'open' and (tonumber(b[2]) or 0) > now then
     'the platform kept failing; the fleet waits')
   return {'paused', 'scheduled', attempts, ''}
 end
+-- A busy check's "free" holds only over the rate-limit wait that followed it.
+local kept = redis.call('HMGET', rkey(id), 'waiting_for', 'asked_free')
+local asked = (kept[1] == 'rate_limit' and kept[2]) or ''
+redis.call('HDEL', rkey(id), 'asked_free')
 redis.call('HSET', rkey(id), 'claim', ARG.token, 'lease_until', now + tonumber(ARG.lease),
   'sent_at', '', 'republished', 0)
 move(id, state, 'dialing')
@@ -478,7 +484,7 @@ redis.call('ZADD', DUE, now + tonumber(ARG.lease), id)
 note(id, 'claimed', nil)
 -- The record's not_after, not the request's: a person's retry clears it (MANUAL).
 local window = redis.call('HMGET', rkey(id), 'request', 'not_after')
-return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or ''}
+return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or '', asked}
 """,
 )
 
@@ -495,9 +501,12 @@ return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or '
 # number_window} (a JSON object). With number_cap > 0, a number already called number_cap
 # times in the last number_window seconds (anywhere in the fleet) waits for 'number_cap'
 # until its oldest such call leaves the window; the call counts only once it is sent.
+# asked = 1: the agent's busy check said free for this attempt; a request that now waits for
+# a rate-limit slot keeps that answer (asked_free) and is not asked again; any other wait,
+# and the send itself, drop it.
 SEND = LuaScript(
     "send",
-    ("id", "token", "user", "pauses", "policy", "spread", "closes"),
+    ("id", "token", "user", "pauses", "policy", "spread", "closes", "asked"),
     r"""
 local id, policy = ARG.id, cjson.decode(ARG.policy)
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts', 'slot')
@@ -505,6 +514,11 @@ if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then r
 if ARG.closes ~= '' and now >= tonumber(ARG.closes) then return {'closed', tostring(now)} end
 local function hold_off(at, reason, detail)
   redis.call('HDEL', rkey(id), 'claim')
+  if reason == 'rate_limit' and ARG.asked == '1' then
+    redis.call('HSET', rkey(id), 'asked_free', 1)
+  else
+    redis.call('HDEL', rkey(id), 'asked_free')
+  end
   wait(id, 'dialing', 'scheduled', at, reason, 'waiting for ' .. reason, detail)
   return {'wait', reason, tostring(at)}
 end
@@ -556,7 +570,7 @@ end
 if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
-redis.call('HDEL', rkey(id), 'slot')
+redis.call('HDEL', rkey(id), 'slot', 'asked_free')
 if capped then
   redis.call('ZADD', capped, now, id .. ':' .. attempts)
   redis.call('PEXPIRE', capped, math.ceil(policy.number_window * 1000) + 1000)
@@ -633,6 +647,8 @@ for k, v in pairs(cjson.decode(ARG.fields)) do
 end
 redis.call('HSET', rkey(id), 'finished', ARG.token)
 redis.call('HDEL', rkey(id), 'lease_until')
+local cid = redis.call('HGET', rkey(id), 'conversation_id')
+if cid and cid ~= '' then redis.call('SET', ns .. ':conv:' .. cid, id, 'EX', TTL) end
 if (tonumber(ARG.pause) or 0) > 0 then pause('api', tonumber(ARG.pause)) end
 if TERMINAL[new] then
   move(id, r[1], new)
@@ -694,7 +710,8 @@ return #waiting
 
 # `unknown` requests due for a lookup at the platform (lookup n is due `after` x 2^n seconds
 # after the request became unknown); each taken one is pushed back by `lease` so no other
-# reconciler takes it meanwhile. Returns a flat list: id, request, sent_at, lookups, ...
+# reconciler takes it meanwhile. Returns a flat list: id, request, sent_at, lookups,
+# failed lookups, ...
 TAKE_LOOKUPS = LuaScript(
     "take_lookups",
     ("limit", "after", "lease"),
@@ -702,7 +719,8 @@ TAKE_LOOKUPS = LuaScript(
 local out, RKEY = {}, ns .. ':reconcile'
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', RKEY, '-inf', now, 'LIMIT', 0,
     tonumber(ARG.limit))) do
-  local r = redis.call('HMGET', rkey(id), 'state', 'request', 'sent_at', 'lookups', 'unknown_at')
+  local r = redis.call('HMGET', rkey(id), 'state', 'request', 'sent_at', 'lookups', 'unknown_at',
+    'lookup_failures')
   if r[1] ~= 'unknown' then
     redis.call('ZREM', RKEY, id)
   else
@@ -712,7 +730,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', RKEY, '-inf', now, 'LIMIT', 0,
       redis.call('ZADD', RKEY, due, id)
     else
       redis.call('ZADD', RKEY, now + tonumber(ARG.lease), id)
-      for _, v in ipairs({id, r[2], r[3], tostring(lookups)}) do table.insert(out, v) end
+      for _, v in ipairs({id, r[2], r[3], tostring(lookups), tostring(tonumber(r[6]) or 0)}) do
+        table.insert(out, v)
+      end
     end
   end
 end
@@ -720,33 +740,70 @@ return out
 """,
 )
 
-# A lookup's answer for an `unknown` request: a conversation id settles it `placed`
-# ("settled by lookup"); none is noted, and with last = 1 the lookups end (it stays unknown
-# for a person). Returns the state after, or '' if it was no longer unknown.
+# A lookup's answer for an `unknown` request. A conversation id settles it `placed` ("settled
+# by lookup"), unless another request holds that id (ns:conv:<id>, written with every
+# conversation id a request gets): then, as with no match, the lookup is noted, and with
+# last = 1 the lookups end (it stays unknown for a person). retry_in > 0: the platform gave
+# no usable answer (a throttle, an outage, an odd body): no lookup is spent, the next one
+# goes retry_in seconds later, and after max_failures of them in all the lookups end;
+# slow = 1 (a 429) lowers the fleet's rate. Returns the state after, or '' if it was no
+# longer unknown.
 RECONCILE = LuaScript(
     "reconcile",
-    ("id", "conversation_id", "detail", "last"),
+    ("id", "conversation_id", "detail", "last", "retry_in", "slow", "max_failures", "policy"),
     r"""
-local id = ARG.id
+local id, detail, RKEY = ARG.id, ARG.detail, ns .. ':reconcile'
 local state = redis.call('HGET', rkey(id), 'state')
 if state ~= 'unknown' then return '' end
-if ARG.conversation_id ~= '' then
-  redis.call('HSET', rkey(id), 'conversation_id', ARG.conversation_id)
-  redis.call('HDEL', rkey(id), 'last_error')
-  move(id, 'unknown', 'placed')
-  note(id, 'settled by lookup', ARG.detail)
-  settle(id)
-  return 'placed'
+local function over(why)
+  redis.call('ZREM', RKEY, id)
+  note(id, 'lookups over', why .. '; a person decides (followup retry ID)')
+end
+if (tonumber(ARG.retry_in) or 0) > 0 then
+  if ARG.slow == '1' then slow_down(cjson.decode(ARG.policy).limit) end
+  local failures = redis.call('HINCRBY', rkey(id), 'lookup_failures', 1)
+  note(id, 'lookup failed', detail)
+  if failures >= tonumber(ARG.max_failures) then
+    over(string.format('the platform gave no usable answer %d times', failures))
+  else
+    redis.call('ZADD', RKEY, now + tonumber(ARG.retry_in), id)
+  end
+  return 'unknown'
+end
+local cid = ARG.conversation_id
+if cid ~= '' then
+  local holder = redis.call('GET', ns .. ':conv:' .. cid)
+  if holder and holder ~= id then
+    detail = 'the platform has conversation ' .. cid .. ', but request ' .. holder ..
+      ' holds it: not this one'
+  else
+    redis.call('HSET', rkey(id), 'conversation_id', cid)
+    redis.call('SET', ns .. ':conv:' .. cid, id, 'EX', TTL)
+    redis.call('HDEL', rkey(id), 'last_error')
+    move(id, 'unknown', 'placed')
+    note(id, 'settled by lookup', detail)
+    settle(id)
+    return 'placed'
+  end
 end
 redis.call('HINCRBY', rkey(id), 'lookups', 1)
-note(id, 'looked up', ARG.detail)
+note(id, 'looked up', detail)
 if ARG.last == '1' then
-  redis.call('ZREM', ns .. ':reconcile', id)
-  note(id, 'lookups over', 'no call found; a person decides (followup retry ID)')
+  over('no call found')
 else
-  redis.call('ZADD', ns .. ':reconcile', now, id)  -- TAKE_LOOKUPS files it under its next time
+  redis.call('ZADD', RKEY, now, id)  -- TAKE_LOOKUPS files it under its next time
 end
 return 'unknown'
+""",
+)
+
+# A slot of the fleet's rate limit was not enough: the platform answered a question (a busy
+# check) with 429. Lowers the fleet's rate as a call's 429 does; returns the rate in force.
+SLOW_DOWN = LuaScript(
+    "slow_down",
+    ("policy",),
+    r"""
+return tostring(slow_down(cjson.decode(ARG.policy).limit))
 """,
 )
 
@@ -872,4 +929,5 @@ SCRIPTS = (
     TAKE_LOOKUPS,
     RECONCILE,
     TAKE_SLOT,
+    SLOW_DOWN,
 )
