@@ -26,6 +26,7 @@ from followup.cli.table import (
 )
 from followup.config.celery import create_app
 from followup.config.logging import configure_logging
+from followup.config.redaction import url_host
 from followup.config.settings import ConfigError, Settings, check_environment, load_settings
 from followup.tasks.outcomes import Outcome, follow, outcomes, recent
 from followup.tasks.producer import FollowUpClient
@@ -231,21 +232,34 @@ def cmd_stats(args: argparse.Namespace) -> int:
     store = StatusStore.from_settings(settings)
     figures = stats.read(store, stats.now(store)).as_dict()
     app = create_app(settings)
-    figures["queue"] = {"name": settings.queue, "messages": _queue_depth(app, settings.queue)}
-    figures["workers"] = sorted(
-        name for reply in app.control.ping(timeout=args.timeout) or [] for name in reply
+    depth = _queue_depth(app, settings.queue)
+    figures["queue"] = {"name": settings.queue, "messages": depth}
+    # With the broker down, the store's figures still show; the broker's are unknown (None).
+    figures["workers"] = (
+        sorted(name for reply in app.control.ping(timeout=args.timeout) or [] for name in reply)
+        if depth is not None
+        else None
     )
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
         print(render_stats(figures))
+    if depth is None:
+        print(
+            f"followup: the broker at {url_host(settings.effective_broker_url)} does not answer:"
+            " the queue and the workers are unknown; check FOLLOWUP_BROKER_URL",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0
 
 
 def _queue_depth(app: Any, queue: str) -> int | None:
-    """Messages waiting in the broker's queue (None if the broker cannot say)."""
+    """Messages waiting in the broker's queue (None if the broker does not answer: asked
+    once, not with Celery's retries)."""
     try:
         with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=5)
             try:
                 _, depth, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
             except connection.channel_errors:
@@ -404,6 +418,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="followup", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -468,7 +493,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new outcomes")
     p.add_argument("--group", help="read as this consumer group (acknowledging each)")
     p.add_argument("--consumer", help="the consumer's name in --group (default: your login)")
-    p.add_argument("--count", type=int, default=20)
+    p.add_argument(
+        "--count", type=_positive, default=20, help="how many recent ones (default %(default)s)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_outcomes)
 

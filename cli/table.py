@@ -122,7 +122,12 @@ def render_stats(f: dict[str, Any]) -> str:
             + (f", {breaker['seconds_left']}s left" if breaker.get("seconds_left") else ""),
         ),
         ("fleet-wide pauses", pairs({k: f"{v}s" for k, v in f["paused"].items()})),
-        ("workers answering", f"{len(f['workers'])}: {', '.join(f['workers']) or '-'}"),
+        (
+            "workers answering",
+            "unknown (the broker does not answer)"
+            if f["workers"] is None
+            else f"{len(f['workers'])}: {', '.join(f['workers']) or '-'}",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import phonenumbers
 
@@ -124,3 +125,14 @@ def argument_reprs(args: Any, kwargs: Any) -> tuple[str, str]:
         repr(summarize(list(args or ())))[:_REPR_CHARS],
         repr(summarize(dict(kwargs or {})))[:_REPR_CHARS],
     )
+
+
+def url_host(url: str) -> str:
+    """A URL as a message may show it: scheme, host, port and path; never a user, a password
+    or a query (a Redis, broker or API URL can carry credentials)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(a URL that does not parse)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"

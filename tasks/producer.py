@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from followup.config.celery import create_app
+from followup.config.redaction import url_host
 from followup.config.settings import Settings, load_settings
 from followup.tasks.publish import RedisMessages, publish
 from followup.tasks.request import (
@@ -142,11 +143,14 @@ class FollowUpClient:
                     publish(
                         self.app, request_id, req.model_dump(mode="json"), queue, producer=producer
                     )
-        except Exception:
+        except Exception as exc:  # any broker error: the records are what matters
+            # One line, no traceback: nothing is lost, and the operator learns what to check.
             log.warning(
-                "publish failed; the sweeper will publish the recorded requests",
+                f"the broker at {url_host(self.settings.effective_broker_url)} "
+                f"(FOLLOWUP_BROKER_URL) did not take the message ({type(exc).__name__}); "
+                "the request is recorded (queued) and the sweeper will publish it when the "
+                "broker answers",
                 count=len(recorded),
-                exc_info=True,
             )
 
     def status(self, request_id: str) -> StatusRecord | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from followup.config.redaction import url_host
 from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer, classify_exception
 from followup.worker.dialects import Dialect
@@ -51,7 +52,15 @@ class ContactCenterClient:
                 "POST", call.url, endpoint="call", json=call.body, headers=headers
             )
         except httpx.HTTPError as exc:
-            return replace(classify_exception(exc), seconds=time.monotonic() - started)
+            verdict = classify_exception(exc)
+            if verdict.kind != "unknown" and verdict.error is not None:  # it never left
+                where = (
+                    f"{url_host(call.url)}: {verdict.error.message} (check FOLLOWUP_API_BASE_URL)"
+                )
+                verdict = replace(
+                    verdict, error=verdict.error.model_copy(update={"message": where})
+                )
+            return replace(verdict, seconds=time.monotonic() - started)
         verdict = classify_answer(
             answer,
             forbidden_hint=self.dialect.forbidden_hint,

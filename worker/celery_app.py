@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import redis
 import structlog
@@ -21,6 +20,7 @@ from celery import signals
 
 from followup.config.celery import create_app
 from followup.config.logging import configure_logging
+from followup.config.redaction import url_host
 from followup.config.settings import ConfigError, get_settings
 from followup.tasks.publish import publish
 from followup.worker.runtime import get_runtime
@@ -59,7 +59,7 @@ def _check_worker_config(**_: Any) -> None:
     except ConfigError as exc:
         _exit(str(exc))
     store = get_runtime().store
-    where = f"{_host_of(settings.redis_url)} (FOLLOWUP_REDIS_URL)"
+    where = f"{url_host(settings.redis_url)} (FOLLOWUP_REDIS_URL)"
     deadline = time.monotonic() + REDIS_GRACE_S
     while True:
         try:
@@ -109,12 +109,6 @@ def _exit(message: str) -> NoReturn:
     os._exit(2)  # Celery logs and swallows exceptions raised in signal handlers
 
 
-def _host_of(url: str) -> str:
-    """A Redis URL without its password, for a message."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
-
-
 @signals.worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
     """The background loops first, whatever happens after: the sweeper (retries and every
@@ -143,6 +137,10 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
         )
     log.info(
         "worker ready",
+        dialect=settings.api_dialect,
+        api=url_host(settings.effective_api_base_url),
+        redis=url_host(settings.redis_url),
+        broker=url_host(settings.effective_broker_url),
         queue=settings.queue,
         concurrency=settings.worker_concurrency,
         status_store=durability,

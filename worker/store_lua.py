@@ -148,7 +148,10 @@ local function breaker_gate(id, policy)
 end
 local function breaker_heard(id, health, policy)
   if health == 'ok' then
-    if redis.call('DEL', BREAKER) == 1 then return 'closed' end
+    -- 'closed' only if it was open: a count of failures below the threshold is just reset.
+    local was = redis.call('HGET', BREAKER, 'state')
+    redis.call('DEL', BREAKER)
+    if was == 'open' then return 'closed' end
     return ''
   end
   if health ~= 'failure' then return '' end

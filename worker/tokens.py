@@ -20,7 +20,7 @@ from collections.abc import Callable
 import httpx
 import structlog
 
-from followup.config.redaction import mask_text
+from followup.config.redaction import mask_text, url_host
 from followup.worker.classify import (
     Verdict,
     clip,
@@ -112,7 +112,10 @@ class TokenCache:
             # Fetching a token changes nothing at the platform: any transport error may retry.
             info = describe_exception(exc)
             raise TokenError(
-                Verdict("retry", error=info.model_copy(update={"message": _at_endpoint(info)})),
+                Verdict(
+                    "retry",
+                    error=info.model_copy(update={"message": _at_endpoint(info, self._url)}),
+                ),
                 FAILURE_HOLD_S,
             ) from None
         if answer.status in (400, 401, 403):
@@ -131,7 +134,7 @@ class TokenCache:
                 "retry",
                 retry_after_s=waited,
                 retry_after_asked_s=asked,
-                error=info.model_copy(update={"message": _at_endpoint(info)}),
+                error=info.model_copy(update={"message": _at_endpoint(info, self._url)}),
             )  # no status: the call itself was never sent, so nothing is said of the API
             raise TokenError(verdict, waited or FAILURE_HOLD_S)
         token, lifetime = _read_token(answer)
@@ -189,5 +192,10 @@ def _refusal(answer: Answer) -> ErrorInfo:
     )
 
 
-def _at_endpoint(info: ErrorInfo) -> str:
-    return f"the token endpoint: {info.message}"
+def _at_endpoint(info: ErrorInfo, url: str) -> str:
+    """Where it went wrong, and the setting that says where: a wrong address is the usual
+    cause of a token endpoint that cannot be reached."""
+    return (
+        f"the token endpoint {url_host(url)}: {info.message} (check FOLLOWUP_TOKEN_URL; "
+        "by default FOLLOWUP_API_BASE_URL + /oauth/token)"
+    )
