@@ -290,8 +290,20 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
         for name, queues in replies.items()
         if any(q.get("name") == settings.queue for q in queues)
     )
-    if consuming:
-        return _sweeping(settings, consuming)
+    refused = _refused_workers(settings, consuming)
+    for name, entry in refused.items():
+        since = datetime.fromtimestamp(float(entry.get("since", 0)), UTC)
+        print(
+            f"followup: {name} dials nothing since {since:%Y-%m-%d %H:%M:%S} UTC: "
+            f"{entry.get('detail', 'the platform refused its OAuth client credentials')}",
+            file=sys.stderr,
+        )
+    working = [name for name in consuming if name not in refused]
+    if working:
+        swept = _sweeping(settings, working)
+        return EXIT_FAILED if refused else swept
+    if refused:
+        return EXIT_FAILED
     answered = f"{len(replies)} answered but none consumes it" if replies else "none answered"
     print(
         f"followup: no worker consumes queue '{settings.queue}' ({answered} within "
@@ -316,6 +328,17 @@ def _sweeping(settings: Settings, consuming: list[str]) -> int:
         return EXIT_FAILED
     print(f"ok: {', '.join(consuming)} consume queue '{settings.queue}' and sweep")
     return 0
+
+
+def _refused_workers(settings: Settings, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Which of these workers the platform refuses (their own credentials), from the store."""
+    if not names:
+        return {}
+    try:
+        refused = StatusStore.from_settings(settings).refused_workers()
+    except redis.RedisError:
+        return {}  # the check is about the workers; the store has its own
+    return {name: refused[name] for name in names if name in refused}
 
 
 def cmd_outcomes(args: argparse.Namespace) -> int:

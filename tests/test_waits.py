@@ -15,14 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
-from followup.cli.local_stack import BIN, PrivateRedis, wait_until
+from followup.cli.local_stack import BIN, PrivateRedis, Worker, free_port, wait_until
 from followup.tasks.request import parse_request
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Sweeper
-from tests.conftest import calls_for
+from tests.conftest import calls_for, followup
 from tests.test_pacing import NUMBER, Fleet
 
 pytestmark = pytest.mark.integration
@@ -211,3 +212,33 @@ def test_a_call_held_past_its_not_after_before_it_leaves_is_not_sent(
     assert calls_for(f.sim, request_id) == []
     assert record.state == "failed" and record.attempts == 0
     assert record.last_error is not None and record.last_error.code == "window.missed"
+
+
+def test_a_worker_with_a_refused_secret_does_not_hold_the_others(
+    fleet: Callable[..., Fleet],
+) -> None:
+    """A half-done rotation: two workers share the OAuth client, one still has the old
+    secret. The fleet dials through the good one; the refused one says so in its log, in
+    `followup worker-check` and in its metrics."""
+    f = fleet()
+    port = free_port()
+    refused = Worker(
+        {**f.env, "FOLLOWUP_CLIENT_SECRET": "rotated-out", "FOLLOWUP_METRICS_PORT": str(port)},
+        name=f"refused-{uuid.uuid4().hex[:4]}",
+        log_dir=f.log_dir,
+    )
+    f.workers.append(refused)
+    wait_until(lambda: "refused" in refused.log(), 30, "the refusal in its log")
+    f.start_workers(1)
+    ids = [f.enqueue(user=f"u-{n}") for n in range(10)]
+
+    for request_id in ids:
+        record = f.wait(request_id, "placed", timeout_s=90)
+        assert record.attempts == 1
+        assert len(calls_for(f.sim, request_id)) == 1
+    check = followup("worker-check", env=f.env)
+    assert check.returncode == 1
+    assert f"{refused.name}@" in check.stderr and "refused" in check.stderr
+    assert f"{f.workers[1].name}@" in check.stdout
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert "followup_credentials_refused 1.0" in metrics

@@ -114,6 +114,7 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
     """The background loops first, whatever happens after: the sweeper (retries and every
     other wait depend on it) and the reconciler; then metrics, which may fail on their own."""
     runtime = get_runtime()
+    runtime.node = getattr(sender, "hostname", None) or runtime.node  # as worker-check names it
     _stops.append(
         runtime.start_sweeper(
             lambda request_id, request, queue: publish(app, request_id, request, queue),
@@ -124,6 +125,7 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
     if reconciler is not None:
         _stops.append(reconciler)
     runtime.warm_up()
+    _stops.append(runtime.start_credentials_beacon())
     if settings.metrics_port:
         runtime.metrics.serve(settings.metrics_address, settings.metrics_port)
     try:

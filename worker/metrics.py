@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -54,6 +54,12 @@ class Metrics:
         )
         self.tokens = Counter(
             "followup_token_fetches", "Token fetches, by result.", ["result"], registry=r
+        )
+        self.credentials_refused = Gauge(
+            "followup_credentials_refused",
+            "1 while the platform refuses this process's OAuth client credentials (it dials "
+            "nothing; workers whose credentials work go on), else 0.",
+            registry=r,
         )
         self.latency = Histogram(
             "followup_api_request_duration_seconds",

@@ -347,16 +347,25 @@ class Pipeline:
             log.warning("the platform answers again: the breaker closes")
 
     def _wait_for_credentials(self, request_id: str, claim: Claim, verdict: Verdict) -> str:
-        """The platform refused our credentials: nothing was sent, nothing is spent; this
-        OAuth client's requests wait (fleet-wide) until a token is granted again."""
+        """The platform refused this worker's credentials: nothing was sent, nothing is
+        spent. While another worker holds a token for the same OAuth client (a half-done
+        rotation), the request is handed on to it at once; with none, this OAuth client's
+        requests wait (fleet-wide) until a token is granted again."""
+        if self.store.credentials_work_elsewhere(self.credentials_pause):
+            delay, pause = HAND_ON_S + random.uniform(0, 1), None
+            detail = "this worker's OAuth client credentials were refused; handed on to a worker"
+        else:
+            delay = CREDENTIALS_RECHECK_S + random.uniform(0, 1)
+            pause = (self.credentials_pause, CREDENTIALS_RECHECK_S)
+            detail = "the platform refused the OAuth client credentials"
         self.store.defer(
             request_id,
             claim.token,
-            delay_s=CREDENTIALS_RECHECK_S + random.uniform(0, 1),
+            delay_s=delay,
             reason="credentials",
-            detail="the platform refused the OAuth client credentials",
+            detail=detail,
             error=verdict.error,
-            pause=(self.credentials_pause, CREDENTIALS_RECHECK_S),
+            pause=pause,
         )
         self.metrics.waited("credentials")
         log.warning("transition", state="scheduled", waiting_for="credentials")
@@ -542,6 +551,7 @@ class Pipeline:
 
 
 OUTCOME_WRITE_FOR_S = 900.0
+HAND_ON_S = 0.5  # a request a refused worker hands on waits this long (plus up to 1 s)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import socket
 import threading
+import time
 from functools import cache, cached_property
 
 import redis
@@ -20,7 +23,7 @@ from followup.worker.pipeline import Pipeline
 from followup.worker.reconciler import Reconciler
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Publish, Sweeper
-from followup.worker.tokens import TokenCache, TokenError
+from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 
 log = structlog.get_logger(__name__)
 
@@ -32,9 +35,17 @@ def credentials_pause(token_url: str, client_id: str) -> str:
     return f"credentials:{digest}"
 
 
+# A worker holding a token says so this often, for this long (StatusStore.credentials_work):
+# a worker whose own credentials are refused then hands its requests on instead of pausing.
+BEACON_EVERY_S, BEACON_FOR_S = 30.0, 90.0
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.node = f"{socket.gethostname()}-{os.getpid()}"  # Celery's node name, once ready
+        self._refused_since: float | None = None
+        self._recheck_pending = threading.Lock()
 
     @cached_property
     def store(self) -> StatusStore:
@@ -65,8 +76,8 @@ class Runtime:
             client_id,
             secret,
             max_retry_after_s=s.max_retry_after_s,
-            on_granted=lambda: self._credentials_granted(credentials),
-            on_fetched=lambda result: self.metrics.tokens.labels(result).inc(),
+            on_granted=lambda seconds_left: self._credentials_granted(credentials, seconds_left),
+            on_fetched=self._token_fetched,
         )
         client = ContactCenterClient(
             self.http,
@@ -114,9 +125,46 @@ class Runtime:
         ).start()
         return stop
 
-    def _credentials_granted(self, pause_name: str) -> None:
-        """A token was granted: a credentials pause (this OAuth client's) is over."""
+    def _token_fetched(self, result: str) -> None:
+        self.metrics.tokens.labels(result).inc()
+        if result == "refused":
+            self._credentials_refused()
+
+    def _credentials_refused(self) -> None:
+        """The platform refused this worker's credentials: its own state, said in its log
+        (the token cache), its metrics and `followup worker-check`, and asked again every
+        CREDENTIALS_RECHECK_S; workers whose credentials work go on."""
+        self.metrics.credentials_refused.set(1)
+        if self._refused_since is None:
+            self._refused_since = time.time()
+        with contextlib.suppress(redis.RedisError):
+            self.store.worker_refused(
+                self.node,
+                since=self._refused_since,
+                for_s=2 * CREDENTIALS_RECHECK_S + 30,
+                detail="the platform refused its OAuth client credentials; check "
+                "FOLLOWUP_CLIENT_ID and FOLLOWUP_CLIENT_SECRET on it",
+            )
+        if self._recheck_pending.acquire(blocking=False):
+            timer = threading.Timer(CREDENTIALS_RECHECK_S + 0.5, self._recheck_credentials)
+            timer.daemon = True
+            timer.start()
+
+    def _recheck_credentials(self) -> None:
+        self._recheck_pending.release()
+        with contextlib.suppress(TokenError, redis.RedisError):
+            self.pipeline.tokens.get()  # a refusal schedules the next check
+
+    def _credentials_granted(self, pause_name: str, seconds_left: float) -> None:
+        """A token was granted: this worker dials again, and a credentials pause (this
+        OAuth client's) is over."""
+        self.metrics.credentials_refused.set(0)
+        if self._refused_since is not None:
+            self._refused_since = None
+            log.warning("the platform accepts this worker's credentials again")
         try:
+            self.store.worker_accepted(self.node)
+            self.store.credentials_work(pause_name, for_s=min(seconds_left, BEACON_FOR_S))
             brought_forward = self.store.lift(pause_name, "credentials")
         except redis.RedisError:
             return  # the pause ends on its own; the requests wait that little longer
@@ -136,6 +184,23 @@ class Runtime:
                 self.pipeline.tokens.get()
 
         threading.Thread(target=run, name="followup-warm-up", daemon=True).start()
+
+    def start_credentials_beacon(self) -> threading.Event:
+        """While this worker holds a token, it says so in the store every BEACON_EVERY_S:
+        a worker whose own credentials are refused then hands its requests on."""
+        tokens = self.pipeline.tokens
+        name = self.pipeline.credentials_pause
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(BEACON_EVERY_S):
+                left = tokens.seconds_left()
+                if left > 0:
+                    with contextlib.suppress(redis.RedisError):
+                        self.store.credentials_work(name, for_s=min(left, BEACON_FOR_S))
+
+        threading.Thread(target=run, name="followup-credentials", daemon=True).start()
+        return stop
 
     def start_sweeper(self, publish: Publish, worker: str = "") -> threading.Event:
         """The sweeper thread; `worker` (the Celery node name) names its heartbeat."""

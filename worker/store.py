@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -568,6 +569,38 @@ class StatusStore:
                 fields=json.dumps(fields or {}),
             )
         )
+
+    # --- credentials: a refusal is one worker's state ----------------------------------
+
+    def credentials_work(self, name: str, *, for_s: float) -> None:
+        """A worker holds a token for the OAuth client `name` (runtime.credentials_pause):
+        for for_s, a worker whose own credentials are refused hands its requests on."""
+        self.redis.set(f"{self.ns}:granted:{name}", "1", px=max(1, int(for_s * 1000)))
+
+    def credentials_work_elsewhere(self, name: str) -> bool:
+        return bool(self.redis.exists(f"{self.ns}:granted:{name}"))
+
+    def worker_refused(self, node: str, *, since: float, for_s: float, detail: str) -> None:
+        """The platform refuses this worker's credentials (for `followup worker-check`)."""
+        entry = {"since": since, "until": time.time() + for_s, "detail": detail}
+        self.redis.hset(f"{self.ns}:refused", node, json.dumps(entry))
+
+    def worker_accepted(self, node: str) -> None:
+        self.redis.hdel(f"{self.ns}:refused", node)
+
+    def refused_workers(self) -> dict[str, dict[str, Any]]:
+        """Workers whose credentials the platform refuses, by node name (stale ones dropped)."""
+        key = f"{self.ns}:refused"
+        now, out, stale = time.time(), {}, []
+        for node, raw in cast(dict[str, str], self.redis.hgetall(key)).items():
+            entry = json.loads(raw)
+            if float(entry.get("until", 0)) < now:
+                stale.append(node)
+            else:
+                out[node] = entry
+        if stale:
+            self.redis.hdel(key, *stale)
+        return out
 
     def lift(self, pause_name: str, reason: str) -> int:
         """End a fleet-wide pause early; what waited for it is due now. Returns how many."""

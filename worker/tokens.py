@@ -4,8 +4,9 @@
   waiting for it, so a hanging or failing token endpoint costs one timeout, not one a thread.
 - The token endpoint's Retry-After is honoured (capped like the API's).
 - A refusal of the credentials (invalid_client, or any 400/401/403) is its own verdict,
-  "credentials": no request can fix it, so the fleet pauses (the pipeline's job), and this
-  process does not ask again before that pause ends.
+  "credentials": no request can fix it. It is this worker's state (a half-done rotation
+  leaves other workers with working credentials: the pipeline hands requests to them), and
+  this process does not ask again for CREDENTIALS_RECHECK_S.
 - The token is checked (non-empty printable ASCII, no spaces) before anything uses it, so it
   can never break, or be echoed by, a request header. Neither it nor the secret is logged.
 """
@@ -58,14 +59,14 @@ class TokenCache:
         client_secret: str,
         *,
         max_retry_after_s: float,
-        on_granted: Callable[[], None] = lambda: None,
+        on_granted: Callable[[float], None] = lambda _: None,
         on_fetched: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._http = http
         self._url = token_url
         self._auth = (client_id, client_secret)
         self._max_retry_after_s = max_retry_after_s
-        self._on_granted = on_granted
+        self._on_granted = on_granted  # with the token's seconds left
         self._on_fetched = on_fetched  # once a fetch: 'granted', 'refused' or 'failed'
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -89,8 +90,12 @@ class TokenCache:
                 raise
             self._failure = None
         self._on_fetched("granted")
-        self._on_granted()
+        self._on_granted(self.seconds_left())
         return self._token
+
+    def seconds_left(self) -> float:
+        """How long the cached token is still good for (0: none)."""
+        return max(0.0, self._expires_at - time.monotonic()) if self._token is not None else 0.0
 
     def invalidate(self, token: str) -> None:
         """Drop the token after a 401, unless another thread already replaced it."""
@@ -121,8 +126,9 @@ class TokenCache:
         if answer.status in (400, 401, 403):
             refusal = _refusal(answer)
             log.error(
-                "the platform refused the OAuth client credentials; dialling pauses until they "
-                "are accepted (checked again every minute, and when a worker starts)",
+                "the platform refused the OAuth client credentials: this worker dials nothing "
+                "until they are accepted (checked again every minute); workers whose "
+                "credentials work go on",
                 detail=refusal.message,
                 pause_s=CREDENTIALS_RECHECK_S,
             )
