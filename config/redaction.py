@@ -76,6 +76,15 @@ def mask_text(text: str) -> str:
     return _PHONE_LIKE.sub(lambda match: mask_phone(match.group(0)), text)
 
 
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """A URL's password is a secret: 'redis://:s3cret@host:6379/0' -> 'redis://:****@host:6379/0'
+    (a user name stays; so does a URL without a password)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}****@", url)
+
+
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEYS.search(key))
 
@@ -105,7 +114,7 @@ def summarize(value: Any, key: str | None = None, depth: int = 0) -> Any:
     else (reason, metadata, unknown fields) its keys and sizes, never its values."""
     if isinstance(value, Mapping) and depth < 3:
         items = list(value.items())[:20]
-        return {str(k)[:64]: summarize(v, str(k), depth + 1) for k, v in items}
+        return {mask_text(str(k)[:64]): summarize(v, str(k), depth + 1) for k, v in items}
     if isinstance(value, list | tuple) and depth < 3:
         return [summarize(v, None, depth + 1) for v in value[:10]]
     if isinstance(value, str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from datetime import time
 from functools import lru_cache
@@ -16,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from followup.config.redaction import mask_url
 
 ENV_PREFIX = "FOLLOWUP_"
 # Variables of this prefix are the test suite's own (FOLLOWUP_TEST_REDIS_URL ...), not settings.
@@ -54,6 +57,24 @@ def parse_hours(text: str) -> tuple[time, time]:
     if not dash or closing <= opening:
         raise ValueError(f"'{text}': the closing time must come after the opening, the same day")
     return opening, closing
+
+
+# A queue's name is a key in a Redis broker and a queue on RabbitMQ: no ':' (so it can never
+# name a status-store key, <namespace>:...), none of kombu's own keys, no 'amq.' prefix.
+QUEUE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+RESERVED_QUEUES = ("unacked", "unacked_index", "unacked_mutex", "celeryev", "celery.pidbox")
+
+
+def queue_problem(name: object) -> str | None:
+    """Why `name` cannot be a follow-up queue (None if it can)."""
+    if not isinstance(name, str) or not QUEUE_PATTERN.fullmatch(name):
+        return (
+            "must be 1 to 128 of the ASCII letters, digits and _ . -, starting with a letter or "
+            "digit (no ':': a queue must not name a status-store key), e.g. followup-eu"
+        )
+    if name in RESERVED_QUEUES or name.startswith(("_kombu", "amq.")):
+        return f"'{name}' is a name the broker uses itself; choose another, e.g. followup-eu"
+    return None
 
 
 class ConfigError(Exception):
@@ -99,7 +120,7 @@ class Settings(BaseSettings):
     namespace: str = Field(
         "followup", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Prefix of status-store keys."
     )
-    queue: str = Field("followup", pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    queue: str = Field("followup", description="The broker queue workers consume.")
 
     api_dialect: Literal["conversations", "genesys"] = Field(
         "conversations", description="conversations (the seed's contract) or genesys."
@@ -196,6 +217,20 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(32, ge=1, le=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    def __repr_args__(self) -> Any:
+        """URL passwords are secrets: repr() and str() show them masked."""
+        for name, value in super().__repr_args__():
+            masked = isinstance(name, str) and name.endswith("_url") and isinstance(value, str)
+            yield name, mask_url(value) if masked else value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        problem = queue_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -55,11 +55,11 @@ class PlaceCallTask(Task):  # type: ignore[misc]
 
 @app.task(name=TASK_NAME, bind=True, base=PlaceCallTask, typing=False)
 def place_call(self: Task, *args: Any, **kwargs: Any) -> str:
-    delivery = self.request.delivery_info or {}
     try:
-        return get_runtime().pipeline.handle(
-            self.request.id, args, kwargs, queue=delivery.get("routing_key")
-        )
+        return get_runtime().pipeline.handle(self.request.id, args, kwargs)
+    except redis.DataError as exc:  # a value Redis cannot take: this message's fault, no outage
+        log.error("message refused: a value the status store cannot take", error=str(exc)[:200])
+        return "refused"
     except redis.RedisError as exc:
         # Refused, reset, stalled or read-only: without the status store nothing can be
         # claimed or recorded, and a message from another service may exist nowhere else.

@@ -23,7 +23,7 @@ import structlog
 
 from followup.config.celery import create_app
 from followup.config.redaction import url_host
-from followup.config.settings import Settings, load_settings
+from followup.config.settings import Settings, load_settings, queue_problem
 from followup.tasks.publish import RedisMessages, publish
 from followup.tasks.request import (
     FieldError,
@@ -86,6 +86,9 @@ class FollowUpClient:
         """Enqueue a batch: all are validated first (one invalid request enqueues none), then
         recorded (and, when the broker is the store's Redis, published) in one round trip."""
         queue = queue or self.settings.queue
+        problem = queue_problem(queue)
+        if problem:
+            raise InvalidRequest([FieldError(field="queue", message=problem)])
         parsed = _parse_all(list(requests))
         ids = [uuid.uuid4().hex for _ in parsed]
 

@@ -24,6 +24,8 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 
 from followup.config.celery import TASK_NAME
+from followup.config.settings import queue_problem
+from followup.tasks.request import request_id_problem
 from followup.worker.store import InlineMessage
 
 ARGSREPR = "()"
@@ -39,8 +41,11 @@ def publish(
 ) -> None:
     """Publish the request; the task id is the request id, so Flower and the store agree.
 
-    argsrepr/kwargsrepr keep the phone number out of Flower's events.
+    argsrepr/kwargsrepr keep the phone number out of Flower's events. Raises ValueError for an
+    id that is not a request id (Celery would mint a new one for an empty id, and a request
+    republished under a new id is a second call) or a queue that is not a follow-up queue.
     """
+    check_destination(request_id, queue)
     app.send_task(
         TASK_NAME,
         kwargs={"request": request},
@@ -53,6 +58,16 @@ def publish(
     )
 
 
+def check_destination(request_id: str, queue: str) -> None:
+    """ValueError unless `request_id` is a request id and `queue` a follow-up queue."""
+    problem = request_id_problem(request_id)
+    if problem:
+        raise ValueError(f"request id {request_id!r:.80}: {problem}")
+    problem = queue_problem(queue)
+    if problem:
+        raise ValueError(f"queue {queue!r:.80}: {problem}")
+
+
 class RedisMessages:
     """Builds kombu Redis transport messages for one Celery app, whose broker is the Redis
     (and database) that the Lua script writes to."""
@@ -63,6 +78,7 @@ class RedisMessages:
         self.event_channel = f"/{db}.celeryev/task.sent"  # kombu's fanout_patterns topic
 
     def build(self, request_id: str, request: dict[str, Any], queue: str) -> InlineMessage:
+        check_destination(request_id, queue)
         return InlineMessage(
             queue=queue,
             message=self.task_message(request_id, request, queue),

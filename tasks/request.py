@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from followup.config.redaction import mask_phone
+from followup.config.redaction import mask_phone, mask_text
 
 Identifier = Annotated[
     str,
@@ -32,6 +33,28 @@ Identifier = Annotated[
     ),
 ]
 MetadataValue = str | int | float | bool | None
+
+# A request id is a Celery task id, a status-store key part, a correlation header sent to the
+# platform and a word on an operator's screen: ASCII letters, digits and . _ : @ -, at most
+# 128 characters, starting with a letter or digit (a uuid, "crm-123", "ticket:9@eu" ...).
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+REQUEST_ID_RULE = (
+    "1 to 128 of the ASCII letters, digits and . _ : @ -, starting with a letter or digit"
+)
+# An idempotency key: printable ASCII, no spaces (no control character reaches a terminal).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+
+
+def request_id_problem(value: object) -> str | None:
+    """Why `value` cannot be a request id (None if it can): every path checks it, so an id
+    that is empty, None, not a string, too long or of other characters is never recorded,
+    sent or published (Celery mints a new uuid for an empty task id)."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if not REQUEST_ID_PATTERN.fullmatch(value):
+        return f"must be {REQUEST_ID_RULE}"
+    return None
+
 
 METADATA_MAX_KEYS = 20
 METADATA_MAX_KEY_CHARS = 64
@@ -62,8 +85,9 @@ class FollowUpRequest(BaseModel):
         None,
         min_length=1,
         max_length=255,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description="The caller's own id for this follow-up: the same key enqueued twice, by any "
-        "path, returns the first request and never calls twice.",
+        "path, returns the first request and never calls twice. Printable ASCII, no spaces.",
     )
     not_before: AwareDatetime | None = Field(
         None, description="Not dialled before this time (ISO 8601 with an offset)."
@@ -89,7 +113,7 @@ class FollowUpRequest(BaseModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(
-                f"'{value[:64]}' is not an IANA time zone; use a name such as "
+                f"'{mask_text(value[:64])}' is not an IANA time zone; use a name such as "
                 "America/Los_Angeles or Australia/Sydney"
             ) from None
         return value
@@ -173,7 +197,8 @@ class FollowUpRequest(BaseModel):
             for key, item in value.items():
                 if not isinstance(item, str | int | float | bool | None):
                     raise ValueError(
-                        f"value of '{key}' must be a string, number, boolean or null: "
+                        f"value of '{mask_text(str(key)[:64])}' must be a string, number, "
+                        "boolean or null: "
                         "metadata is a flat map"
                     )
         return value
@@ -186,11 +211,11 @@ class FollowUpRequest(BaseModel):
         for key, item in value.items():
             if not key or len(key) > METADATA_MAX_KEY_CHARS:
                 raise ValueError(
-                    f"key '{key[:20]}' must be 1 to {METADATA_MAX_KEY_CHARS} characters"
+                    f"key '{mask_text(key[:20])}' must be 1 to {METADATA_MAX_KEY_CHARS} characters"
                 )
             if isinstance(item, str) and len(item) > METADATA_MAX_VALUE_CHARS:
                 raise ValueError(
-                    f"value of '{key}' is {len(item)} characters; at most "
+                    f"value of '{mask_text(key)}' is {len(item)} characters; at most "
                     f"{METADATA_MAX_VALUE_CHARS} are allowed"
                 )
         size = len(json.dumps(value, separators=(",", ":")).encode())
@@ -235,19 +260,26 @@ def key_conflict(key: str, first_request_id: str) -> FieldError:
 _ALLOWED = ", ".join(FollowUpRequest.model_fields)
 
 
+FIELD_ERRORS_MAX = 20
+
+
 def field_errors(exc: ValidationError) -> list[FieldError]:
-    """Readable, phone-safe errors: never echoes the input value."""
+    """Readable, phone-safe errors: never echoes the input value (the validators mask what
+    they quote). A field's name came from the sender too (an unknown field): it is masked and
+    bounded like a value."""
     out = []
-    for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(part) for part in error["loc"])
+    for error in exc.errors(include_input=False, include_url=False)[:FIELD_ERRORS_MAX]:
+        field = ".".join(str(part)[:64] for part in error["loc"])
         kind = error["type"]
         if kind == "extra_forbidden":
             message = f"unknown field; the allowed fields are {_ALLOWED}"
         elif kind == "missing":
             message = "is required"
+        elif kind == "string_pattern_mismatch" and error["loc"] == ("idempotency_key",):
+            message = "must be printable ASCII without spaces (1 to 255 characters)"
         else:
             message = error["msg"].removeprefix("Value error, ")
-        out.append(FieldError(field=field, message=message))
+        out.append(FieldError(field=mask_text(field), message=message[:300]))
     return out
 
 

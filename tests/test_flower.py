@@ -223,3 +223,25 @@ def test_flower_started_the_readme_way_listens_on_loopback_only(
         finally:
             proc.terminate()
             proc.wait(15)
+
+
+def test_a_foreign_task_is_shown_rejected_with_its_arguments_masked(
+    flower: FlowerOn, broker: str, wait_for: Any
+) -> None:
+    """Issue 26.7: a task other than place_call is refused before Celery reports it, so its
+    sender's argsrepr never reaches Flower; Flower shows the refusal, with the masked summary."""
+    crm = foreign_client(broker)
+    sent = crm.send_task(
+        "celery.accumulate",
+        args=[NUMBER, "call Jane Doe back"],
+        queue=flower.fleet.queue,
+        argsrepr=f"['{NUMBER}', 'call Jane Doe back']",
+    )
+    wait_for(sent.id, "rejected")
+
+    task, raw = flower_task(flower.url, sent.id, state="FAILURE")
+    assert task["name"] == "celery.accumulate"
+    assert "is not run here" in task["exception"]
+    assert task["args"] == "['<12 chars>', '<18 chars>']"  # sizes, never values
+    for personal in (NUMBER, "Jane Doe"):
+        assert personal not in raw

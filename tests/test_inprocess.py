@@ -42,7 +42,7 @@ def test_a_recorded_request_is_placed_by_one_delivery(
     request = _request()
     request_id = client.enqueue(request, queue=private_queue)  # no worker consumes this queue
 
-    outcome = runtime.pipeline.handle(request_id, (), {"request": request}, queue=private_queue)
+    outcome = runtime.pipeline.handle(request_id, (), {"request": request})
 
     record = client.status(request_id)
     assert outcome == "placed"

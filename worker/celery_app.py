@@ -33,6 +33,9 @@ except ConfigError as exc:
     sys.exit(2)
 
 app = create_app(settings, include=["followup.tasks.place_call"])
+# Every message is screened before Celery acts on it, and remote control is narrowed
+# (followup.worker.intake; docs/security.md).
+app.conf.worker_consumer = "followup.worker.intake:GuardedConsumer"
 
 # `celery -A followup flower` listens on 127.0.0.1 unless told otherwise (--address, or
 # FLOWER_ADDRESS): Flower's own default is every interface. Flower reads FLOWER_* variables

@@ -28,6 +28,7 @@ from followup.tasks.request import (
     InvalidRequest,
     key_conflict,
     parse_request,
+    request_id_problem,
 )
 from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterClient
 from followup.worker.backoff import retry_delay
@@ -69,15 +70,17 @@ class Pipeline:
         """The fleet-wide pauses a claim respects, with what a request then waits for."""
         return [("api", "api_pause"), (self.credentials_pause, "credentials")]
 
-    def handle(
-        self,
-        request_id: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        queue: str | None = None,
-    ) -> str:
-        """Process one delivery; returns a short outcome word (shown in Flower)."""
-        queue = queue or self.settings.queue
+    def handle(self, request_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """Process one delivery; returns a short outcome word (shown in Flower).
+
+        A request first seen here is recorded for this worker's own queue
+        (FOLLOWUP_QUEUE): a message's routing key is written by its sender, never trusted."""
+        queue = self.settings.queue
+        problem = request_id_problem(request_id)
+        if problem:  # the intake refuses these first (worker.intake); nothing can be keyed
+            log.error("message refused: its id is not a request id", problem=problem)
+            self.metrics.outcome("rejected")
+            return "refused"
         # Every event about a request carries its id, attempt and state (null until known).
         structlog.contextvars.bind_contextvars(request_id=request_id, attempt=None, state=None)
         claim: Claim | None = None
@@ -151,11 +154,7 @@ class Pipeline:
         Returns the outcome when it is not to be called (rejected, duplicate), else None.
         """
         raw = _request_of(args, kwargs)
-        summary = (
-            raw
-            if isinstance(raw, dict)
-            else {"args": repr(args)[:200], "kwargs": repr(kwargs)[:200]}
-        )
+        summary = raw if isinstance(raw, dict) else {"args": args, "kwargs": kwargs}
         if raw is _NO_REQUEST:
             return self._reject(request_id, summary, [ENVELOPE_ERROR], queue)
         try:

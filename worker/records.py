@@ -74,6 +74,8 @@ class HistoryEntry(BaseModel):
     # how many entries it stands for, and the first one's time (`at` is the last one's).
     count: int | None = None
     since: datetime | None = None
+    times: int = 1  # the same event again and again (copies of one message): counted here
+    last_at: datetime | None = None  # when it was last counted
 
 
 class StatusRecord(BaseModel):

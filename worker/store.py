@@ -23,9 +23,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from followup.config.redaction import mask_phone, redact
-from followup.config.settings import Settings
-from followup.tasks.request import FollowUpRequest
+from followup.config.redaction import mask_phone, summarize
+from followup.config.settings import Settings, queue_problem
+from followup.tasks.request import FollowUpRequest, request_id_problem
 from followup.worker import store_lua
 from followup.worker.records import (
     STATES,
@@ -279,6 +279,7 @@ class StatusStore:
         """Record a valid request as `queued` (idempotency check, record, indices, due time)
         in one step. With `message` (the broker is this Redis), a created request's task
         message and task-sent event go out in the same step."""
+        _check_keys([request_id], queue)
         _same_queue(queue, [message])
         fields = _request_fields(request)
         result = self._run(
@@ -305,6 +306,7 @@ class StatusStore:
         """`register` for a batch of (request id, request, message): REGISTER_CHUNK requests
         a script run, every run in one round trip. Results in the batch's order."""
         messages = [message for _, _, message in batch]
+        _check_keys([request_id for request_id, _, _ in batch], queue)
         _same_queue(queue, messages)
         channel = next((m.event_channel for m in messages if m), None)
         pipe = self.redis.pipeline(transaction=False)
@@ -333,11 +335,14 @@ class StatusStore:
     def record_rejected(
         self, request_id: str, summary: dict[str, Any], error: ErrorInfo, queue: str, source: str
     ) -> Registered:
-        """A message that is not a valid request: kept as `rejected`, with its errors."""
+        """A message that is not a valid request: kept as `rejected`, with its errors and a
+        bounded excerpt of the message as a dashboard shows one (ids, a masked number, the
+        keys and sizes of the rest: `redaction.summarize`), never the message itself."""
+        _check_keys([request_id], queue)
         result = self._run(
             store_lua.REGISTER,
             id=request_id,
-            request=json.dumps(redact(summary), default=str),
+            request=excerpt(summary),
             digest="",
             key=None,
             not_before=None,
@@ -351,6 +356,25 @@ class StatusStore:
             event=None,
         )
         return Registered(outcome=result[0], request_id=result[1])
+
+    def dead_letter(self, reason: str, message: dict[str, Any]) -> int:
+        """A message that cannot be kept as a record (no usable id): a bounded, masked excerpt
+        and the reason go to <ns>:dead (the newest DEAD_LETTERS_KEPT), and <ns>:dead:count
+        counts them all. Returns the count."""
+        entry = json.dumps({"at": time.time(), "reason": reason[:300], "message": excerpt(message)})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(f"{self.ns}:dead", entry)
+        pipe.ltrim(f"{self.ns}:dead", 0, DEAD_LETTERS_KEPT - 1)
+        pipe.incr(f"{self.ns}:dead:count")
+        return int(pipe.execute()[-1])
+
+    def dead_letters(self, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """How many messages were dead-lettered in all, and the newest `limit` of them."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(f"{self.ns}:dead:count")
+        pipe.lrange(f"{self.ns}:dead", 0, limit - 1)
+        count, entries = pipe.execute()
+        return int(count or 0), [json.loads(e) for e in entries]
 
     def claim(
         self,
@@ -796,6 +820,18 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+EXCERPT_MAX_CHARS = 2048
+DEAD_LETTERS_KEPT = 1000
+
+
+def excerpt(message: Any) -> str:
+    """What is kept of a message that is not a request: `summarize`d, as JSON, bounded."""
+    text = json.dumps(summarize(message), default=str)
+    if len(text) <= EXCERPT_MAX_CHARS:
+        return text
+    return json.dumps({"excerpt": text[: EXCERPT_MAX_CHARS - 100], "truncated_from": len(text)})
+
+
 def _request_fields(request: FollowUpRequest) -> dict[str, Any]:
     """What REGISTER stores of a valid request: its canonical JSON and digest, its key."""
     request_json = request.canonical_json()
@@ -806,6 +842,18 @@ def _request_fields(request: FollowUpRequest) -> dict[str, Any]:
         "not_before": request.not_before.timestamp() if request.not_before else None,
         "not_after": request.not_after.timestamp() if request.not_after else None,
     }
+
+
+def _check_keys(request_ids: Sequence[str], queue: str) -> None:
+    """Only a request id keys a record, and only a follow-up queue is written to: ValueError
+    otherwise (every path that creates a record comes through here)."""
+    for request_id in request_ids:
+        problem = request_id_problem(request_id)
+        if problem:
+            raise ValueError(f"request id {request_id!r:.80}: {problem}")
+    problem = queue_problem(queue)
+    if problem:
+        raise ValueError(f"queue {queue!r:.80}: {problem}")
 
 
 def _same_queue(queue: str, messages: Sequence[InlineMessage | None]) -> None:

@@ -61,6 +61,18 @@ local function note(id, event, detail)
   redis.call('LSET', h, HISTORY_HEAD + 1, cjson.encode(marker))
   redis.call('LREM', h, 1, raw)
 end
+-- A note that repeats the history's last event (copies of one message, delivered again and
+-- again) counts on that entry (times, last_at) instead of adding one: copies cannot grow it.
+local function note_again(id, event, detail)
+  local last = redis.call('LINDEX', hkey(id), -1)
+  local ok, entry = pcall(cjson.decode, last or '')
+  if ok and type(entry) == 'table' and entry.event == event then
+    entry.times, entry.last_at = (tonumber(entry.times) or 1) + 1, now
+    redis.call('LSET', hkey(id), -1, cjson.encode(entry))
+  else
+    note(id, event, detail)
+  end
+end
 -- Leave whatever wait the request was in (its entry in ns:waiting:<reason>).
 local function unwait(id)
   local reason = redis.call('HGET', rkey(id), 'waiting_for')
@@ -322,7 +334,8 @@ local function register(r)
       if redis.call('HGET', rkey(first), 'digest') ~= r.digest then return {'conflict', first} end
       if r.source == 'message' then
         redis.call('SET', ns .. ':alias:' .. id, first, 'EX', IDEM_TTL + TTL)
-        note(first, 'duplicate ignored', 'message ' .. id .. ' carried the same idempotency key')
+        note_again(first, 'duplicate ignored',
+          'message ' .. id .. ' carried the same idempotency key')
       end
       return {'duplicate', first}
     end
@@ -411,7 +424,7 @@ if not state then return {'missing', '', 0, ''} end
 local attempts = tonumber(r[5]) or 0
 if state == 'dialing' then
   if (tonumber(r[3]) or 0) > now then
-    if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'being dialled') end
+    if mode == 'deliver' then note_again(id, 'duplicate delivery ignored', 'being dialled') end
     return {'busy', state, attempts, ''}
   end
   if r[4] and r[4] ~= '' then
@@ -434,7 +447,7 @@ elseif WAITING[state] then
   if mode == 'sweep' then return {'due', state, attempts, ''} end
   if (tonumber(r[2]) or 0) > now then return {'early', state, attempts, ''} end
 else
-  if mode == 'deliver' then note(id, 'duplicate delivery ignored', 'already ' .. state) end
+  if mode == 'deliver' then note_again(id, 'duplicate delivery ignored', 'already ' .. state) end
   return {'done', state, attempts, ''}
 end
 local deadline, by_window = deadline_of(id)

@@ -75,8 +75,12 @@ class Sweeper:
                 )
                 if claim.outcome != "requeued":
                     continue
-            try:
+            try:  # under the record's own id, to its own queue: never a new id
                 self.publish(due.request_id, due.request, due.queue)
+            except ValueError as exc:  # a record written before ids and queues had rules
+                log.error("not republished: the record's id or queue is refused", error=str(exc))
+                outcomes.append((due, True))  # not the broker's fault: its due time moves on
+                continue
             except Exception as exc:  # the broker's own connection errors vary by transport
                 failures, error = failures + 1, type(exc).__name__
                 outcomes.append((due, False))
