@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from followup.cli.demo import run_demo
 from followup.cli.table import (
     STATUS_HEADERS,
     describe,
+    describe_cap,
     describe_hours,
     render,
     render_stats,
@@ -162,9 +163,36 @@ def cmd_hours(args: argparse.Namespace) -> int:
     fields = {"contact_id": "hours", "user_id": "hours", "phone_number": args.number}
     request = parse_request({**fields, "timezone": args.timezone} if args.timezone else fields)
     at = _instant("--at", args.at) if args.at else datetime.now(UTC)
-    hours = explain(request.phone_number, request.timezone, at, _settings())
-    print(json.dumps(hours.as_dict(), indent=2) if args.json else "\n".join(describe_hours(hours)))
+    settings = _settings()
+    hours = explain(request.phone_number, request.timezone, at, settings)
+    cap = _number_cap(request.phone_number, settings)
+    if args.json:
+        print(json.dumps({**hours.as_dict(), "number_cap": cap}, indent=2))
+    else:
+        print("\n".join([*describe_hours(hours), describe_cap(cap)]))
     return 0
+
+
+def _number_cap(phone_number: str, settings: Settings) -> dict[str, Any]:
+    """The per-number cap as of now: its limit, the calls that count, when one frees up.
+    Without a status store to ask, the calls are unknown (null), not an error."""
+    cap: dict[str, Any] = {
+        "max_calls": settings.per_number_max_calls,
+        "window_s": settings.per_number_window_s,
+        "calls": None,
+        "next_free": None,
+    }
+    if settings.per_number_max_calls == 0:
+        return cap
+    try:
+        sent = StatusStore.from_settings(settings).calls_to(phone_number)
+    except redis.RedisError:
+        return cap
+    cap["calls"] = len(sent)
+    if len(sent) >= settings.per_number_max_calls:
+        frees = sent[len(sent) - settings.per_number_max_calls]
+        cap["next_free"] = (frees + timedelta(seconds=settings.per_number_window_s)).isoformat()
+    return cap
 
 
 def _instant(flag: str, text: str) -> datetime:

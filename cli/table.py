@@ -157,3 +157,16 @@ def describe_hours(e: Explanation) -> list[str]:
             f"{e.zones[0]})"
         )
     return lines
+
+
+def describe_cap(cap: dict[str, Any]) -> str:
+    """The per-number cap as `followup hours` found it (see cli.main._number_cap)."""
+    if not cap["max_calls"]:
+        return "cap       none (FOLLOWUP_PER_NUMBER_MAX_CALLS=0)"
+    limit = f"{cap['max_calls']} calls in {cap['window_s']:g}s"
+    if cap["calls"] is None:
+        return f"cap       {limit}; the status store did not answer, so calls so far are unknown"
+    line = f"cap       {cap['calls']} of {limit}, as of now"
+    if cap["next_free"]:
+        line += f": full until {cap['next_free'][:19].replace('T', ' ')} UTC"
+    return line

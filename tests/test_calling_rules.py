@@ -296,7 +296,8 @@ def test_the_docs_list_every_rule_with_its_source_and_date() -> None:
 
 
 def test_followup_hours_explains_a_decision_without_enqueueing() -> None:
-    env = {"FOLLOWUP_ENFORCE_CALLING_HOURS": "true"}
+    # No status store answers on port 1: the cap's calls so far are unknown, not an error.
+    env = {"FOLLOWUP_ENFORCE_CALLING_HOURS": "true", "FOLLOWUP_REDIS_URL": "redis://127.0.0.1:1/0"}
     shown = followup("hours", "+13055550100", "--at", "2026-07-01T20:30-04:00", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     answer = json.loads(shown.stdout)
@@ -304,6 +305,12 @@ def test_followup_hours_explains_a_decision_without_enqueueing() -> None:
     assert answer["next_opening"] == "2026-07-02T12:00:00+00:00"  # 08:00 in Miami
     assert (answer["rule"], answer["zones"]) == ("US-FL", ["America/New_York"])
     assert answer["source"] == RULES["US-FL"].source
+    assert answer["number_cap"] == {
+        "max_calls": 3,
+        "window_s": 86400,
+        "calls": None,
+        "next_free": None,
+    }
     text = followup("hours", "+61298765432", "--at", "2026-12-25T10:00+11:00", env=env).stdout
     assert "Christmas Day" in text and "Tue 2026-12-29 09:00 in Australia/Sydney" in text
     late = followup("hours", "+61412345678", "--timezone", "Australia/Perth", "--json", env=env)

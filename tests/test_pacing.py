@@ -232,3 +232,6 @@ def test_the_per_number_cap_holds_across_the_fleet_and_spends_no_attempt(
     assert len([c for i in ids for c in calls_for(f.sim, i)]) == 2
     shown = followup("status", waiting[0].request_id, env=f.env, check=True).stdout
     assert "number_cap" in shown and "FOLLOWUP_PER_NUMBER_MAX_CALLS" in shown
+    cap = json.loads(followup("hours", NUMBER, "--json", env=f.env, check=True).stdout)
+    assert (cap["number_cap"]["calls"], cap["number_cap"]["max_calls"]) == (2, 2)
+    assert cap["number_cap"]["next_free"] is not None

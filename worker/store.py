@@ -8,6 +8,7 @@ request, and a request's record, indices and history never disagree.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import time
@@ -732,6 +733,18 @@ class StatusStore:
     def get(self, request_id: str, *, history: bool = True) -> StatusRecord | None:
         records = self._load([self.resolve(request_id)], history=history)
         return records[0] if records else None
+
+    def calls_to(self, phone_number: str) -> list[datetime]:
+        """When the calls to an E.164 number that count against the per-number cap were
+        sent, oldest first (the send marker's script keeps them: store_lua.SEND)."""
+        digest = hashlib.sha1(phone_number.encode(), usedforsecurity=False).hexdigest()
+        now = cast(tuple[int, int], self.redis.time())
+        since = now[0] + now[1] / 1e6 - self.pacing.number_window
+        sent = cast(
+            list[tuple[str, float]],
+            self.redis.zrangebyscore(f"{self.ns}:number:{digest}", since, "+inf", withscores=True),
+        )
+        return [datetime.fromtimestamp(at, UTC) for _, at in sent]
 
     def request_of(self, request_id: str) -> FollowUpRequest | None:
         """The request as enqueued (its number in the clear: for working out its calling
