@@ -501,6 +501,7 @@ def _masked(call: dict[str, Any]) -> dict[str, Any]:
     shown = _mask_strings(call)
     if shown.get("authorization"):
         shown["authorization"] = "Bearer <hidden>"
+    shown["id"] = call["id"]  # an id, never a number: a cxone contactId is digits
     return dict(shown)
 
 
