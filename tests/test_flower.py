@@ -237,9 +237,9 @@ def test_a_foreign_task_is_shown_rejected_with_its_arguments_masked(
         queue=flower.fleet.queue,
         argsrepr=f"['{NUMBER}', 'call Jane Doe back']",
     )
-    wait_for(sent.id, "rejected")
+    wait_for(sent.id, "rejected", timeout_s=60)
 
-    task, raw = flower_task(flower.url, sent.id, state="FAILURE")
+    task, raw = flower_task(flower.url, sent.id, state="FAILURE", timeout_s=60)
     assert task["name"] == "celery.accumulate"
     assert "is not run here" in task["exception"]
     assert task["args"] == "['<12 chars>', '<18 chars>']"  # sizes, never values

@@ -79,7 +79,7 @@ def dead_letters(fleet: Fleet) -> int:
 
 
 def wait_dead_letters(fleet: Fleet, count: int) -> None:
-    wait_until(lambda: dead_letters(fleet) >= count, 30, f"{count} dead letters")
+    wait_until(lambda: dead_letters(fleet) >= count, 60, f"{count} dead letters")
 
 
 def hostname(worker: Worker) -> str:
@@ -91,7 +91,7 @@ def still_serves(fleet: Fleet, worker: Worker, sim: Any, wait_for: Any) -> Statu
     good = foreign_client(fleet.env["FOLLOWUP_BROKER_URL"]).send_task(
         TASK_NAME, queue=fleet.queue, kwargs={"request": request()}
     )
-    record = wait_for(good.id, "placed", timeout_s=30)
+    record = wait_for(good.id, "placed", timeout_s=60)
     assert len(calls_for(sim, good.id)) == 1
     assert worker.proc.poll() is None
     return record
@@ -175,7 +175,7 @@ def test_foreign_tasks_and_anything_to_run_after_are_refused_and_recorded(
         send_raw(fleet, refused[name], kwargs={"request": request()}, embed=embed)
 
     for name, task_id in refused.items():
-        record = wait_for(task_id, "rejected")
+        record = wait_for(task_id, "rejected", timeout_s=60)
         assert record.last_error is not None
         expected = "message.task" if name in ("map", "accumulate") else "message.embedded"
         assert record.last_error.code == expected, name
@@ -217,7 +217,7 @@ def test_unreadable_bodies_are_rejected_with_a_bounded_masked_excerpt(
         send_raw(fleet, ids[name], **fields)  # type: ignore[arg-type]
 
     for name, task_id in ids.items():
-        record = wait_for(task_id, "rejected")
+        record = wait_for(task_id, "rejected", timeout_s=60)
         shown = record.model_dump_json()
         assert len(shown) < 6000, name
         for personal in ("diabetes", "4111", "98765499", "98765498", "98765497", NUMBER):
@@ -226,7 +226,8 @@ def test_unreadable_bodies_are_rejected_with_a_bounded_masked_excerpt(
             f"{fleet.client.settings.namespace}:req:{task_id}", "request"
         )
         assert raw is not None and len(raw) <= 2048
-    errors = {e["field"] for e in wait_for(ids["fields"], "rejected").last_error.errors}
+    fields = wait_for(ids["fields"], "rejected", timeout_s=60)
+    errors = {e["field"] for e in fields.last_error.errors}
     assert {"timezone", "metadata"} <= errors
     assert any("*" in field for field in errors)  # the number as a field's name, masked
     still_serves(fleet, worker, sim, wait_for)
@@ -243,11 +244,11 @@ def test_the_routing_key_never_chooses_where_the_worker_writes(
     fleet.start_worker()
     store, ns = fleet.client.store, fleet.client.settings.namespace
     victim = fleet.enqueue(**request())
-    wait_for(victim, "placed")
+    wait_for(victim, "placed", timeout_s=60)
     history_before = len(store.get(victim).history)
 
     sent = _sent_with_routing_key(fleet, f"{ns}:hist:{victim}")
-    record = wait_for(sent, "placed", timeout_s=30)
+    record = wait_for(sent, "placed", timeout_s=60)
     assert record.queue == fleet.queue
     assert len(store.get(victim).history) == history_before
     assert store.redis.type(f"{ns}:hist:{victim}") == "list"
@@ -310,13 +311,13 @@ def test_celery_timing_headers_are_recorded_and_copies_do_not_grow_a_history(
     far = uuid.uuid4().hex  # on RabbitMQ, Celery's client would have the broker hold it
     send_raw(fleet, far, kwargs={"request": request()}, eta="2099-01-01T00:00:00+00:00")
     for task_id, field in ((expired, "expires"), (far, "eta")):
-        record = wait_for(task_id, "rejected")
+        record = wait_for(task_id, "rejected", timeout_s=60)
         assert record.last_error is not None and record.last_error.errors[0]["field"] == field
     scheduled = crm.control.inspect(destination=[hostname(worker)], timeout=5).scheduled() or {}
     assert scheduled.get(hostname(worker)) == []
 
     placed = fleet.enqueue(**request())
-    wait_for(placed, "placed")
+    wait_for(placed, "placed", timeout_s=60)
     length = len(fleet.client.store.get(placed).history)
     original = {"request": request()}
     send_raw(fleet, placed, kwargs=original, eta="2099-01-01T00:00:00+00:00")
@@ -354,10 +355,10 @@ def test_remote_control_answers_what_flower_reads_and_refuses_the_rest(
 
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     waiting = fleet.enqueue(**request(not_before=later))
-    wait_for(waiting, "scheduled")
+    wait_for(waiting, "scheduled", timeout_s=60)
     answer = crm.control.revoke(waiting, destination=me, reply=True, timeout=5)
     assert "cancelled" in json.dumps(answer)
-    record = wait_for(waiting, "cancelled")
+    record = wait_for(waiting, "cancelled", timeout_s=60)
     assert "by a remote revoke" in (record.history[-1].detail or "")
 
     placed = still_serves(fleet, worker, sim, wait_for)
