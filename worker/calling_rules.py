@@ -65,19 +65,19 @@ GUIDE = "ClickPoint, State Calling Hours (reviewed July 2025)"
 # name      Mon-Fri         Saturday        Sunday          source                                                          checked       holidays
 TABLE: tuple[Rule, ...] = (
     _rule("US",    "08:00-21:00", "08:00-21:00", "08:00-21:00", "47 CFR 64.1200(c)(1): 8 am to 9 pm at the called party (also PR, GU, VI, AS, MP)", "2026-11-28"),
-    _rule("US-AL", "08:00-20:00", "08:00-20:00", None,          f"Ala. Admin. Code r. 770-X-5-.16: no Sunday or state-holiday calls; {GUIDE}", "2026-11-28", ("US-AL",)),
+    _rule("US-AL", "08:00-20:00", "08:00-20:00", None,          f"Alabama PSC telephone solicitation rules: no Sunday or state-holiday calls (holidays: Ala. Code s. 1-3-8); {GUIDE}", "2026-11-28", ("US-AL",)),
     _rule("US-CT", "09:00-20:00", "09:00-20:00", "09:00-20:00", "Conn. Gen. Stat. s. 42-288a (Public Act 23-98): 9 am to 8 pm", "2026-11-28"),
     _rule("US-FL", "08:00-20:00", "08:00-20:00", "08:00-20:00", "Florida Telephone Solicitation Act, s. 501.059(8)(a): 8 am to 8 pm", "2026-11-28"),
-    _rule("US-KY", "10:00-21:00", "10:00-21:00", "10:00-21:00", f"KRS 367.46955(15): 10 am to 9 pm; {GUIDE}", "2026-11-28"),
-    _rule("US-LA", "08:00-20:00", "08:00-20:00", None,          f"La. R.S. 45:844.14 and LPSC rules: no Sunday or legal-holiday calls; {GUIDE}", "2026-11-28", ("US-LA",)),
-    _rule("US-MA", "08:00-20:00", "08:00-20:00", "08:00-20:00", f"Mass. Gen. Laws ch. 159C and 201 CMR 12.00: 8 am to 8 pm; {GUIDE}", "2026-11-28"),
-    _rule("US-MD", "08:00-20:00", "08:00-20:00", "08:00-20:00", "Md. Com. Law s. 14-4503 (Stop the Spam Calls Act of 2023): 8 am to 8 pm", "2026-11-28"),
-    _rule("US-MS", "08:00-20:00", "08:00-20:00", None,          f"Miss. Code s. 77-3-725: no Sunday calls; holidays per s. 3-3-7; {GUIDE}", "2026-11-28", ("US-MS",)),
+    _rule("US-KY", "10:00-21:00", "10:00-21:00", "10:00-21:00", f"KRS 367.46955: 10 am to 9 pm; {GUIDE}", "2026-11-28"),
+    _rule("US-LA", "08:00-20:00", "08:00-20:00", None,          f"La. R.S. 45:844.11 et seq. and LPSC rules: no Sunday or legal-holiday calls (holidays: La. R.S. 1:55); {GUIDE}", "2026-11-28", ("US-LA",)),
+    _rule("US-MA", "08:00-20:00", "08:00-20:00", "08:00-20:00", f"Mass. Gen. Laws ch. 159C: 8 am to 8 pm; {GUIDE}", "2026-11-28"),
+    _rule("US-MD", "08:00-20:00", "08:00-20:00", "08:00-20:00", "Md. Code, Com. Law s. 14-4501 et seq. (Stop the Spam Calls Act of 2023): 8 am to 8 pm", "2026-11-28"),
+    _rule("US-MS", "08:00-20:00", "08:00-20:00", None,          f"Miss. Code s. 77-3-701 et seq.: no Sunday or legal-holiday calls (holidays: s. 3-3-7); {GUIDE}", "2026-11-28", ("US-MS",)),
     _rule("US-OK", "08:00-20:00", "08:00-20:00", "08:00-20:00", "Okla. Stat. tit. 15 s. 775C.4 (Telephone Solicitation Act of 2022): 8 am to 8 pm", "2026-11-28"),
     _rule("US-TX", "09:00-21:00", "09:00-21:00", "12:00-21:00", "Tex. Bus. & Com. Code s. 301.051: 9 am to 9 pm, Sunday noon to 9 pm", "2026-11-28"),
     _rule("US-WA", "08:00-20:00", "08:00-20:00", "08:00-20:00", "RCW 80.36.390(2): 8 am to 8 pm", "2026-11-28"),
-    _rule("CA",    "09:00-21:30", "10:00-18:00", "10:00-18:00", "CRTC Unsolicited Telecommunications Rules, Part II s. 34: 9:00-21:30 weekdays, 10:00-18:00 weekends", "2026-11-28"),
-    _rule("AU",    "09:00-20:00", "09:00-17:00", None,          "Telecommunications (Telemarketing and Research Calls) Industry Standard 2017, s. 11: no Sunday or public-holiday calls", "2026-11-28", ("AU",)),
+    _rule("CA",    "09:00-21:30", "10:00-18:00", "10:00-18:00", "CRTC Unsolicited Telecommunications Rules (Telemarketing Rules): 9:00-21:30 weekdays, 10:00-18:00 weekends", "2026-11-28"),
+    _rule("AU",    "09:00-20:00", "09:00-17:00", None,          "Telecommunications (Telemarketing and Research Calls) Industry Standard 2017: no Sunday or public-holiday calls", "2026-11-28", ("AU",)),
     _rule("GB",    "08:00-21:00", "08:00-21:00", "08:00-21:00", "no statutory hours; FCA CONC 7.9 guidance calls 9 pm to 8 am unreasonable", "2026-11-28"),
 )
 # fmt: on
