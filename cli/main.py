@@ -21,6 +21,7 @@ from followup.cli.table import (
     describe,
     describe_cap,
     describe_hours,
+    printable,
     render,
     render_stats,
     status_rows,
@@ -59,7 +60,7 @@ def _report(exc: Exception) -> int:
     if isinstance(exc, InvalidRequest):
         print("followup: invalid follow-up request", file=sys.stderr)
         for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
+            print(f"  {printable(error)}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, ConfigError):
         print(f"followup: {exc}", file=sys.stderr)
@@ -141,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store()
     record = store.get(args.request_id)
     if record is None:
-        print(f"followup: no request with id {args.request_id}", file=sys.stderr)
+        print(f"followup: no request with id {printable(args.request_id)}", file=sys.stderr)
         return EXIT_FAILED
     request = store.request_of(record.request_id)
     hours = (
@@ -239,12 +240,12 @@ def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
     store = _store()
     ok, state = getattr(store, action)(args.request_id, args.by or _login())
     if not state:
-        print(f"followup: no request with id {args.request_id}", file=sys.stderr)
+        print(f"followup: no request with id {printable(args.request_id)}", file=sys.stderr)
         return EXIT_FAILED
     if not ok:
-        print(f"followup: request {args.request_id} is {state}; {rule}", file=sys.stderr)
+        print(f"followup: request {printable(args.request_id)} is {state}; {rule}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{args.request_id} {state}")
+    print(f"{printable(args.request_id)} {state}")
     return 0
 
 
@@ -385,8 +386,8 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
 
 def _outcome_line(o: Outcome) -> str:
     at = datetime.fromtimestamp(o.at, UTC)
-    extra = o.conversation_id or o.code or ""
-    return f"{at:%Y-%m-%d %H:%M:%S}  {o.request_id}  {o.state:<9}  {o.contact_id or '-'}  {extra}"
+    fields = [o.request_id, f"{o.state:<9}", o.contact_id or "-", o.conversation_id or o.code or ""]
+    return f"{at:%Y-%m-%d %H:%M:%S}  " + "  ".join(printable(f) for f in fields)
 
 
 def cmd_schema(_: argparse.Namespace) -> int:

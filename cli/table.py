@@ -1,7 +1,13 @@
-"""Plain-text tables for people at a terminal."""
+"""Plain-text tables for people at a terminal.
+
+Every value shown comes from a record that a message's sender wrote part of: each goes
+through `printable`, so that no ESC, CR, LF or other control character reaches the terminal
+(a payload could retitle it, move the cursor, or forge a "state placed" line).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -9,12 +15,20 @@ from zoneinfo import ZoneInfo
 from followup.worker.calling_hours import Explanation
 from followup.worker.records import WAITING_STATES, StatusRecord
 
+# C0 and C1 control characters, DEL, the Unicode line and paragraph separators, and the
+# bidirectional overrides and isolates (which reorder what a line seems to say).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: object) -> str:
+    """A value as a terminal may show it: each control character written as its escape
+    (ESC as \\x1b, LF as \\n), so it is seen, never obeyed."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
+
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 70) -> str:
-    cells = [
-        [str(c) if len(str(c)) <= max_width else str(c)[: max_width - 1] + "…" for c in row]
-        for row in rows
-    ]
+    shown = [[printable(c) for c in row] for row in rows]
+    cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in shown]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
@@ -46,33 +60,34 @@ STATUS_HEADERS = ("request id", "contact", "state", "attempts", "conversation id
 
 def describe(record: StatusRecord, hours: Explanation | None = None) -> str:
     """One request for people; with `hours`, its calling-hours decision as of now."""
+    p = printable
     lines = [
-        f"request   {record.request_id}",
+        f"request   {p(record.request_id)}",
         f"state     {record.state}   attempts {record.attempts}",
-        f"contact   {record.contact_id or '-'}   agent {record.user_id or '-'}   "
-        f"number {record.phone_number or '-'}",
+        f"contact   {p(record.contact_id or '-')}   agent {p(record.user_id or '-')}   "
+        f"number {p(record.phone_number or '-')}",
         f"created   {record.created_at:%Y-%m-%d %H:%M:%S} UTC   "
         f"updated {record.updated_at:%Y-%m-%d %H:%M:%S} UTC",
     ]
     if record.idempotency_key:
-        lines.append(f"key       {record.idempotency_key}")
+        lines.append(f"key       {p(record.idempotency_key)}")
     if record.conversation_id:
-        lines.append(f"call      {record.conversation_id}")
+        lines.append(f"call      {p(record.conversation_id)}")
     if record.last_error:
-        lines.append(f"error     {outcome(record)}")
+        lines.append(f"error     {p(outcome(record))}")
         if record.last_error.context_id:
-            lines.append(f"          platform context id {record.last_error.context_id}")
+            lines.append(f"          platform context id {p(record.last_error.context_id)}")
         lines.extend(
-            f"          - {e.get('field') or e.get('code')}: {e.get('message')}"
+            f"          - {p(e.get('field') or e.get('code'))}: {p(e.get('message'))}"
             for e in record.last_error.errors
         )
     if record.next_attempt_at:
-        waiting = f"   waiting for {record.waiting_for}" if record.waiting_for else ""
+        waiting = f"   waiting for {p(record.waiting_for)}" if record.waiting_for else ""
         lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{waiting}")
         if record.next_attempt_local is not None:
             lines.append(
                 f"          {record.next_attempt_local:%a %Y-%m-%d %H:%M} the customer's time "
-                f"({record.customer_timezone})"
+                f"({p(record.customer_timezone)})"
             )
     if hours is not None:
         lines.append("calling hours, as of now")

@@ -364,3 +364,40 @@ def test_remote_control_answers_what_flower_reads_and_refuses_the_rest(
     placed = still_serves(fleet, worker, sim, wait_for)
     assert placed.state == "placed"
     assert "remote control command refused" in worker.log()
+
+
+def test_terminal_escapes_in_a_message_are_shown_escaped_by_the_cli(
+    fleet: Fleet, wait_for: Any
+) -> None:
+    """Issue 26.8: ESC, BEL, CR and LF in a rejected message's fields (a contact id, an
+    idempotency key, an unknown field's name) reach `followup list`, `status` and
+    `outcomes` escaped: no retitled terminal, no forged line."""
+    fleet.start_worker()
+    forged = "c-1\x1b]0;pwned\x07\r\nstate=placed"
+    task_id = uuid.uuid4().hex
+    send_raw(
+        fleet,
+        task_id,
+        kwargs={
+            "request": request(
+                contact_id=forged, idempotency_key="k\x1b[2J", **{"\x1b[31mred": "x"}
+            )
+        },
+    )
+    record = wait_for(task_id, "rejected", timeout_s=60)
+    assert record.last_error is not None
+    fields = {e["field"] for e in record.last_error.errors}
+    assert {"contact_id", "idempotency_key"} <= fields
+
+    shown = [
+        fleet.followup("status", task_id),
+        fleet.followup("list", "--state", "rejected", "--limit", "500"),
+        fleet.followup("outcomes", "--count", "500"),
+    ]
+    for result in shown:
+        assert result.returncode == 0, result.stderr
+        assert task_id in result.stdout
+        for control in ("\x1b", "\x07", "\r"):
+            assert control not in result.stdout + result.stderr
+        assert not any(line.startswith("state=placed") for line in result.stdout.splitlines())
+    assert "\\x1b" in shown[0].stdout

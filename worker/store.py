@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import redis
+from pydantic import ValidationError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -748,11 +749,15 @@ class StatusStore:
 
     def request_of(self, request_id: str) -> FollowUpRequest | None:
         """The request as enqueued (its number in the clear: for working out its calling
-        hours, never for display), or None."""
+        hours, never for display), or None (also for a `rejected` message, whose record
+        keeps an excerpt, not a request)."""
         raw = cast(
             str | None, self.redis.hget(f"{self.ns}:req:{self.resolve(request_id)}", "request")
         )
-        return FollowUpRequest.model_validate_json(raw) if raw else None
+        try:
+            return FollowUpRequest.model_validate_json(raw) if raw else None
+        except ValidationError:
+            return None
 
     def list_requests(self, state: State | None = None, limit: int = 50) -> list[StatusRecord]:
         """Most recently changed first (or newest first without a state)."""
