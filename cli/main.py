@@ -10,11 +10,12 @@ import socket
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import redis
+from tqdm import tqdm
 
+from followup.cli import batch_file
 from followup.cli.demo import run_demo
 from followup.cli.table import (
     STATUS_HEADERS,
@@ -90,52 +91,56 @@ def _store() -> StatusStore:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.file:
-        requests = _read_requests(args.file)
-    else:
-        metadata: dict[str, str] = {}
-        for item in args.metadata:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InvalidRequest(
-                    [FieldError(field="metadata", message=f"'{key}' must be KEY=VALUE")]
-                )
-            metadata[key] = value
-        fields = {
-            "contact_id": args.contact_id,
-            "user_id": args.user_id,
-            "phone_number": args.phone_number,
-            "reason": args.reason,
-            "metadata": metadata,
-            "idempotency_key": args.idempotency_key,
-            "not_before": args.not_before,
-            "not_after": args.not_after,
-            "timezone": args.timezone,
-        }
-        requests = [{k: v for k, v in fields.items() if v not in (None, {})}]
-    ids = FollowUpClient(_settings()).enqueue_many(requests, queue=args.queue)
-    for request_id in ids:
-        print(json.dumps({"request_id": request_id}) if args.json else request_id)
+        return _enqueue_file(args)
+    metadata: dict[str, str] = {}
+    for item in args.metadata:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidRequest(
+                [FieldError(field="metadata", message=f"'{key}' must be KEY=VALUE")]
+            )
+        metadata[key] = value
+    fields = {
+        "contact_id": args.contact_id,
+        "user_id": args.user_id,
+        "phone_number": args.phone_number,
+        "reason": args.reason,
+        "metadata": metadata,
+        "idempotency_key": args.idempotency_key,
+        "not_before": args.not_before,
+        "not_after": args.not_after,
+        "timezone": args.timezone,
+    }
+    request = {k: v for k, v in fields.items() if v not in (None, {})}
+    request_id = FollowUpClient(_settings()).enqueue(request, queue=args.queue)
+    print(json.dumps({"request_id": request_id}) if args.json else request_id)
     return 0
 
 
-def _read_requests(path: str) -> list[Any]:
-    """JSON lines, or one JSON array; '-' reads standard input."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise InvalidRequest(
-            [FieldError(field="--file", message=f"cannot read it ({exc})")]
-        ) from None
-    stripped = text.strip()
-    try:
-        if stripped.startswith("["):
-            loaded = json.loads(stripped)
-            return list(loaded)
-        return [json.loads(line) for line in stripped.splitlines() if line.strip()]
-    except ValueError as exc:
-        raise InvalidRequest(
-            [FieldError(field="--file", message=f"not JSON lines or a JSON array ({exc})")]
-        ) from None
+def _enqueue_file(args: argparse.Namespace) -> int:
+    """A batch from a file: every line checked first, then enqueued in batches, each id
+    printed as it is recorded (with its line, in --json)."""
+
+    def show(recorded: list[tuple[int, str]]) -> None:
+        lines = [
+            json.dumps(
+                {"request_id": request_id, "line": line} if line else {"request_id": request_id}
+            )
+            if args.json
+            else request_id
+            for line, request_id in recorded
+        ]
+        if lines:
+            tqdm.write("\n".join(lines), file=sys.stdout)
+
+    shown_as = "standard input" if args.file == "-" else args.file
+    with batch_file.opened(args.file) as path:
+        total = batch_file.check(path, shown_as)
+        client = FollowUpClient(_settings())
+        conflicts = batch_file.enqueue(client, path, total, args.queue, show)
+    if conflicts:
+        raise InvalidRequest(conflicts)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

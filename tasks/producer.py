@@ -47,6 +47,7 @@ class IdempotencyConflict(InvalidRequest):
     """
 
     def __init__(self, key: str, first_request_id: str, enqueued: list[str] | None = None) -> None:
+        self.key = key
         self.first_request_id = first_request_id
         self.enqueued = enqueued or []  # the rest of a batch, recorded and published
         super().__init__([key_conflict(key, first_request_id)])

@@ -367,8 +367,8 @@ def test_cli_batch_from_a_file(
     path.write_text(json.dumps(bad))
     refused = followup("enqueue", "--file", str(path))
     assert refused.returncode == 2
-    assert "requests[1].phone_number" in refused.stderr
-    assert "requests[2].user_id: is required" in refused.stderr
+    assert "line 1, item 2: phone_number" in refused.stderr
+    assert "line 1, item 3: user_id: is required" in refused.stderr
     assert store.counts() == before  # one invalid request enqueues none
 
 
