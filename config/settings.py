@@ -353,16 +353,6 @@ class Settings(BaseSettings):
         return self.effective_broker_url.startswith(AMQP_SCHEMES)
 
     @property
-    def reconcile_on(self) -> bool:
-        return self.reconcile if self.reconcile is not None else self.api_dialect == "genesys"
-
-    @property
-    def check_agent_busy_on(self) -> bool:
-        if self.check_agent_busy is not None:
-            return self.check_agent_busy
-        return self.api_dialect == "genesys"
-
-    @property
     def effective_api_base_url(self) -> str:
         """FOLLOWUP_API_BASE_URL if set, else https://api.{region}, else the default."""
         if "api_base_url" not in self.model_fields_set and self.genesys_region:

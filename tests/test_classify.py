@@ -16,8 +16,8 @@ from followup.worker.classify import (
     classify_exception,
     retry_after,
 )
-from followup.worker.conversations_dialect import ConversationsDialect
 from followup.worker.http import Answer
+from followup.worker.platforms.conversations import ConversationsPlatform
 
 CAP = 300.0
 ERROR_BODY = {
@@ -42,7 +42,7 @@ def answer(
 def classify(reply: Answer) -> Verdict:
     """The conversations dialect's reading (both dialects read answers alike)."""
     return classify_answer(
-        reply, forbidden_hint=ConversationsDialect.forbidden_hint, max_retry_after_s=CAP
+        reply, forbidden_hint=ConversationsPlatform.forbidden_hint, max_retry_after_s=CAP
     )
 
 

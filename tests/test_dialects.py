@@ -21,7 +21,8 @@ from followup.config.settings import ConfigError, load_settings
 from followup.simulator.contracts import CREATE_CALL_FIELDS
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.request import FollowUpRequest
-from followup.worker.genesys_dialect import GenesysDialect
+from followup.worker.http import PlatformHttp
+from followup.worker.platforms.genesys import GenesysPlatform
 from followup.worker.records import StatusRecord
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, NOSCOPE_ID, TEST_USERS, calls_for, requests_for
 
@@ -204,11 +205,19 @@ def _contract_fields() -> set[str]:
 
 def test_the_genesys_body_uses_only_createcallrequest_fields() -> None:
     assert _contract_fields() == CREATE_CALL_FIELDS  # the simulator's strict list, exactly
-    dialect = GenesysDialect(caller_id="+61290000000", caller_id_name="Acme", queue_id="q-1")
+    http = PlatformHttp(timeout_s=1, keepalive_s=0, max_connections=1)
+    configured = {
+        "FOLLOWUP_API_DIALECT": "genesys",
+        "FOLLOWUP_GENESYS_CALLER_ID": "+61290000000",
+        "FOLLOWUP_GENESYS_CALLER_ID_NAME": "Acme",
+        "FOLLOWUP_GENESYS_QUEUE_ID": "q-1",
+    }
+    platform = GenesysPlatform(load_settings(configured), http)
     request = FollowUpRequest(
         contact_id="c-1", user_id="u:1@x", phone_number=NUMBER, metadata={"a": 1, "b": None}
     )
-    body = dialect.call_body(request, "r-1")
+    call = platform.call_request(request, "r-1")
+    body = call.json or {}
     assert set(body) == {"phoneNumber", "attributes", "callerId", "callerIdName", "callFromQueueId"}
     assert set(body) <= _contract_fields()
     assert body["attributes"] == {
@@ -217,8 +226,9 @@ def test_the_genesys_body_uses_only_createcallrequest_fields() -> None:
         "followup_request_id": "r-1",
         "followup_contact_id": "c-1",
     }
-    assert dialect.call_path(request) == "/api/v2/conversations/calls/user/u%3A1%40x"
-    assert set(GenesysDialect().call_body(request, "r-1")) == {"phoneNumber", "attributes"}
+    assert call.path == "/api/v2/conversations/calls/user/u%3A1%40x"
+    bare = GenesysPlatform(load_settings({"FOLLOWUP_API_DIALECT": "genesys"}), http)
+    assert set(bare.call_request(request, "r-1").json or {}) == {"phoneNumber", "attributes"}
 
 
 @pytest.fixture(scope="module")

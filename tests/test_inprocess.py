@@ -15,7 +15,7 @@ from followup.tasks.producer import FollowUpClient
 from followup.worker.runtime import Runtime
 from followup.worker.sweeper import Sweeper
 from followup.worker.tokens import TokenCache
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, calls_for, requests_for, unique
+from tests.conftest import calls_for, requests_for, unique
 
 pytestmark = pytest.mark.integration
 
@@ -132,9 +132,7 @@ def test_a_401_takes_the_send_marker_back_so_a_lost_lease_is_not_called_unknown(
 def test_the_token_cache_fetches_once_for_many_threads_and_again_after_invalidate(
     runtime: Runtime, settings: Settings, sim: Any
 ) -> None:
-    tokens = TokenCache(
-        runtime.http, settings.effective_token_url, CLIENT_ID, CLIENT_SECRET, max_retry_after_s=60
-    )
+    tokens = TokenCache(runtime.http, runtime.platform.token_request(), max_retry_after_s=60)
     before = sim.tokens()["token_requests"]
     sim.set_faults(token_latency_s=0.3)  # every thread arrives while the first fetch runs
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -22,10 +22,11 @@ from followup.cli.local_stack import Simulator, Worker, wait_until
 from followup.config.settings import Settings, load_settings
 from followup.tasks.producer import FollowUpClient
 from followup.worker.http import PlatformHttp
+from followup.worker.platforms.conversations import client_credentials
 from followup.worker.records import StatusRecord
 from followup.worker.runtime import Runtime
 from followup.worker.tokens import TokenCache, TokenError
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, calls_for, followup, requests_for, unique
+from tests.conftest import calls_for, followup, requests_for, unique
 from tests.raw_servers import DrippingServer, IdleClosingServer
 
 pytestmark = pytest.mark.integration
@@ -215,9 +216,7 @@ def test_a_hanging_token_endpoint_is_asked_once_for_all_waiting_threads(
     settings: Settings, sim: Simulator
 ) -> None:
     http = PlatformHttp(timeout_s=0.5, keepalive_s=4, max_connections=16)
-    tokens = TokenCache(
-        http, settings.effective_token_url, CLIENT_ID, CLIENT_SECRET, max_retry_after_s=300
-    )
+    tokens = TokenCache(http, client_credentials(settings), max_retry_after_s=300)
     before = sim.tokens()["token_requests"]
     sim.set_faults(token_latency_s=3)
 
@@ -240,9 +239,7 @@ def test_a_hanging_token_endpoint_is_asked_once_for_all_waiting_threads(
 
 def test_the_token_endpoints_retry_after_is_honoured(settings: Settings, sim: Simulator) -> None:
     http = PlatformHttp(timeout_s=2, keepalive_s=4, max_connections=4)
-    tokens = TokenCache(
-        http, settings.effective_token_url, CLIENT_ID, CLIENT_SECRET, max_retry_after_s=300
-    )
+    tokens = TokenCache(http, client_credentials(settings), max_retry_after_s=300)
     sim.set_faults(token_script=["429"], retry_after="30")
     with pytest.raises(TokenError) as first:
         tokens.get()

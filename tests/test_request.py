@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from followup.config.settings import load_settings
 from followup.tasks.request import FollowUpRequest, InvalidRequest, parse_request
-from followup.worker.conversations_dialect import ConversationsDialect
+from followup.worker.platforms.conversations import ConversationsPlatform
 from tests.conftest import SEED_PAYLOAD
 
 VALID = {"contact_id": "c-12345", "user_id": "u-67890", "phone_number": "+61 2 9876 5432"}
@@ -63,8 +64,10 @@ def test_the_same_content_has_the_same_digest() -> None:
 
 
 def test_call_body_is_the_contract_and_never_a_campaign_call() -> None:
-    body = ConversationsDialect().call_body(FollowUpRequest.model_validate(VALID), "r-1")
-    assert body == {
+    platform = ConversationsPlatform(load_settings({}))
+    call = platform.call_request(FollowUpRequest.model_validate(VALID), "r-1")
+    assert (call.method, call.path, call.params) == ("POST", "/api/v2/conversations/calls", None)
+    assert call.json == {
         "from": {"id": "u-67890", "address": "u-67890", "addressType": "user"},
         "to": [{"id": "c-12345", "address": "+61298765432", "addressType": "phone"}],
         "type": "outbound",

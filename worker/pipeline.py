@@ -30,7 +30,7 @@ from followup.tasks.request import (
     parse_request,
     request_id_problem,
 )
-from followup.worker.api_client import LOST_CLAIM, CallRequest, ContactCenterClient
+from followup.worker.api_client import LOST_CLAIM, ContactCenterClient
 from followup.worker.backoff import retry_delay
 from followup.worker.calling_hours import (
     ANY_TIME,
@@ -41,8 +41,8 @@ from followup.worker.calling_hours import (
     open_until,
 )
 from followup.worker.classify import Verdict
-from followup.worker.genesys_queries import GenesysQueries, NoAnswer
 from followup.worker.metrics import Metrics
+from followup.worker.platforms.base import CallRequest, NoAnswer, NotSupported, Platform
 from followup.worker.records import TERMINAL_STATES, ErrorInfo, State
 from followup.worker.store import Claim, Finished, Send, StatusStore
 from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
@@ -58,7 +58,7 @@ class Pipeline:
     settings: Settings
     credentials_pause: str  # this OAuth client's fleet-wide pause (runtime.credentials_pause)
     metrics: Metrics = field(default_factory=Metrics)
-    availability: GenesysQueries | None = None  # asks whether the agent is on a call
+    availability: Platform | None = None  # asks whether the agent is on a call
 
     @cached_property
     def calling_rule(self) -> Rule:
@@ -386,19 +386,20 @@ class Pipeline:
         task hands the message back to the broker.
         """
         attempts, asked_free = claim.attempts, False
+        waiting: Waiting | Verdict | None = None
         for first_pass in (True, False):
+            platform = self.client.platform
             try:
                 token = self.tokens.get()
+                base = platform.api_base(token)
+                if first_pass:
+                    waiting, asked_free = self._ask_if_busy(request_id, claim, user, token, base)
+                    token = self.tokens.get()  # the busy check may have had it renewed
+                    base = platform.api_base(token)
             except TokenError as exc:
                 return attempts, exc.verdict  # nothing was sent
-            if first_pass:
-                try:
-                    waiting, asked_free = self._ask_if_busy(request_id, claim, user, token)
-                    token = self.tokens.get()  # the busy check may have had it renewed
-                except TokenError as exc:
-                    return attempts, exc.verdict  # nothing was sent
-                if waiting is not None:
-                    return attempts, waiting
+            if waiting is not None:
+                return attempts, waiting
             sent = self._through_the_gates(request_id, claim, user, closes_at, asked_free)
             if sent.outcome == "wait":
                 return attempts, Waiting(sent.reason, sent.at)
@@ -408,7 +409,7 @@ class Pipeline:
                 return claim.attempts, LOST_CLAIM
             attempts = sent.attempts
             self.metrics.attempts.inc()
-            verdict = self.client.post_call(call, token, request_id)
+            verdict = self.client.post_call(call, base, token, request_id)
             if verdict.kind != "reauth":
                 return attempts, verdict
             self.tokens.invalidate(token)
@@ -429,7 +430,7 @@ class Pipeline:
         )
 
     def _ask_if_busy(
-        self, request_id: str, claim: Claim, user: str, token: str
+        self, request_id: str, claim: Claim, user: str, token: str, base: str
     ) -> tuple[Waiting | Verdict | None, bool]:
         """On another call, the agent is not rung: the request waits and asks again after
         FOLLOWUP_AGENT_BUSY_RECHECK_S, spending nothing. The question takes a slot of the
@@ -448,7 +449,7 @@ class Pipeline:
             return self._wait_before_asking(request_id, claim, delay, "rate_limit", detail), False
         time.sleep(wait)
         try:
-            busy = self._agent_busy(user, token)
+            busy = self._agent_busy(base, user, token)
         except NoAnswer as exc:
             if exc.throttled:
                 rate = self.store.slow_down()
@@ -467,17 +468,21 @@ class Pipeline:
         detail = f"the agent is on another call; asked again in {recheck:g}s"
         return self._wait_before_asking(request_id, claim, recheck, "agent_busy", detail), False
 
-    def _agent_busy(self, user: str, token: str) -> bool | None:
+    def _agent_busy(self, base: str, user: str, token: str) -> bool | None:
         """The platform's answer; a 401 (the token was revoked) asks once more with a fresh
         token. Raises NoAnswer, TokenError."""
         assert self.availability is not None
         try:
-            return self.availability.agent_busy(user, token)
-        except NoAnswer as exc:
-            if not exc.reauth:
-                raise
-        self.tokens.invalidate(token)
-        return self.availability.agent_busy(user, self.tokens.get())
+            try:
+                return self.availability.agent_busy(base, user, token)
+            except NoAnswer as exc:
+                if not exc.reauth:
+                    raise
+            self.tokens.invalidate(token)
+            token = self.tokens.get()
+            return self.availability.agent_busy(self.availability.api_base(token), user, token)
+        except NotSupported:
+            return None
 
     def _wait_before_asking(
         self, request_id: str, claim: Claim, delay_s: float, reason: str, detail: str

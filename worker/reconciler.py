@@ -1,16 +1,17 @@
 """The reconciler: asks the platform about `unknown` outcomes instead of a person.
 
-Every worker process runs one (FOLLOWUP_RECONCILE, on by default for the genesys dialect).
+Every worker process runs one (FOLLOWUP_RECONCILE, on by default for a platform that can
+say whether a call happened).
 Each `unknown` request whose call was sent is looked up at growing intervals: the first
-FOLLOWUP_RECONCILE_AFTER_S after it became unknown (analytics can lag), then twice that,
+FOLLOWUP_RECONCILE_AFTER_S after it became unknown (the platform's records can lag), then twice that,
 four times ..., for FOLLOWUP_RECONCILE_FOR_S. A match settles it `placed` with its
 conversation id ("settled by lookup"), unless another request already holds that id; no
 match is noted in its history; it is never redialled. Lookups take slots from the fleet's
 rate limit. A lookup the platform gives no usable answer to (a 429, whose Retry-After is
 honoured and which lowers the fleet's rate; a 5xx; a timeout; an odd body) spends no lookup:
 it goes again later, after_s x 2^failures (capped at FOLLOWUP_RECONCILE_FOR_S), at most
-MAX_FAILURES times. An OAuth client without analytics:conversationDetail:view gets a 403:
-logged once, and reconciliation stops in this process until it restarts.
+MAX_FAILURES times. Credentials without the permission to ask get a 403: logged once, and
+reconciliation stops in this process until it restarts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import redis
 import structlog
 
-from followup.worker.genesys_queries import GenesysQueries, LookupForbidden, NoAnswer
+from followup.worker.platforms.base import LookupForbidden, NoAnswer, Platform
 from followup.worker.store import Lookup, StatusStore
 from followup.worker.tokens import TokenCache, TokenError
 
@@ -39,7 +40,7 @@ class Reconciler:
     def __init__(
         self,
         store: StatusStore,
-        queries: GenesysQueries,
+        platform: Platform,
         tokens: TokenCache,
         *,
         after_s: float,
@@ -47,7 +48,7 @@ class Reconciler:
         lease_s: float,
     ) -> None:
         self.store = store
-        self.queries = queries
+        self.platform = platform
         self.tokens = tokens
         self.after_s = after_s
         self.for_s = for_s
@@ -71,8 +72,8 @@ class Reconciler:
             except LookupForbidden as exc:
                 self.forbidden = True
                 log.error(
-                    "reconciliation is off until restart: the OAuth client may not read "
-                    "analytics; grant its role the permission",
+                    "reconciliation is off until restart: the credentials may not ask the "
+                    "platform about calls; grant them the permission",
                     permission=str(exc),
                 )
                 return settled
@@ -88,7 +89,10 @@ class Reconciler:
         last = lookup.lookups + 1 >= self.lookups
         token = self.tokens.get()
         try:
-            found = self.queries.find_call(lookup.request_id, user, number, lookup.sent_at, token)
+            base = self.platform.api_base(token)
+            found = self.platform.find_call(
+                base, lookup.request_id, user, number, lookup.sent_at, token
+            )
         except NoAnswer as exc:
             return self._no_answer(lookup, exc, token)
         except (LookupForbidden, TokenError):
@@ -97,10 +101,10 @@ class Reconciler:
             log.exception("the lookup failed", request_id=lookup.request_id)
             return self._no_answer(lookup, NoAnswer("an unexpected error"), token)
         detail = (
-            f"analytics has conversation {found}: the same agent dialled the same number for "
-            "this request"
+            f"the platform has call {found}: the same agent dialled the same number for this "
+            "request"
             if found
-            else f"lookup {lookup.lookups + 1} of {self.lookups}: no such call in analytics"
+            else f"lookup {lookup.lookups + 1} of {self.lookups}: the platform has no such call"
         )
         state = self.store.reconcile(
             lookup.request_id, conversation_id=found, detail=detail, last=last and not found

@@ -15,11 +15,11 @@ import structlog
 
 from followup.config.settings import Settings, get_settings
 from followup.worker.api_client import ContactCenterClient
-from followup.worker.dialects import dialect_for
-from followup.worker.genesys_queries import GenesysQueries
 from followup.worker.http import PlatformHttp
 from followup.worker.metrics import Metrics
 from followup.worker.pipeline import Pipeline
+from followup.worker.platforms import platform_for
+from followup.worker.platforms.base import Platform
 from followup.worker.reconciler import Reconciler
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Publish, Sweeper
@@ -28,10 +28,10 @@ from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 log = structlog.get_logger(__name__)
 
 
-def credentials_pause(token_url: str, client_id: str) -> str:
-    """The name of the fleet-wide pause for one OAuth client's refused credentials: workers
-    with other credentials in the same namespace are not held by it."""
-    digest = hashlib.sha256(f"{token_url} {client_id}".encode()).hexdigest()[:12]
+def credentials_pause(token_url: str, identity: str) -> str:
+    """The name of the fleet-wide pause for one set of refused credentials (an OAuth client,
+    an access key): workers with other credentials in the same namespace are not held by it."""
+    digest = hashlib.sha256(f"{token_url} {identity}".encode()).hexdigest()[:12]
     return f"credentials:{digest}"
 
 
@@ -66,51 +66,44 @@ class Runtime:
         )
 
     @cached_property
+    def platform(self) -> Platform:
+        """The configured platform (FOLLOWUP_API_DIALECT; see `platforms`)."""
+        return platform_for(self.settings, self.http)
+
+    @cached_property
     def pipeline(self) -> Pipeline:
         s = self.settings
-        client_id, secret = s.require_credentials()
-        credentials = credentials_pause(s.effective_token_url, client_id)
+        grant = self.platform.token_request()
+        credentials = credentials_pause(grant.url, grant.identity)
         tokens = TokenCache(
             self.http,
-            s.effective_token_url,
-            client_id,
-            secret,
+            grant,
             max_retry_after_s=s.max_retry_after_s,
             on_granted=lambda seconds_left: self._credentials_granted(credentials, seconds_left),
             on_fetched=self._token_fetched,
         )
-        client = ContactCenterClient(
-            self.http,
-            s.effective_api_base_url,
-            dialect_for(s),
-            max_retry_after_s=s.max_retry_after_s,
-        )
+        check_busy = s.check_agent_busy
+        if check_busy is None:
+            check_busy = self.platform.check_busy_by_default
         return Pipeline(
             self.store,
-            client,
+            ContactCenterClient(self.http, self.platform),
             tokens,
             s,
             credentials_pause=credentials,
             metrics=self.metrics,
-            availability=self.genesys if s.check_agent_busy_on else None,
-        )
-
-    @cached_property
-    def genesys(self) -> GenesysQueries:
-        return GenesysQueries(
-            self.http,
-            self.settings.effective_api_base_url,
-            max_retry_after_s=self.settings.max_retry_after_s,
+            availability=self.platform if check_busy else None,
         )
 
     def start_reconciler(self) -> threading.Event | None:
-        """The reconciler thread (FOLLOWUP_RECONCILE: on by default for genesys)."""
+        """The reconciler thread (FOLLOWUP_RECONCILE: on by default for a platform that can
+        say whether a call happened)."""
         s = self.settings
-        if not s.reconcile_on:
+        if not (self.platform.reconcile_by_default if s.reconcile is None else s.reconcile):
             return None
         reconciler = Reconciler(
             self.store,
-            self.genesys,
+            self.platform,
             self.pipeline.tokens,
             after_s=s.reconcile_after_s,
             for_s=s.reconcile_for_s,

@@ -1,4 +1,5 @@
-"""An OAuth 2.0 client-credentials token, fetched once and shared by all worker threads.
+"""An OAuth 2.0 token, fetched once and shared by all worker threads, by the grant the
+platform gives (`platforms.base.TokenRequest`: client credentials, or a password grant).
 
 - One fetch at a time. A failure is kept for a moment and given to every thread that was
   waiting for it, so a hanging or failing token endpoint costs one timeout, not one a thread.
@@ -30,6 +31,7 @@ from followup.worker.classify import (
     retry_after,
 )
 from followup.worker.http import Answer, PlatformHttp
+from followup.worker.platforms.base import TokenRequest
 from followup.worker.records import ErrorInfo
 
 log = structlog.get_logger(__name__)
@@ -54,17 +56,14 @@ class TokenCache:
     def __init__(
         self,
         http: PlatformHttp,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
+        grant: TokenRequest,
         *,
         max_retry_after_s: float,
         on_granted: Callable[[float], None] = lambda _: None,
         on_fetched: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._http = http
-        self._url = token_url
-        self._auth = (client_id, client_secret)
+        self._grant = grant
         self._max_retry_after_s = max_retry_after_s
         self._on_granted = on_granted  # with the token's seconds left
         self._on_fetched = on_fetched  # once a fetch: 'granted', 'refused' or 'failed'
@@ -108,10 +107,10 @@ class TokenCache:
         try:
             answer = self._http.request(
                 "POST",
-                self._url,
+                self._grant.url,
                 endpoint="token",
-                data={"grant_type": "client_credentials"},
-                auth=self._auth,
+                data=self._grant.form,
+                auth=self._grant.auth,
             )
         except httpx.HTTPError as exc:
             # Fetching a token changes nothing at the platform: any transport error may retry.
@@ -124,7 +123,7 @@ class TokenCache:
                 FAILURE_HOLD_S,
             ) from None
         if answer.status in (400, 401, 403):
-            refusal = _refusal(answer)
+            refusal = _refusal(answer, self._grant.check)
             log.error(
                 "the platform refused the OAuth client credentials: this worker dials nothing "
                 "until they are accepted (checked again every minute); workers whose "
@@ -180,7 +179,7 @@ def _read_token(answer: Answer) -> tuple[str, float]:
     return token, float(min(lifetime, 86400 * 7))
 
 
-def _refusal(answer: Answer) -> ErrorInfo:
+def _refusal(answer: Answer, check: str) -> ErrorInfo:
     """The OAuth error (RFC 6749 §5.2: error, error_description), clipped and masked."""
     try:
         body = json.loads(answer.body)
@@ -194,7 +193,7 @@ def _refusal(answer: Answer) -> ErrorInfo:
         code=f"token.{error}",
         message=f"the token endpoint refused the client credentials ({error}"
         + (f": {description}" if description else "")
-        + "): check FOLLOWUP_CLIENT_ID, FOLLOWUP_CLIENT_SECRET and FOLLOWUP_TOKEN_URL",
+        + f"): check {check}",
     )
 
 

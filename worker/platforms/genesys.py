@@ -1,11 +1,17 @@
-"""What Genesys Cloud can tell us besides placing calls (api-contract.md §2): whether an
-agent is on a call now, and whether a call exists that we could not hear about.
+"""Genesys Cloud (api-contract.md §2).
 
+- Token: client credentials at https://login.{region}/oauth/token (FOLLOWUP_GENESYS_REGION),
+  the API at https://api.{region}, unless FOLLOWUP_TOKEN_URL / FOLLOWUP_API_BASE_URL say.
+- The call: on behalf of an agent, for a client-credentials token, POST
+  /api/v2/conversations/calls/user/{userId} with a flat CreateCallRequest. The request's
+  metadata rides along as `attributes` (kept on the customer participant), every value a
+  string, with the request and contact ids. callerId, callerIdName and callFromQueueId are
+  sent only when configured. Nothing else: the platform refuses unknown fields with 400.
 - Availability: GET /api/v2/users/{userId}?expand=conversationSummary; calls in progress
   are conversationSummary.call.contactCenter.active.
-- The call: POST /api/v2/analytics/conversations/details/query for the agent's outbound
-  voice conversations to the number (`dnis`, tel:+E164), over a short interval from the
-  send marker, one small page. A conversation is this request's only if its customer
+- Did the call happen: POST /api/v2/analytics/conversations/details/query for the agent's
+  outbound voice conversations to the number (`dnis`, tel:+E164), over a short interval from
+  the send marker, one small page. A conversation is this request's only if its customer
   participant carries the `followup_request_id` attribute the call was sent with (a
   conversation without it, made by hand, is never taken) and it started within the interval.
   Analytics can lag by minutes.
@@ -23,9 +29,19 @@ from urllib.parse import quote
 
 import httpx
 
-from followup.worker.classify import retry_after
+from followup.config.settings import Settings
+from followup.tasks.request import FollowUpRequest
+from followup.worker.classify import Verdict, classify_answer, retry_after
 from followup.worker.http import Answer, PlatformHttp
+from followup.worker.platforms.base import (
+    CallRequest,
+    LookupForbidden,
+    NoAnswer,
+    TokenRequest,
+)
+from followup.worker.platforms.conversations import client_credentials
 
+PERMISSIONS = ("conversation:call:add", "conversation:agentlessCall:add")
 # The conversation of our call starts after the send marker (on the status store's clock;
 # the platform's may differ by this much) and before the create-call request's deadline.
 CLOCK_SKEW = timedelta(seconds=5)
@@ -33,47 +49,61 @@ STARTED_AFTER = timedelta(seconds=130)  # FOLLOWUP_HTTP_TIMEOUT_S is at most 120
 PAGE_SIZE = 25  # one agent's calls to one number in two minutes: a handful at most
 LOOKUP_BODY_BYTES = 1024 * 1024  # a page of detail records can be far larger than 64 KiB
 ANALYTICS_PERMISSION = "analytics:conversationDetail:view"
-REQUEST_ATTRIBUTE = "followup_request_id"  # sent by genesys_dialect with every call
+REQUEST_ATTRIBUTE = "followup_request_id"  # sent with every call (call_request)
 
 
-class LookupForbidden(Exception):
-    """The OAuth client may not read analytics (it lacks ANALYTICS_PERMISSION)."""
+class GenesysPlatform:
+    name = "genesys"
+    reconcile_by_default = True
+    check_busy_by_default = True
+    forbidden_hint = (
+        f"the OAuth client's role lacks the permission this call needs (any of "
+        f"{' or '.join(PERMISSIONS)}); add it to the role of the client named by "
+        "FOLLOWUP_CLIENT_ID"
+    )
 
-
-class NoAnswer(Exception):
-    """The platform gave no usable answer now: ask again later, spending nothing.
-
-    retry_after_s: what a 429 or 503 asked for (capped); throttled: a 429 (the fleet slows
-    down); reauth: a 401 (the token is dropped).
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        retry_after_s: float | None = None,
-        throttled: bool = False,
-        reauth: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.retry_after_s = retry_after_s
-        self.throttled = throttled
-        self.reauth = reauth
-
-
-class GenesysQueries:
-    def __init__(self, http: PlatformHttp, api_base_url: str, *, max_retry_after_s: float) -> None:
+    def __init__(self, settings: Settings, http: PlatformHttp) -> None:
+        self._settings = settings
+        self.headers: dict[str, str] = {}
         self._http = http
-        self._base = api_base_url
-        self._max_retry_after_s = max_retry_after_s
+        self._configured = {
+            name: value
+            for name, value in (
+                ("callerId", settings.genesys_caller_id),
+                ("callerIdName", settings.genesys_caller_id_name),
+                ("callFromQueueId", settings.genesys_queue_id),
+            )
+            if value
+        }
 
-    def agent_busy(self, user_id: str, token: str) -> bool | None:
+    def token_request(self) -> TokenRequest:
+        return client_credentials(self._settings)
+
+    def api_base(self, token: str) -> str:
+        return self._settings.effective_api_base_url
+
+    def call_request(self, request: FollowUpRequest, request_id: str) -> CallRequest:
+        attributes = {key: _text(value) for key, value in request.metadata.items()}
+        attributes[REQUEST_ATTRIBUTE] = request_id
+        attributes["followup_contact_id"] = request.contact_id
+        body = {"phoneNumber": request.phone_number, "attributes": attributes, **self._configured}
+        path = f"/api/v2/conversations/calls/user/{quote(request.user_id, safe='')}"
+        return CallRequest("POST", path, json=body)
+
+    def read_answer(self, answer: Answer) -> Verdict:
+        return classify_answer(
+            answer,
+            forbidden_hint=self.forbidden_hint,
+            max_retry_after_s=self._settings.max_retry_after_s,
+        )
+
+    def agent_busy(self, base: str, user_id: str, token: str) -> bool | None:
         """True if the agent has a call in progress; None if the platform cannot say (no
         permission, no such user, an answer of another shape): the call goes. Raises
         NoAnswer for a throttle or an outage: the call waits."""
         answer = self._ask(
             "GET",
-            f"{self._base}/api/v2/users/{quote(user_id, safe='')}",
+            f"{base}/api/v2/users/{quote(user_id, safe='')}",
             endpoint="availability",
             params={"expand": "conversationSummary"},
             headers={"Authorization": f"Bearer {token}"},
@@ -91,7 +121,7 @@ class GenesysQueries:
         return active > 0
 
     def find_call(
-        self, request_id: str, user_id: str, number: str, sent_at: float, token: str
+        self, base: str, request_id: str, user_id: str, number: str, sent_at: float, token: str
     ) -> str | None:
         """The conversation id of this request's call, if analytics has it; raises
         LookupForbidden or NoAnswer."""
@@ -116,7 +146,7 @@ class GenesysQueries:
         }
         answer = self._ask(
             "POST",
-            f"{self._base}/api/v2/analytics/conversations/details/query",
+            f"{base}/api/v2/analytics/conversations/details/query",
             endpoint="analytics",
             json=query,
             headers={"Authorization": f"Bearer {token}"},
@@ -153,12 +183,27 @@ class GenesysQueries:
         if status == 401:
             raise NoAnswer("HTTP 401", reauth=True)
         if status in (408, 429) or status >= 500:
-            waited, _ = retry_after(answer.headers.get("retry-after"), self._max_retry_after_s)
+            waited, _ = retry_after(
+                answer.headers.get("retry-after"), self._settings.max_retry_after_s
+            )
             raise NoAnswer(f"HTTP {status}", retry_after_s=waited, throttled=status == 429)
         if answer.truncated:
             bound = kwargs.get("max_body_bytes")
             raise NoAnswer(f"an answer over {bound or 'the'} bytes")
         return answer
+
+
+def build(settings: Settings, http: PlatformHttp) -> GenesysPlatform:
+    return GenesysPlatform(settings, http)
+
+
+def _text(value: object) -> str:
+    """Attributes are strings: true/false and numbers as JSON writes them, null as ''."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _ours(

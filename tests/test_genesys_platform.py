@@ -1,5 +1,6 @@
-"""How a lookup reads analytics answers of every shape (a unit test of the reader: the
-answers come from httpx's MockTransport; the end-to-end cases are in test_reconcile)."""
+"""Genesys Cloud (worker.platforms.genesys): how a lookup reads analytics answers of every
+shape (a unit test of the reader: the answers come from httpx's MockTransport; the
+end-to-end cases are in test_reconcile)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from followup.worker.genesys_queries import GenesysQueries, NoAnswer
+from followup.config.settings import load_settings
 from followup.worker.http import PlatformHttp
+from followup.worker.platforms.base import NoAnswer
+from followup.worker.platforms.genesys import GenesysPlatform
 
 SENT_AT = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 NUMBER = "+61298765432"
+BASE = "http://platform.test"
 
 
 def conversation(request_id: str = "r-1", **changes: Any) -> dict[str, Any]:
@@ -33,17 +37,17 @@ def conversation(request_id: str = "r-1", **changes: Any) -> dict[str, Any]:
     return c
 
 
-def answering(body: Any, status: int = 200) -> GenesysQueries:
+def answering(body: Any, status: int = 200) -> GenesysPlatform:
     http = PlatformHttp(timeout_s=5, keepalive_s=0, max_connections=1)
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     http.client = httpx.Client(
         transport=httpx.MockTransport(lambda _: httpx.Response(status, content=raw))
     )
-    return GenesysQueries(http, "http://platform.test", max_retry_after_s=60)
+    return GenesysPlatform(load_settings({"FOLLOWUP_API_DIALECT": "genesys"}), http)
 
 
 def find(body: Any, status: int = 200) -> str | None:
-    return answering(body, status).find_call("r-1", "u-1", NUMBER, SENT_AT, "token")
+    return answering(body, status).find_call(BASE, "r-1", "u-1", NUMBER, SENT_AT, "token")
 
 
 def test_only_the_call_sent_for_this_request_is_ours() -> None:
@@ -98,8 +102,8 @@ def test_an_answer_over_64_kib_is_read_whole() -> None:
 
 
 def test_an_availability_answer_of_another_shape_cannot_say() -> None:
-    assert answering({"conversationSummary": []}).agent_busy("u-1", "token") is None
+    assert answering({"conversationSummary": []}).agent_busy(BASE, "u-1", "token") is None
     odd = {"conversationSummary": {"call": {"contactCenter": {"active": True}}}}
-    assert answering(odd).agent_busy("u-1", "token") is None
+    assert answering(odd).agent_busy(BASE, "u-1", "token") is None
     with pytest.raises(NoAnswer):
-        answering({}, 503).agent_busy("u-1", "token")
+        answering({}, 503).agent_busy(BASE, "u-1", "token")
