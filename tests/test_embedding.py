@@ -371,3 +371,14 @@ def test_a_host_service_with_its_own_config_tasks_logging_and_celery_app_can_enq
         )
     ]
     assert worker_only == []
+
+
+PLATFORM_NAMES = re.compile(r"genesys|cxone|conversations_dialect|dialect ==", re.IGNORECASE)
+
+
+def test_only_the_platform_modules_name_a_platform() -> None:
+    """The pipeline, the runtime, the reconciler, the token cache and the HTTP client speak
+    to `worker.platforms.base.Platform` only: a new platform touches none of them."""
+    for name in ("pipeline", "runtime", "reconciler", "tokens", "api_client", "sweeper"):
+        source = (ROOT / "worker" / f"{name}.py").read_text()
+        assert not PLATFORM_NAMES.findall(source), f"worker/{name}.py names a platform"
