@@ -3,8 +3,8 @@
 Every worker process runs one (FOLLOWUP_RECONCILE, on by default for a platform that can
 say whether a call happened).
 Each `unknown` request whose call was sent is looked up at growing intervals: the first
-FOLLOWUP_RECONCILE_AFTER_S after it became unknown (the platform's records can lag), then twice that,
-four times ..., for FOLLOWUP_RECONCILE_FOR_S. A match settles it `placed` with its
+FOLLOWUP_RECONCILE_AFTER_S after it became unknown (the platform's records can lag), then
+twice that, four times ..., for FOLLOWUP_RECONCILE_FOR_S. A match settles it `placed` with its
 conversation id ("settled by lookup"), unless another request already holds that id; no
 match is noted in its history; it is never redialled. Lookups take slots from the fleet's
 rate limit. A lookup the platform gives no usable answer to (a 429, whose Retry-After is
