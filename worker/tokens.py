@@ -118,7 +118,7 @@ class TokenCache:
             raise TokenError(
                 Verdict(
                     "retry",
-                    error=info.model_copy(update={"message": _at_endpoint(info, self._url)}),
+                    error=info.model_copy(update={"message": _at_endpoint(info, self._grant.url)}),
                 ),
                 FAILURE_HOLD_S,
             ) from None
@@ -139,7 +139,7 @@ class TokenCache:
                 "retry",
                 retry_after_s=waited,
                 retry_after_asked_s=asked,
-                error=info.model_copy(update={"message": _at_endpoint(info, self._url)}),
+                error=info.model_copy(update={"message": _at_endpoint(info, self._grant.url)}),
             )  # no status: the call itself was never sent, so nothing is said of the API
             raise TokenError(verdict, waited or FAILURE_HOLD_S)
         token, lifetime = _read_token(answer)
