@@ -18,6 +18,7 @@ import phonenumbers
 
 from followup.cli.local_stack import Simulator, Stack, wait_until
 from followup.cli.table import outcome, render
+from followup.config.redaction import mask_url
 from followup.config.settings import Settings
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.publish import publish
@@ -110,7 +111,7 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
     )
     with Stack(queue, redis_url, **demo_settings) as stack:
         if stack.started_private_redis:
-            print(f"no Redis answers at {redis_url} (FOLLOWUP_REDIS_URL)")
+            print(f"no Redis answers at {mask_url(redis_url)} (FOLLOWUP_REDIS_URL)")
         print(f"using {stack.redis_origin}")
         print(f"simulator at {stack.sim.url}; starting workers (logs in {stack.log_dir})")
         stack.start_worker("main")

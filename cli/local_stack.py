@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 import redis
 
 from followup.config.celery import create_app
+from followup.config.redaction import mask_url
 from followup.config.settings import AMQP_SCHEMES, ENV_PREFIX, Settings, load_settings
 
 BIN = Path(sys.executable).parent
@@ -359,8 +360,8 @@ class Stack:
     def redis_origin(self) -> str:
         """Which Redis the run uses: the one at the URL, or a private one (and whose)."""
         if self._private is None:
-            return f"the Redis at {self.redis_url}"
-        return f"a private Redis at {self.redis_url} ({self._private.origin})"
+            return f"the Redis at {mask_url(self.redis_url)}"
+        return f"a private Redis at {mask_url(self.redis_url)} ({self._private.origin})"
 
     @property
     def started_private_redis(self) -> bool:

@@ -9,9 +9,10 @@ from pathlib import Path
 import phonenumbers
 import pytest
 
+from followup.cli.local_stack import Stack
 from followup.config.celery import create_app
 from followup.config.logging import redact_event
-from followup.config.redaction import argument_reprs, dialling, mask_phone, mask_text
+from followup.config.redaction import argument_reprs, dialling, mask_phone, mask_text, mask_url
 from followup.config.settings import ConfigError, Settings, load_settings
 from followup.worker.backoff import retry_delay
 from tests.conftest import followup
@@ -111,6 +112,33 @@ def test_missing_credentials_name_both_variables(monkeypatch: pytest.MonkeyPatch
 def test_the_secret_is_never_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FOLLOWUP_CLIENT_SECRET", "hunter2-very-secret")
     assert "hunter2" not in repr(Settings())
+
+
+def test_url_passwords_are_secrets_in_the_settings_repr_and_the_demo() -> None:
+    """Issue 26.7: repr(Settings) and `followup demo`'s "using the Redis at ..." line."""
+    settings = load_settings(
+        {
+            "FOLLOWUP_REDIS_URL": "redis://:redis-pass-1@redis.internal:6379/0",
+            "FOLLOWUP_BROKER_URL": "amqp://fleet:rabbit-pass-2@mq.internal:5672/followup",
+        }
+    )
+    for shown in (repr(settings), str(settings)):
+        assert "redis-pass-1" not in shown and "rabbit-pass-2" not in shown
+        assert "redis://:****@redis.internal:6379/0" in shown
+        assert "amqp://fleet:****@mq.internal:5672/followup" in shown
+    stack = Stack("demo-x", "redis://default:redis-pass-1@redis.internal:6379/0")
+    origin = stack.redis_origin
+    stack.log_dir.rmdir()  # nothing was started
+    assert origin == "the Redis at redis://default:****@redis.internal:6379/0"
+    assert mask_url("redis://redis.internal:6379/0") == "redis://redis.internal:6379/0"
+
+
+def test_a_queue_that_could_name_a_store_key_is_refused_naming_the_variable() -> None:
+    """Issue 26.3: FOLLOWUP_QUEUE comes from configuration, and cannot name a store key."""
+    for queue in ("followup:outcomes", "unacked", "_kombu.binding.x", "amq.direct", ""):
+        with pytest.raises(ConfigError, match="FOLLOWUP_QUEUE"):
+            load_settings({"FOLLOWUP_QUEUE": queue})
+    assert load_settings({"FOLLOWUP_QUEUE": "followup-eu.1"}).queue == "followup-eu.1"
 
 
 @pytest.mark.parametrize(
