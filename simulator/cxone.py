@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from followup.simulator import contracts
-from followup.simulator.server import STATE_KEY, basic_auth, drop, odd_answer
+from followup.simulator.answers import STATE_KEY, basic_auth, drop, odd_answer
 from followup.simulator.state import (
     CXONE_AGENTS_PERMISSION,
     CXONE_CALLBACK_PERMISSION,

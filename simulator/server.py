@@ -32,8 +32,6 @@ Inspection and fault injection (for tests, the demo and benchmarks):
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import json
 import random
@@ -43,11 +41,11 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
-import phonenumbers
 from aiohttp import web
 
 from followup.config.redaction import mask_text
-from followup.simulator import contracts
+from followup.simulator import contracts, cxone
+from followup.simulator.answers import STATE_KEY, basic_auth, drop, error, odd_answer
 from followup.simulator.state import (
     CXONE_FAULT_KINDS,
     CXONE_QUERY_FAULT_KINDS,
@@ -60,33 +58,6 @@ from followup.simulator.state import (
     SimState,
     Token,
 )
-
-STATE_KEY = web.AppKey("state", SimState)
-
-
-def error(
-    status: int,
-    code: str,
-    message: str,
-    errors: list[dict[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
-    params: dict[str, str] | None = None,
-) -> web.Response:
-    """The platform's ErrorBody; its contextId also as the ININ-Correlation-Id header."""
-    context_id = str(uuid.uuid4())
-    body = {
-        "message": message,
-        "status": status,
-        "code": code,
-        "contextId": context_id,
-        "details": [],
-        "errors": errors or [],
-    }
-    if params:
-        body["messageParams"] = params
-        body["messageWithParams"] = message
-    headers = {**(headers or {}), "ININ-Correlation-Id": context_id}
-    return web.json_response(body, status=status, headers=headers)
 
 
 def invalid(message: str, code: str = "invalid.parameter") -> web.Response:
@@ -135,17 +106,6 @@ async def token_endpoint(request: web.Request) -> web.Response:
     if state.dialect == "conversations":  # Genesys grants permissions by role, not scope
         body["scope"] = " ".join(sorted(token.scopes))
     return web.json_response(body)
-
-
-def basic_auth(header: str) -> tuple[str | None, str | None]:
-    if not header.startswith("Basic "):
-        return None, None
-    try:
-        decoded = base64.b64decode(header[6:], validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    client_id, _, secret = decoded.partition(":")
-    return client_id, secret
 
 
 async def create_call(request: web.Request) -> web.StreamResponse:
@@ -438,46 +398,6 @@ async def genesys_calls_without_user(request: web.Request) -> web.Response:
     )
 
 
-def odd_answer(fault: str | None, number: str) -> web.Response | None:
-    """The misbehaving answers of FAULT_KINDS; none of them creates a conversation."""
-    if fault == "204":
-        return web.Response(status=204)
-    if fault == "201_empty":
-        return web.Response(status=201)
-    if fault == "201_no_id":
-        return web.json_response({"selfUri": "/api/v2/conversations/calls/"}, status=201)
-    if fault == "200_html":
-        return web.Response(text="<html><body>Welcome!</body></html>", content_type="text/html")
-    if fault in ("huge_400", "many_errors_400"):
-        huge = fault == "huge_400"
-        errors = [{"message": f"problem {n}", "code": "x"} for n in range(10_000 if huge else 1000)]
-        return error(400, "bad.request", "x" * 10_000_000 if huge else "Invalid", errors)
-    if fault == "echo_number":
-        parsed = phonenumbers.parse(number)
-        formats = [
-            phonenumbers.format_number(parsed, f)
-            for f in (
-                phonenumbers.PhoneNumberFormat.INTERNATIONAL,
-                phonenumbers.PhoneNumberFormat.NATIONAL,
-                phonenumbers.PhoneNumberFormat.RFC3966,
-            )
-        ]
-        formats.append(number.replace("+", "%2B"))
-        return error(
-            400,
-            f"callee.{number}.unreachable",
-            f"The callee {' / '.join(formats)} cannot be reached",
-            [{"message": f"no route to {number[1:]}", "code": f"number.{number}"}],
-        )
-    return None
-
-
-def drop(request: web.Request) -> web.StreamResponse:
-    if request.transport is not None:
-        request.transport.close()
-    raise asyncio.CancelledError
-
-
 async def campaign_call(request: web.Request) -> web.Response:
     try:
         body = json.loads(await request.read())
@@ -613,8 +533,6 @@ def make_app(state: SimState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
     if state.dialect == "cxone":
-        from followup.simulator import cxone  # it builds on this module's helpers
-
         platform = cxone.routes()
     elif state.dialect == "genesys":
         platform = [

@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.pipeline",
             "worker.sweeper",
             "worker.runtime",
+            "worker.intake",
         },
     ),
     ("entry points", {"worker.celery_app", "tasks.place_call", "cli.main", "cli.demo"}),
@@ -62,6 +63,7 @@ BESIDE = {
     "simulator.state",
     "simulator.contracts",
     "simulator.cxone",
+    "simulator.answers",
     "cli.local_stack",
     "cli.table",
 }
