@@ -54,7 +54,10 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.intake",
         },
     ),
-    ("entry points", {"worker.celery_app", "tasks.place_call", "cli.main", "cli.demo"}),
+    (
+        "entry points",
+        {"worker.celery_app", "tasks.place_call", "cli.main", "cli.demo", "cli.batch_file"},
+    ),
 ]
 # Helpers that sit beside the layers: the simulator (a stand-in for the platform) and the
 # local stack and tables the CLI, demo and tests use.
