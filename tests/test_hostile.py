@@ -401,3 +401,22 @@ def test_terminal_escapes_in_a_message_are_shown_escaped_by_the_cli(
             assert control not in result.stdout + result.stderr
         assert not any(line.startswith("state=placed") for line in result.stdout.splitlines())
     assert "\\x1b" in shown[0].stdout
+
+
+def test_nothing_is_published_or_recorded_under_an_id_that_is_not_a_request_id(
+    fleet: Fleet,
+) -> None:
+    """Issue 26.1: the sweeper republishes under the record's own id; Celery would mint a new
+    one for an empty id, so publish and the store refuse such ids (and unsafe queues)."""
+    from followup.tasks.publish import publish
+    from followup.tasks.request import parse_request
+
+    app, store = fleet.client.app, fleet.client.store
+    valid = parse_request(request())
+    for bad in ("", None, "café-1", "x" * 129, "a\nb"):
+        with pytest.raises(ValueError, match="request id"):
+            publish(app, bad, request(), fleet.queue)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="request id"):
+            store.register(bad, valid, queue=fleet.queue, source="test")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="queue"):
+        publish(app, uuid.uuid4().hex, request(), f"{fleet.client.settings.namespace}:outcomes")
