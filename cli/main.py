@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import signal
 import socket
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from tqdm import tqdm
@@ -47,6 +48,8 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None) -> int:
     """The command line's entry point: the one place (with the worker's) that configures
     logging, and that turns a bad setting or request into exit code 2."""
+    global _json_errors
+    _json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         check_environment()  # every command, the simulator's too: a misspelt setting stops it
@@ -57,16 +60,49 @@ def main(argv: list[str] | None = None) -> int:
         return _report(exc)
 
 
+_json_errors = False  # --json: errors too are one JSON object on standard error
+
+
+def _error(message: str, errors: list[FieldError] | None = None) -> None:
+    """An error for the person (or, with --json, the program) that ran the command: one
+    line, never cut, every value printable."""
+    if _json_errors:
+        shown: dict[str, Any] = {"error": message}
+        if errors is not None:
+            shown["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+        print(json.dumps(shown), file=sys.stderr)
+        return
+    print(f"followup: {message}", file=sys.stderr)
+    for error in errors or []:
+        print(f"  {printable(error)}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each subcommand's defaults in its help, and usage errors as JSON
+    under --json."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if _json_errors:
+            print(
+                json.dumps({"error": message, "usage": self.format_usage().strip()}),
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
 def _report(exc: Exception) -> int:
     if isinstance(exc, InvalidRequest):
-        print("followup: invalid follow-up request", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {printable(error)}", file=sys.stderr)
+        _error("invalid follow-up request", exc.errors)
         return EXIT_USAGE
     if isinstance(exc, ConfigError):
-        print(f"followup: {exc}", file=sys.stderr)
+        _error(f"{exc}")
         return EXIT_USAGE
-    print(f"followup: cannot reach Redis ({exc}); check FOLLOWUP_REDIS_URL", file=sys.stderr)
+    _error(f"cannot reach Redis ({exc}); check FOLLOWUP_REDIS_URL")
     return EXIT_FAILED
 
 
@@ -112,8 +148,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         "timezone": args.timezone,
     }
     request = {k: v for k, v in fields.items() if v not in (None, {})}
-    request_id = FollowUpClient(_settings()).enqueue(request, queue=args.queue)
+    client = FollowUpClient(_settings())
+    request_id = client.enqueue(request, queue=args.queue)
     print(json.dumps({"request_id": request_id}) if args.json else request_id)
+    if args.idempotency_key:
+        record = client.store.get(request_id, history=False)
+        if record is not None and record.state == "cancelled":
+            _error(
+                f"the idempotency key {printable(args.idempotency_key)} belongs to request "
+                f"{request_id}, which was cancelled: it will not be dialled. To call this "
+                "customer, enqueue with a new key"
+            )
+            return EXIT_FAILED
     return 0
 
 
@@ -147,7 +193,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store()
     record = store.get(args.request_id)
     if record is None:
-        print(f"followup: no request with id {printable(args.request_id)}", file=sys.stderr)
+        _error(f"no request with id {printable(args.request_id)}")
         return EXIT_FAILED
     request = store.request_of(record.request_id)
     hours = (
@@ -245,10 +291,10 @@ def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
     store = _store()
     ok, state = getattr(store, action)(args.request_id, args.by or _login())
     if not state:
-        print(f"followup: no request with id {printable(args.request_id)}", file=sys.stderr)
+        _error(f"no request with id {printable(args.request_id)}")
         return EXIT_FAILED
     if not ok:
-        print(f"followup: request {printable(args.request_id)} is {state}; {rule}", file=sys.stderr)
+        _error(f"request {printable(args.request_id)} is {state}; {rule}")
         return EXIT_FAILED
     print(f"{printable(args.request_id)} {state}")
     return 0
@@ -279,10 +325,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         print(render_stats(figures))
     if depth is None:
-        print(
-            f"followup: the broker at {url_host(settings.effective_broker_url)} does not answer:"
-            " the queue and the workers are unknown; check FOLLOWUP_BROKER_URL",
-            file=sys.stderr,
+        _error(
+            f"the broker at {url_host(settings.effective_broker_url)} does not answer:"
+            " the queue and the workers are unknown; check FOLLOWUP_BROKER_URL"
         )
         return EXIT_FAILED
     return 0
@@ -310,10 +355,9 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
     try:
         replies = app.control.inspect(timeout=args.timeout).active_queues() or {}
     except Exception as exc:  # the broker is unreachable: Celery raises its transport's errors
-        print(
-            f"followup: cannot ask the workers: the broker does not answer "
-            f"({type(exc).__name__}); check FOLLOWUP_BROKER_URL",
-            file=sys.stderr,
+        _error(
+            f"cannot ask the workers: the broker does not answer "
+            f"({type(exc).__name__}); check FOLLOWUP_BROKER_URL"
         )
         return EXIT_FAILED
     if args.this_host:
@@ -327,10 +371,9 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
     refused = _refused_workers(settings, consuming)
     for name, entry in refused.items():
         since = datetime.fromtimestamp(float(entry.get("since", 0)), UTC)
-        print(
-            f"followup: {name} dials nothing since {since:%Y-%m-%d %H:%M:%S} UTC: "
-            f"{entry.get('detail', 'the platform refused its OAuth client credentials')}",
-            file=sys.stderr,
+        _error(
+            f"{name} dials nothing since {since:%Y-%m-%d %H:%M:%S} UTC: "
+            f"{entry.get('detail', 'the platform refused its OAuth client credentials')}"
         )
     working = [name for name in consuming if name not in refused]
     if working:
@@ -339,10 +382,9 @@ def cmd_worker_check(args: argparse.Namespace) -> int:
     if refused:
         return EXIT_FAILED
     answered = f"{len(replies)} answered but none consumes it" if replies else "none answered"
-    print(
-        f"followup: no worker consumes queue '{settings.queue}' ({answered} within "
-        f"{args.timeout:g}s{' on this host' if args.this_host else ''})",
-        file=sys.stderr,
+    _error(
+        f"no worker consumes queue '{settings.queue}' ({answered} within "
+        f"{args.timeout:g}s{' on this host' if args.this_host else ''})"
     )
     return EXIT_FAILED
 
@@ -353,11 +395,10 @@ def _sweeping(settings: Settings, consuming: list[str]) -> int:
     alive = StatusStore.from_settings(settings).sweepers_alive(consuming)
     dead = [name for name, ok in alive.items() if not ok]
     if dead:
-        print(
-            f"followup: {', '.join(dead)} consume queue '{settings.queue}' but run no sweeper "
+        _error(
+            f"{', '.join(dead)} consume queue '{settings.queue}' but run no sweeper "
             f"(no heartbeat in the status store for {heartbeat_for(settings.sweep_interval_s):g}s):"
-            " restart them, and see their logs for why",
-            file=sys.stderr,
+            " restart them, and see their logs for why"
         )
         return EXIT_FAILED
     print(f"ok: {', '.join(consuming)} consume queue '{settings.queue}' and sweep")
@@ -415,10 +456,9 @@ def cmd_simulator(args: argparse.Namespace) -> int:
             serve,
         )
     except ImportError as exc:
-        print(
-            f"followup: the simulator needs the 'simulator' extra ({exc}): "
-            "pip install '.[simulator]' (from the checkout)",
-            file=sys.stderr,
+        _error(
+            f"the simulator needs the 'simulator' extra ({exc}): "
+            "pip install '.[simulator]' (from the checkout)"
         )
         return EXIT_USAGE
 
@@ -471,7 +511,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return run_demo(_settings(), timeout_s=args.timeout)
     except RuntimeError as exc:  # no Redis, none to start: one line, no traceback
-        print(f"followup: {exc}", file=sys.stderr)
+        _error(f"{exc}")
         return EXIT_FAILED
 
 
@@ -487,8 +527,9 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="followup", description=__doc__)
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = _Parser(prog="followup", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"followup {_version()}")
+    sub = _Subcommands(parser.add_subparsers(required=True, metavar="COMMAND"))
 
     p = sub.add_parser("enqueue", help="enqueue a follow-up call (prints its request id)")
     p.add_argument("--contact-id")
@@ -520,8 +561,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_hours)
 
     p = sub.add_parser("list", help="requests, most recently changed first")
-    p.add_argument("--state", choices=STATES)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--state", choices=[s.value for s in STATES])
+    p.add_argument("--limit", type=_positive, default=50, help="how many requests to show")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_list)
 
@@ -550,9 +591,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep printing new outcomes")
     p.add_argument("--group", help="read as this consumer group (acknowledging each)")
     p.add_argument("--consumer", help="the consumer's name in --group (default: your login)")
-    p.add_argument(
-        "--count", type=_positive, default=20, help="how many recent ones (default %(default)s)"
-    )
+    p.add_argument("--count", type=_positive, default=20, help="how many recent ones")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_outcomes)
 
@@ -619,7 +658,31 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline once against the simulator")
     p.add_argument("--timeout", type=float, default=90.0)
     p.set_defaults(run=cmd_demo)
+    for command in sub.added:  # --json on every command: its output and its errors
+        if not any("--json" in a.option_strings for a in command._actions):
+            command.add_argument("--json", action="store_true", help="errors as JSON")
     return parser
+
+
+class _Subcommands:
+    """add_parser with the help as the subcommand's description too; remembers them all."""
+
+    def __init__(self, actions: Any) -> None:
+        self._actions = actions
+        self.added: list[argparse.ArgumentParser] = []
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("description", kwargs.get("help"))
+        parser: argparse.ArgumentParser = self._actions.add_parser(name, **kwargs)
+        self.added.append(parser)
+        return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("followup")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,8 +28,16 @@ def printable(value: object) -> str:
 
 
 def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int = 70) -> str:
+    """Columns padded to their widest cell, each cut at max_width, except the last: an error
+    message there is shown whole (the line simply runs on)."""
     shown = [[printable(c) for c in row] for row in rows]
-    cells = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in shown]
+    cells = [
+        [
+            c if len(c) <= max_width or i == len(row) - 1 else c[: max_width - 1] + "…"
+            for i, c in enumerate(row)
+        ]
+        for row in shown
+    ]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
@@ -45,8 +54,16 @@ def outcome(record: StatusRecord) -> str:
         return f"{status}{record.last_error.code}: {record.last_error.message}"
     if record.next_attempt_at and record.state in WAITING_STATES:
         why = f", waiting for {record.waiting_for}" if record.waiting_for else ""
-        return f"next attempt {record.next_attempt_at:%H:%M:%S} UTC{why}"
+        return f"next attempt {when(record.next_attempt_at)}{why}"
     return ""
+
+
+def when(at: datetime, now: datetime | None = None) -> str:
+    """A time for a table: with its date unless it is within the next 12 hours."""
+    now = now or datetime.now(UTC)
+    if timedelta(0) <= at - now <= timedelta(hours=12):
+        return f"{at:%H:%M:%S} UTC"
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def status_rows(records: Sequence[StatusRecord]) -> list[list[str]]:

@@ -1,0 +1,119 @@
+"""The CLI a user expects (issue 25.6): --version, --json everywhere (errors too), help with
+descriptions and defaults, plain state names, dates on far-off times, whole error messages,
+validated --limit, and a re-enqueued cancelled key said to be cancelled."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from followup.cli.main import _parser
+from followup.cli.table import outcome, render, when
+from followup.worker.records import ErrorInfo, State, StatusRecord
+from tests.conftest import followup
+
+COMMANDS = [name for name in _parser()._subparsers._group_actions[0].choices]  # type: ignore[union-attr]
+
+
+def test_version() -> None:
+    result = followup("--version")
+    assert result.returncode == 0 and result.stdout.startswith("followup ")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_a_description_and_json(command: str) -> None:
+    shown = followup(command, "--help").stdout
+    assert "--json" in shown, command
+    help_line = next(
+        a.help
+        for a in _parser()._subparsers._group_actions[0]._choices_actions  # type: ignore[union-attr]
+        if a.dest == command
+    )
+    assert help_line and help_line in " ".join(shown.split()), command
+
+
+def test_defaults_are_in_the_help() -> None:
+    shown = followup("list", "--help").stdout
+    assert "(default: 50)" in shown
+
+
+def test_errors_are_json_under_json() -> None:
+    missing = followup("status", f"no-such-{uuid.uuid4().hex}", "--json")
+    assert missing.returncode == 1
+    assert "no request with id" in json.loads(missing.stderr)["error"]
+    invalid = followup("enqueue", "--contact-id", "c-1", "--json")
+    assert invalid.returncode == 2
+    fields = {e["field"] for e in json.loads(invalid.stderr)["errors"]}
+    assert {"user_id", "phone_number"} <= fields
+    usage = followup("list", "--limit", "0", "--json")
+    assert usage.returncode == 2 and "--limit" in json.loads(usage.stderr)["error"]
+
+
+def test_state_names_are_plain() -> None:
+    result = followup("list", "--state", "nope")
+    assert result.returncode == 2
+    assert "<State." not in result.stderr and "'queued'" in result.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "many"])
+def test_limit_is_validated(limit: str) -> None:
+    result = followup("list", "--limit", limit)
+    assert result.returncode == 2 and "--limit" in result.stderr
+
+
+def test_a_far_off_time_has_its_date() -> None:
+    now = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    assert when(now + timedelta(hours=2), now) == "12:00:00 UTC"
+    assert when(now + timedelta(hours=38), now) == "2026-11-30 00:00:00 UTC"
+    record = StatusRecord(
+        request_id="r-1",
+        state=State.SCHEDULED,
+        attempts=0,
+        next_attempt_at=datetime.now(UTC) + timedelta(hours=38),
+        waiting_for="calling_hours",
+        created_at=now,
+        updated_at=now,
+    )
+    assert f"{record.next_attempt_at:%Y-%m-%d}" in outcome(record)
+
+
+def test_an_error_message_is_never_cut() -> None:
+    message = "x" * 300
+    record = StatusRecord(
+        request_id="r-1",
+        state=State.FAILED,
+        attempts=1,
+        last_error=ErrorInfo(code="http.400", message=message),
+        created_at=datetime.now(UTC),
+        updated_at=datetime.now(UTC),
+    )
+    assert message in render(("id", "error"), [["r-1", outcome(record)]])
+
+
+@pytest.mark.integration
+def test_re_enqueueing_a_cancelled_key_says_it_was_cancelled(
+    env: dict[str, str], private_queue: str
+) -> None:
+    key = f"crm-{uuid.uuid4().hex[:8]}"
+    request = [
+        "enqueue",
+        "--contact-id",
+        "c-77",
+        "--user-id",
+        "u-1001",
+        "--phone-number",
+        "+61298765432",
+        "--idempotency-key",
+        key,
+        "--queue",
+        private_queue,
+    ]
+    first = followup(*request, check=True).stdout.strip()
+    followup("cancel", first, check=True)
+    again = followup(*request)
+    assert again.returncode == 1
+    assert again.stdout.strip() == first
+    assert "cancelled" in again.stderr and key in again.stderr and "new key" in again.stderr
