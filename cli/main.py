@@ -38,7 +38,7 @@ from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest, 
 from followup.worker import stats
 from followup.worker.calling_hours import explain
 from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
-from followup.worker.store import StatusStore
+from followup.worker.store import StatusStore, UnconfirmedWrite
 from followup.worker.sweeper import heartbeat_for
 
 EXIT_FAILED = 1
@@ -102,6 +102,12 @@ def _report(exc: Exception) -> int:
     if isinstance(exc, ConfigError):
         _error(f"{exc}")
         return EXIT_USAGE
+    if isinstance(exc, UnconfirmedWrite):
+        _error(
+            f"{exc}: the primary has it, a replica not yet, so a failover now could lose it; "
+            "run the command again (it is safe to)"
+        )
+        return EXIT_FAILED
     _error(f"cannot reach Redis ({exc}); check FOLLOWUP_REDIS_URL")
     return EXIT_FAILED
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import structlog
@@ -44,7 +45,7 @@ from followup.worker.classify import Verdict
 from followup.worker.metrics import Metrics
 from followup.worker.platforms.base import CallRequest, NoAnswer, NotSupported, Platform
 from followup.worker.records import TERMINAL_STATES, ErrorInfo, State
-from followup.worker.store import Claim, Finished, Send, StatusStore
+from followup.worker.store import Claim, Finished, Send, StatusStore, UnconfirmedWrite
 from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 
 log = structlog.get_logger(__name__)
@@ -191,9 +192,47 @@ class Pipeline:
         return "rejected"
 
     def _claim(self, request_id: str) -> Claim:
-        return self.store.claim(
-            request_id, lease_s=self.settings.claim_lease_s, pauses=self._pauses
-        )
+        """The claim; one the store could not confirm (FOLLOWUP_REDIS_WAIT_REPLICAS), or
+        whose answer was lost, is let go at once rather than hold the request `dialing`
+        for a whole lease, and the error goes on (the message is handed back)."""
+        token = uuid.uuid4().hex
+        try:
+            return self.store.claim(
+                request_id, lease_s=self.settings.claim_lease_s, pauses=self._pauses, token=token
+            )
+        except redis.RedisError as exc:
+            self._let_go(request_id, token, exc)
+            raise
+
+    def _let_go(self, request_id: str, token: str, error: redis.RedisError) -> None:
+        """Release a claim that may exist, before anything was sent: one the primary holds
+        unconfirmed, or (with replicas, where a failover is the likely cause) one whose
+        answer was lost, tried for LET_GO_FOR_S; else its lease runs out as after a lost
+        worker."""
+        if isinstance(error, UnconfirmedWrite):
+            if (error.result or [""])[0] != "claimed":
+                return  # no claim was made (busy, done, early ...)
+        elif not self.store.wait_replicas:
+            return  # no failover to ride out: the store is away, and the lease will do
+        deadline = time.monotonic() + min(LET_GO_FOR_S, self.settings.claim_lease_s / 2)
+        while True:
+            try:
+                self.store.defer(
+                    request_id,
+                    token,
+                    delay_s=STORE_RECHECK_S + random.uniform(0, 1),
+                    reason="status_store",
+                    detail=f"the claim was not confirmed ({error}); nothing was sent",
+                )
+                break
+            except UnconfirmedWrite:
+                break  # the primary has it: the claim is let go there
+            except redis.RedisError:
+                if time.monotonic() + 0.5 > deadline:
+                    return
+                time.sleep(0.5)
+        self.metrics.waited("status_store")
+        log.warning("claim not confirmed; let go", error=str(error))
 
     def _attempt(self, request_id: str, claim: Claim) -> str:
         structlog.contextvars.bind_contextvars(attempt=claim.attempts, state=claim.state)
@@ -400,7 +439,10 @@ class Pipeline:
                 return attempts, exc.verdict  # nothing was sent
             if waiting is not None:
                 return attempts, waiting
-            sent = self._through_the_gates(request_id, claim, user, closes_at, asked_free)
+            try:
+                sent = self._through_the_gates(request_id, claim, user, closes_at, asked_free)
+            except redis.RedisError as exc:
+                return attempts, self._not_sent(request_id, claim, exc)
             if sent.outcome == "wait":
                 return attempts, Waiting(sent.reason, sent.at)
             if sent.outcome == "closed":
@@ -428,6 +470,22 @@ class Pipeline:
                 }
             ),
         )
+
+    def _not_sent(self, request_id: str, claim: Claim, error: redis.RedisError) -> Waiting:
+        """The send marker failed (not confirmed by FOLLOWUP_REDIS_WAIT_REPLICAS replicas or
+        by its fsync, or the store went away at it): nothing was sent, and this process
+        knows it. The marker is taken back and the request waits a little; the take-back is
+        written again until it is confirmed (as an outcome is), so no failover can bring
+        the marker back and call the request `unknown` without a call."""
+        delay = STORE_RECHECK_S + random.uniform(0, 1)
+        detail = f"the send marker was not confirmed ({error}); nothing was sent"
+        self._record(
+            lambda: self.store.withdraw(
+                request_id, claim.token, delay_s=delay, reason="status_store", detail=detail
+            )
+        )
+        log.warning("send marker not confirmed; taken back, nothing sent", error=str(error))
+        return Waiting("status_store", time.time() + delay)
 
     def _ask_if_busy(
         self, request_id: str, claim: Claim, user: str, token: str, base: str
@@ -530,7 +588,7 @@ class Pipeline:
             return Send("lost")
         return Send("wait", reason="rate_limit", at=time.time() + sent.seconds)
 
-    def _record(self, write: Callable[[], Finished]) -> Finished:
+    def _record(self, write: Callable[[], T]) -> T:
         """The outcome is known and must land: ride out any Redis error (refused, reset,
         stalled) for up to OUTCOME_WRITE_FOR_S (or half the visibility timeout, if less:
         the message is held meanwhile, and RabbitMQ's consumer_timeout is 30 minutes). The
@@ -556,6 +614,9 @@ class Pipeline:
 
 OUTCOME_WRITE_FOR_S = 900.0
 HAND_ON_S = 0.5  # a request a refused worker hands on waits this long (plus up to 1 s)
+LET_GO_FOR_S = 15.0  # a claim's release is tried this long (a Sentinel failover takes seconds)
+STORE_RECHECK_S = 2.0  # a request whose claim or marker was not confirmed waits this, and more
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)

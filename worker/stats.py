@@ -29,6 +29,7 @@ WAIT_REASONS = (
     "breaker",
     "credentials",
     "retry_backoff",
+    "status_store",
 )
 BUCKET = 1.25  # a placed request's time falls in [1.25^k, 1.25^(k+1)) milliseconds
 

@@ -52,7 +52,12 @@ class InlineMessage:
 
 
 class UnconfirmedWrite(redis.RedisError):
-    """A write the store could not confirm as durable: handled as a store outage."""
+    """A write the store could not confirm as durable: handled as a store outage. `result`
+    is the script's answer on the primary, which holds the write (a replica may not)."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,7 @@ class StatusStore:
         _check_keys([request_id], queue)
         _same_queue(queue, [message])
         fields = _request_fields(request)
-        result = self._run(
+        result = self._confirmed(
             store_lua.REGISTER,
             id=request_id,
             **fields,
@@ -331,7 +336,11 @@ class StatusStore:
                 event_channel=channel,
                 each=each,
             )
-        flat = [value for run in pipe.execute() for value in run]
+        confirming = self._confirm_on(pipe)
+        runs = pipe.execute()
+        if confirming:
+            self._check("register_many", runs[-confirming:], runs)
+        flat = [value for run in runs[: len(runs) - confirming] for value in run]
         return [Registered(outcome=outcome, request_id=rid) for outcome, rid in _rows(flat, 2)]
 
     def record_rejected(
@@ -341,7 +350,7 @@ class StatusStore:
         bounded excerpt of the message as a dashboard shows one (ids, a masked number, the
         keys and sizes of the rest: `redaction.summarize`), never the message itself."""
         _check_keys([request_id], queue)
-        result = self._run(
+        result = self._confirmed(
             store_lua.REGISTER,
             id=request_id,
             request=excerpt(summary),
@@ -385,11 +394,13 @@ class StatusStore:
         lease_s: float,
         mode: Literal["deliver", "sweep"] = "deliver",
         pauses: Sequence[tuple[str, str]] = (),
+        token: str = "",
     ) -> Claim:
         """Atomically move a due request into `dialing`, or say why not. Spends no attempt.
 
-        pauses: (pause name, reason) pairs; while one holds, the request waits instead."""
-        token = uuid.uuid4().hex
+        pauses: (pause name, reason) pairs; while one holds, the request waits instead.
+        token: the claim's, if the caller made it (to let the claim go should this raise)."""
+        token = token or uuid.uuid4().hex
         outcome, state, attempts, request_json, *claimed = self._confirmed(
             store_lua.CLAIM,
             fsync=False,
@@ -446,27 +457,49 @@ class StatusStore:
             )
         )
 
-    def _confirmed(self, script: LuaScript, *, fsync: bool, **values: Any) -> Any:
-        """Run a transition the no-duplicate promise rests on (the claim, the send marker),
-        and in the same round trip wait for its fsync and its replicas, as configured. A
-        write that cannot be confirmed is an outage (UnconfirmedWrite), never a guess."""
+    def _confirmed(self, script: LuaScript, *, fsync: bool = False, **values: Any) -> Any:
+        """Run a transition and, in the same round trip, wait for its fsync (fsync=True:
+        the send marker) and its FOLLOWUP_REDIS_WAIT_REPLICAS replicas. A write that cannot
+        be confirmed is an outage (UnconfirmedWrite, with the primary's answer), never a
+        guess. Every transition a person or a call depends on goes through here: register,
+        claim, send marker, outcome, defer, withdraw, cancel and retry, lookups' answers."""
         if not fsync and not self.wait_replicas:
             return self._run(script, **values)
         pipe = self.redis.pipeline(transaction=False)
         self._run(script, pipe, **values)
-        if fsync:
-            pipe.execute_command("WAITAOF", 1, 0, self._confirm_ms)  # type: ignore[no-untyped-call]
-        if self.wait_replicas:
-            pipe.execute_command("WAIT", self.wait_replicas, self._confirm_ms)  # type: ignore[no-untyped-call]
+        confirming = self._confirm_on(pipe, fsync=fsync)
         result, *confirmations = pipe.execute()
-        if fsync and int(confirmations.pop(0)[0]) < 1:
-            raise UnconfirmedWrite(f"{script.name}: not on disk in time; not going on")
-        if self.wait_replicas and int(confirmations[0]) < self.wait_replicas:
-            raise UnconfirmedWrite(
-                f"{script.name}: {confirmations[0]} of {self.wait_replicas} replicas "
-                "(FOLLOWUP_REDIS_WAIT_REPLICAS) confirmed it in time; not going on"
-            )
+        assert len(confirmations) == confirming
+        self._check(script.name, confirmations[-confirming:], result, fsync=fsync)
         return result
+
+    def _confirm_on(self, pipe: Any, *, fsync: bool = False) -> int:
+        """Queue the confirmations on `pipe`, after its writes; returns how many replies
+        they add. The first is a small write of its own: WAIT and WAITAOF wait for the
+        connection's last write, and a transition run again after an outage may write
+        nothing (it is already done), yet what the primary holds must be confirmed."""
+        if not fsync and not self.wait_replicas:
+            return 0
+        pipe.set(f"{self.ns}:confirm", 1)
+        if fsync:
+            pipe.execute_command("WAITAOF", 1, 0, self._confirm_ms)
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self._confirm_ms)
+        return 1 + int(fsync) + int(bool(self.wait_replicas))
+
+    def _check(
+        self, name: str, confirmations: Sequence[Any], result: Any, *, fsync: bool = False
+    ) -> None:
+        """Raise UnconfirmedWrite if the replies of `_confirm_on` fall short."""
+        replies = list(confirmations[1:])  # after the write of its own
+        if fsync and int(replies.pop(0)[0]) < 1:
+            raise UnconfirmedWrite(f"{name}: not on disk in time; not going on", result)
+        if self.wait_replicas and int(replies[0]) < self.wait_replicas:
+            raise UnconfirmedWrite(
+                f"{name}: {replies[0]} of {self.wait_replicas} replicas "
+                "(FOLLOWUP_REDIS_WAIT_REPLICAS) confirmed it in time",
+                result,
+            )
 
     def server_version(self) -> tuple[int, ...]:
         """The server's Redis version (Valkey reports the Redis version it is compatible with)."""
@@ -510,6 +543,24 @@ class StatusStore:
         return (
             f"Redis {version} without AOF: a Redis restart loses every record and message; "
             "use appendonly yes with appendfsync always"
+        )
+
+    def withdraw(
+        self, request_id: str, token: str, *, delay_s: float, reason: str, detail: str
+    ) -> bool:
+        """The call never left, but the send marker was (or may have been) written: take it
+        back, refund the attempt, release the claim; the request waits delay_s for `reason`.
+        Run it again freely until it is confirmed. False if it is not (or no longer) this
+        claim's to take back."""
+        return bool(
+            self._confirmed(
+                store_lua.WITHDRAW,
+                id=request_id,
+                token=token,
+                delay=delay_s,
+                reason=reason,
+                detail=detail,
+            )
         )
 
     def unsend(self, request_id: str, token: str, detail: str) -> bool:
@@ -582,7 +633,7 @@ class StatusStore:
         `pause` (name, seconds), that fleet-wide pause is set too. False if the claim was lost."""
         name, seconds = pause or ("", 0.0)
         return bool(
-            self._run(
+            self._confirmed(
                 store_lua.DEFER,
                 id=request_id,
                 token=token,
@@ -639,7 +690,9 @@ class StatusStore:
         return self._manual(request_id, "retry", who)
 
     def _manual(self, request_id: str, action: str, who: str) -> tuple[bool, str]:
-        ok, state = self._run(store_lua.MANUAL, id=self.resolve(request_id), action=action, who=who)
+        ok, state = self._confirmed(
+            store_lua.MANUAL, id=self.resolve(request_id), action=action, who=who
+        )
         return bool(ok), state
 
     def sweeper_alive(self, worker: str, for_s: float) -> None:
@@ -693,7 +746,7 @@ class StatusStore:
         """Settle an `unknown` request by what the platform says; retry_in_s > 0: it gave no
         usable answer, ask again then, spending no lookup (see store_lua.RECONCILE)."""
         return str(
-            self._run(
+            self._confirmed(
                 store_lua.RECONCILE,
                 id=request_id,
                 conversation_id=conversation_id,

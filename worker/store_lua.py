@@ -617,6 +617,36 @@ return 1
 """,
 )
 
+# The send marker was written, or may have been, but the call never left: the marker could
+# not be confirmed (FOLLOWUP_REDIS_WAIT_REPLICAS, WAITAOF) or the store failed at it. The
+# marker is taken back, the attempt refunded and not counted against the number's cap, the
+# claim released, and the request waits `delay` for `reason`. Also from 'unknown' (the lease
+# ran out meanwhile and the sweeper called it so): the token shows it was this claim, and
+# this claim sent nothing. Returns 1 if done, 0 if it was not (or no longer) this claim's.
+WITHDRAW = LuaScript(
+    "withdraw",
+    ("id", "token", "delay", "reason", "detail"),
+    r"""
+local id = ARG.id
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at', 'attempts', 'finished')
+if r[2] ~= ARG.token or r[5] == ARG.token then return 0 end
+if r[1] ~= 'dialing' and r[1] ~= 'unknown' then return 0 end
+if r[3] and r[3] ~= '' then
+  uncount(id, tonumber(r[4]) or 0)
+  redis.call('HSET', rkey(id), 'sent_at', '', 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
+  note(id, 'not sent', ARG.detail)
+end
+if r[1] == 'unknown' then
+  keep(id)
+  redis.call('HDEL', rkey(id), 'last_error', 'unknown_at', 'lookups')
+end
+redis.call('HDEL', rkey(id), 'claim')
+wait(id, r[1], 'scheduled', now + tonumber(ARG.delay), ARG.reason, 'waiting for ' .. ARG.reason,
+  ARG.detail)
+return 1
+""",
+)
+
 # Returns {ok, state, breaker event ('opened' | 'reopened' | 'closed' | ''), the rate in force
 # if a 429 lowered it, else ''}. Only the holder of the claim may finish; a late answer may
 # also settle an 'unknown'. Running it again after it landed (its reply was lost in an
@@ -936,6 +966,7 @@ SCRIPTS = (
     CLAIM,
     SEND,
     UNSEND,
+    WITHDRAW,
     FINISH,
     DEFER,
     LIFT,
