@@ -17,6 +17,7 @@ import redis
 
 from followup.cli.local_stack import wait_until
 from followup.worker.records import StatusRecord
+from followup.worker.store import UnconfirmedWrite
 from tests.conftest import Fleet, calls_for, unique
 from tests.sentinels import FailoverRedis
 
@@ -155,3 +156,17 @@ def _primary_port(group: FailoverRedis) -> int | None:
         return group.primary_port()
     except redis.RedisError:
         return None
+
+
+def test_an_enqueue_no_replica_confirmed_raises_and_the_same_key_confirms_it(
+    replicated: Replicated,
+) -> None:
+    request = {"contact_id": unique(), "user_id": "u-1001", "phone_number": PHONE}
+    replicated.replica.stall()
+    with pytest.raises(UnconfirmedWrite):
+        replicated.enqueue(**request, idempotency_key="crm-replicas-1")
+    replicated.replica.resume()
+    request_id = replicated.enqueue(**request, idempotency_key="crm-replicas-1")
+    record = replicated.status(request_id)
+    assert record is not None and record.state == "queued"
+    assert replicated.enqueue(**request, idempotency_key="crm-replicas-1") == request_id
