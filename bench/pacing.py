@@ -7,7 +7,7 @@ achieved rate is (N - 1) / (last call - first call), from the simulator's own re
 Baseline in the same run: the limit itself.
 Usage: python bench/pacing.py [N] [LIMIT]
 
-Recovery (issue 21): python bench/pacing.py recovery [breaker|aimd|agent ...]
+Recovery (issue 21): python bench/pacing.py recovery [breaker|breaker40|aimd|agent ...]
 - breaker B: a limit of 1/s, B requests waiting, the breaker opens after 3 answers of 500
   (cool-down 5 s): how long from the breaker opening to the next call (baseline: the
   cool-down plus one slot), and the rate after it against the limit.
@@ -74,6 +74,7 @@ BASE = {
     "FOLLOWUP_SWEEP_INTERVAL_S": "0.5",
     "FOLLOWUP_LOG_LEVEL": "WARNING",
     "FOLLOWUP_MAX_ATTEMPTS": "8",
+    "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",  # every request dials the same number
 }
 
 
@@ -211,9 +212,9 @@ def recovery(redis_url: str, which: list[str]) -> int:
         f"{platform.python_version()}; one worker process"
     )
     for name in which or ["breaker", "aimd", "agent"]:
-        if name == "breaker":
-            breaker(redis_url, 40)
-            breaker(redis_url, 90)
+        if name.startswith("breaker"):
+            for backlog in [int(name[7:])] if name[7:] else [40, 90]:
+                breaker(redis_url, backlog)
         elif name == "aimd":
             aimd(redis_url)
         elif name == "agent":

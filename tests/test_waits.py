@@ -242,3 +242,45 @@ def test_a_worker_with_a_refused_secret_does_not_hold_the_others(
     assert f"{f.workers[1].name}@" in check.stdout
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert "followup_credentials_refused 1.0" in metrics
+
+
+def test_the_breaker_gives_back_the_backlogs_slots_and_its_waiters_are_claimed_once(
+    fleet: Callable[..., Fleet],
+) -> None:
+    """30 requests at 2 a second, the platform fails three times: the breaker opens. The
+    slots reserved for the backlog are given back (the probe's slot is the cool-down's end,
+    not the backlog's), and a request waiting for the breaker is claimed again once it is
+    over, not every second."""
+    f = fleet(
+        FOLLOWUP_RATE_LIMIT_PER_S="2",
+        FOLLOWUP_BREAKER_FAILURES="3",
+        FOLLOWUP_BREAKER_COOLDOWN_S="5",
+        FOLLOWUP_MAX_ATTEMPTS="8",
+    )
+    f.sim.set_faults(script=["500"] * 3)
+    ids = [f.enqueue(user=f"u-{n}") for n in range(30)]
+    f.start_workers(1)
+    store, ns = f.client.store, f.env["FOLLOWUP_NAMESPACE"]
+
+    def opened() -> tuple[dict[str, str], dict[str, str], float] | None:
+        pipe = store.redis.pipeline(transaction=True)
+        pipe.hgetall(f"{ns}:breaker").hgetall(f"{ns}:limiter").time()
+        breaker, limiter, (seconds, micros) = pipe.execute()
+        if breaker.get("state") != "open":
+            return None
+        return breaker, limiter, seconds + micros / 1e6
+
+    breaker, limiter, now = wait_until(opened, 60, "the breaker to open", 0.01)
+    assert now < float(breaker["ends"])  # seen during the cool-down (nothing reserves then)
+    assert float(limiter["tat"]) <= float(breaker["ends"]) + 0.01
+
+    for request_id in ids:
+        f.wait(request_id, "placed", timeout_s=120)
+        assert len(calls_for(f.sim, request_id)) == 1
+    waits = [
+        h.event
+        for i in ids
+        for h in f.client.status(i).history  # type: ignore[union-attr]
+    ].count("waiting for breaker")
+    assert waits <= 2 * len(ids), waits
+    assert "the breaker closes" in f.workers[0].log()

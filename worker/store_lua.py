@@ -140,6 +140,15 @@ local function reserve(limit, burst)
   redis.call('HSET', LIMITER, 'tat', math.max(tat, slot) + interval, 'rate', rate, 'rate_at', now)
   return slot
 end
+-- Void every slot reserved so far (ns:limiter 'epoch' moves on; a request's slot of an
+-- older epoch is taken again): the next slot is `from`. When the breaker opens, the slots
+-- reserved for calls that now wait for it are given back, so its probe, and the calls after
+-- it, do not queue behind a backlog of slots nobody will use.
+local function void_slots(from)
+  local epoch = (tonumber(redis.call('HGET', LIMITER, 'epoch')) or 0) + 1
+  redis.call('HSET', LIMITER, 'tat', from, 'epoch', epoch)
+end
+local function slot_epoch() return redis.call('HGET', LIMITER, 'epoch') or '0' end
 local function slow_down(limit)
   local rate = math.max(limit * 0.1, rate_in_force(limit) * 0.5)
   redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now)
@@ -147,23 +156,48 @@ local function slow_down(limit)
 end
 -- The breaker (ns:breaker): open after policy.failures transport failures or 5xx answers in
 -- a row; after its cool-down one request goes as a probe; the probe's answer closes it, or
--- opens it again with the cool-down doubled (up to ten times the first).
+-- opens it again with the cool-down doubled (up to ten times the first). Opening it voids
+-- the slots reserved so far; closing it makes what waited for it due at once.
 local BREAKER = ns .. ':breaker'
-local function breaker_gate(id, policy)
+-- Returns (until when to wait, or nil; whether this request would be the probe). The probe
+-- role is taken (take_probe) only once its call is about to leave, never while it waits.
+local function breaker_gate(id)
   local b = redis.call('HMGET', BREAKER, 'state', 'ends', 'probe', 'probe_ends')
-  if b[1] ~= 'open' then return nil end
+  if b[1] ~= 'open' then return nil, false end
   local ends = tonumber(b[2]) or 0
-  if now < ends then return ends end
-  if b[3] and b[3] ~= '' and b[3] ~= id and (tonumber(b[4]) or 0) > now then return now + 1 end
+  if now < ends then return ends, false end
+  local probe_ends = tonumber(b[4]) or 0
+  if b[3] and b[3] ~= '' and b[3] ~= id and probe_ends > now then return probe_ends, false end
+  return nil, true
+end
+local function take_probe(id, policy)
   redis.call('HSET', BREAKER, 'probe', id, 'probe_ends', now + policy.probe_for)
-  return nil
+end
+local function breaker_waiters_go()
+  local waiting = ns .. ':waiting:breaker'
+  for _, w in ipairs(redis.call('ZRANGE', waiting, 0, 999)) do
+    redis.call('ZADD', DUE, now, w)
+    redis.call('ZADD', waiting, now, w)
+    redis.call('HSET', rkey(w), 'next_attempt_at', now)
+  end
 end
 local function breaker_heard(id, health, policy)
+  if health == '' then  -- the answer says nothing of an outage (a 429): the probe's role is free
+    local probe = redis.call('HGET', BREAKER, 'probe')
+    if probe == id then
+      redis.call('HSET', BREAKER, 'probe', '')
+      breaker_waiters_go()
+    end
+    return ''
+  end
   if health == 'ok' then
     -- 'closed' only if it was open: a count of failures below the threshold is just reset.
     local was = redis.call('HGET', BREAKER, 'state')
     redis.call('DEL', BREAKER)
-    if was == 'open' then return 'closed' end
+    if was == 'open' then
+      breaker_waiters_go()
+      return 'closed'
+    end
     return ''
   end
   if health ~= 'failure' then return '' end
@@ -172,6 +206,7 @@ local function breaker_heard(id, health, policy)
     if b[4] ~= id then return '' end
     local cooldown = math.min((tonumber(b[3]) or policy.cooldown) * 2, policy.cooldown * 10)
     redis.call('HSET', BREAKER, 'ends', now + cooldown, 'cooldown', cooldown, 'probe', '')
+    void_slots(now + cooldown)
     return 'reopened'
   end
   local failures = (tonumber(b[2]) or 0) + 1
@@ -181,6 +216,7 @@ local function breaker_heard(id, health, policy)
   end
   redis.call('HSET', BREAKER, 'state', 'open', 'ends', now + policy.cooldown,
     'cooldown', policy.cooldown, 'failures', 0, 'probe', '')
+  void_slots(now + policy.cooldown)
   return 'opened'
 end
 -- The per-number cap: ns:number:<sha1 of the E.164 number> holds the calls sent to that
@@ -525,7 +561,8 @@ SEND = LuaScript(
     ("id", "token", "user", "pauses", "policy", "spread", "closes", "asked"),
     r"""
 local id, policy = ARG.id, cjson.decode(ARG.policy)
-local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts', 'slot')
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attempts', 'slot',
+  'slot_epoch')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then return {'lost'} end
 if ARG.closes ~= '' and now >= tonumber(ARG.closes) then return {'closed', tostring(now)} end
 local function hold_off(at, reason, detail)
@@ -543,7 +580,7 @@ for _, gate in ipairs(cjson.decode(ARG.pauses)) do
   local ends = paused_until(gate[1])
   if ends > now then return hold_off(ends + spread, gate[2], 'a fleet-wide pause') end
 end
-local breaker = breaker_gate(id, policy)
+local breaker, probing = breaker_gate(id)
 if breaker then
   return hold_off(breaker + spread, 'breaker', 'the platform kept failing; the fleet waits')
 end
@@ -559,6 +596,8 @@ if capped then
 end
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
+-- A slot of an older epoch was given back (the breaker opened): take a new one.
+if slot and (r[6] or '0') ~= slot_epoch() then slot = nil end
 -- Missed its slot (came back late, e.g. redelivered): take a new one. A thread's sleep
 -- overshoots by a millisecond or more, so at high limits half an interval is too tight.
 if slot and slot < now - math.max(interval / 2, SLOT_GRACE) then slot = nil end
@@ -577,16 +616,17 @@ if not slot then
     redis.call('HSET', akey, 'at', slot, 'id', id)
     redis.call('PEXPIRE', akey, math.ceil((slot - now + policy.spacing) * 1000) + 1000)
   end
-  redis.call('HSET', rkey(id), 'slot', slot)
+  redis.call('HSET', rkey(id), 'slot', slot, 'slot_epoch', slot_epoch())
 end
 if slot - now > policy.hold then
   return hold_off(slot - policy.lead, 'rate_limit',
     string.format('the fleet-wide rate limit gave it a slot in %.1fs', slot - now))
 end
+if probing then take_probe(id, policy) end  -- its call leaves now, or after a short hold
 if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
-redis.call('HDEL', rkey(id), 'slot', 'asked_free')
+redis.call('HDEL', rkey(id), 'slot', 'slot_epoch', 'asked_free')
 if capped then
   redis.call('ZADD', capped, now, id .. ':' .. attempts)
   redis.call('PEXPIRE', capped, math.ceil(policy.number_window * 1000) + 1000)
