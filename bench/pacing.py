@@ -9,7 +9,7 @@ Usage: python bench/pacing.py [N] [LIMIT]
 
 Recovery (issue 21): python bench/pacing.py recovery [breaker|breaker40|aimd|agent ...]
 - breaker B: a limit of 1/s, B requests waiting, the breaker opens after 3 answers of 500
-  (cool-down 5 s): how long from the breaker opening to the next call (baseline: the
+  (the 11th to 13th calls, when the backlog holds its slots; cool-down 5 s): how long from the breaker opening to the next call (baseline: the
   cool-down plus one slot), and the rate after it against the limit.
 - aimd: a limit of 2/s, 60 requests, the first six answered 429 without Retry-After: how
   long from the last 429 until calls go at 90 % of the limit again, and the whole run's rate
@@ -123,7 +123,7 @@ def breaker(redis_url: str, backlog: int) -> None:
     sent, events, _ = _scenario(
         redis_url,
         requests,
-        {"script": ["500", "500", "500"]},
+        {"script": ["ok"] * 10 + ["500"] * 3},  # after ten calls: a backlog holds slots
         3 * backlog + 120,
         FOLLOWUP_RATE_LIMIT_PER_S="1",
         FOLLOWUP_BREAKER_FAILURES="3",
