@@ -9,8 +9,9 @@ Usage: python bench/pacing.py [N] [LIMIT]
 
 Recovery (issue 21): python bench/pacing.py recovery [breaker|breaker40|aimd|agent ...]
 - breaker B: a limit of 1/s, B requests waiting, the breaker opens after 3 answers of 500
-  (the 11th to 13th calls, when the backlog holds its slots; cool-down 5 s): how long from the breaker opening to the next call (baseline: the
-  cool-down plus one slot), and the rate after it against the limit.
+  (the 11th to 13th calls, when the backlog holds its slots; cool-down 5 s): how long from
+  the breaker opening to the next call (baseline: the cool-down plus one slot), and the
+  rate after it against the limit.
 - aimd: a limit of 2/s, 60 requests, the first six answered 429 without Retry-After: how
   long from the last 429 until calls go at 90 % of the limit again, and the whole run's rate
   against the limit (baseline: 60 calls at the limit, 30 s).
