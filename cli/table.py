@@ -139,21 +139,23 @@ def render_stats(f: dict[str, Any]) -> str:
         rate += f" (in force: {f['rate_in_force_per_s']:g}/s, after a 429)"
     breaker = f["breaker"]
     rows = [
-        ("requests by state", pairs(f["states"])),
-        ("last hour", pairs(f["last_hour"])),
+        ("requests now", pairs(f["requests_now"])),
+        ("outcomes, last hour", pairs(f["outcomes_last_hour"])),
+        ("  settled by lookup", str(f["settled_by_lookup_last_hour"])),
         (
             "enqueue to placed",
-            f"p50 {seconds(f['placed_p50_s'])}  p95 {seconds(f['placed_p95_s'])} (last hour)",
+            f"p50 {seconds(f['enqueue_to_placed_p50_s'])}  "
+            f"p95 {seconds(f['enqueue_to_placed_p95_s'])} (last hour)",
         ),
         ("broker queue", f"{queue['name']}: {depth} messages"),
-        ("waiting (due set)", f"{f['due']}: {pairs(f['waiting'])}"),
+        ("waiting (due set)", f"{f['due_set']}: {pairs(f['waiting_by_reason'])}"),
         ("rate limit", rate),
         (
             "breaker",
             breaker["state"]
             + (f", {breaker['seconds_left']}s left" if breaker.get("seconds_left") else ""),
         ),
-        ("fleet-wide pauses", pairs({k: f"{v}s" for k, v in f["paused"].items()})),
+        ("fleet-wide pauses", pairs({k: f"{v}s" for k, v in f["pauses_seconds_left"].items()})),
         (
             "workers answering",
             "unknown (the broker does not answer)"

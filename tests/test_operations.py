@@ -67,16 +67,22 @@ def ops(env: dict[str, str], start_worker: Callable[..., Worker]) -> Iterator[Op
 def test_stats_counts_a_small_real_run(ops: Ops, sim: Simulator) -> None:
     ops.run_a_few(sim)
     figures = json.loads(followup("stats", "--json", env=ops.env, check=True).stdout)
-    assert figures["states"]["placed"] == 3
-    assert figures["states"]["failed"] == 1
-    assert figures["states"]["unknown"] == 1
-    assert figures["last_hour"] == {"placed": 3, "failed": 1, "unknown": 1}
-    assert 0 < figures["placed_p50_s"] <= figures["placed_p95_s"] < 30
+    assert figures["requests_now"]["placed"] == 3
+    assert figures["requests_now"]["failed"] == 1
+    assert figures["requests_now"]["unknown"] == 1
+    assert figures["outcomes_last_hour"] == {
+        "placed": 3,
+        "failed": 1,
+        "unknown": 1,
+        "cancelled": 0,
+        "rejected": 0,
+    }
+    assert 0 < figures["enqueue_to_placed_p50_s"] <= figures["enqueue_to_placed_p95_s"] < 30
     assert figures["queue"] == {"name": ops.env["FOLLOWUP_QUEUE"], "messages": 0}
     assert any(name.startswith(ops.worker.name) for name in figures["workers"])
     assert figures["breaker"]["state"] == "closed"
     table = followup("stats", env=ops.env, check=True).stdout
-    assert "last hour" in table and "placed 3" in table
+    assert "outcomes, last hour" in table and "placed 3" in table
 
 
 def test_worker_check_passes_with_a_worker_and_fails_without(ops: Ops) -> None:
@@ -103,9 +109,9 @@ def test_a_real_workers_metrics_count_its_calls_and_show_no_numbers(
         line = next(x for x in text.splitlines() if x.startswith(line_start))
         return float(line.rsplit(" ", 1)[1])
 
-    assert value('followup_requests_total{outcome="placed"}') == 3
-    assert value('followup_requests_total{outcome="failed"}') == 1
-    assert value('followup_requests_total{outcome="unknown"}') == 1
+    assert value('followup_fleet_outcomes_total{outcome="placed"}') == 3
+    assert value('followup_fleet_outcomes_total{outcome="failed"}') == 1
+    assert value('followup_fleet_outcomes_total{outcome="unknown"}') == 1
     assert value("followup_attempts_total") == 5
     assert (
         value('followup_api_request_duration_seconds_count{endpoint="call",status_class="2xx"}')

@@ -1,15 +1,20 @@
 """Prometheus metrics of one worker process, served on FOLLOWUP_METRICS_PORT (off: no-op)
 at FOLLOWUP_METRICS_ADDRESS (loopback unless told otherwise).
 
+Two kinds (docs/operations.md, "What the numbers mean"):
+- what this process did: create-call requests sent, waits imposed, token fetches, the
+  platform's latency. Per process, from its start; Prometheus sums them over processes.
+- `followup_fleet_*`: the fleet's figures, read from the status store at each scrape, so
+  every process reports the same (take max() in a dashboard). Outcomes are only these: the
+  store counts them in the same Lua script as each transition, whoever makes it (a worker's
+  pipeline, its sweeper, its reconciler, a person), so they agree with the records after a
+  crash, which a process's own counter would not.
+No label is a phone number, a request id or a user id: privacy, and bounded cardinality.
+
 One process a port. A process that finds its port taken (another worker on the same host)
 serves on the next free one of the following PORT_OFFSETS - 1 and says so in one error
 line; with none free, it serves none. Either way the worker goes on: its metrics are never
 a reason to stop consuming, sweeping or reconciling.
-
-Counters and the latency histogram count what this process did; Prometheus sums them over
-processes. The `followup_fleet_*` gauges are read from the status store at each scrape, so
-every process reports the same fleet-wide figures (take max() in a dashboard). No label is
-a phone number, a request id or a user id: privacy, and bounded cardinality.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import redis
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from followup.worker import stats
@@ -37,12 +42,6 @@ class Metrics:
     def __init__(self, store: StatusStore | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "followup_requests",
-            "Requests this process settled, by outcome.",
-            ["outcome"],
-            registry=r,
-        )
         self.attempts = Counter(
             "followup_attempts", "Create-call requests this process sent.", registry=r
         )
@@ -110,9 +109,6 @@ class Metrics:
         status_class = f"{status // 100}xx" if status else "none"
         self.latency.labels(endpoint, status_class).observe(seconds)
 
-    def outcome(self, state: str) -> None:
-        self.requests.labels(state).inc()
-
     def waited(self, reason: str) -> None:
         self.waits.labels(reason).inc()
 
@@ -129,16 +125,43 @@ class _FleetCollector(Collector):
         except redis.RedisError:
             return
         states = GaugeMetricFamily(
-            "followup_fleet_requests", "Requests in each state, fleet-wide.", labels=["state"]
+            "followup_fleet_requests", "Requests in each state now, fleet-wide.", labels=["state"]
         )
-        for state, count in figures.states.items():
+        for state, count in figures.requests_now.items():
             states.add_metric([state], count)
+        last_hour = GaugeMetricFamily(
+            "followup_fleet_outcomes_last_hour",
+            "Requests that reached their outcome in the last hour, each once, under the "
+            "outcome it has now.",
+            labels=["outcome"],
+        )
+        reached = CounterMetricFamily(
+            "followup_fleet_outcomes",
+            "Outcomes reached, fleet-wide: each time a request became placed, failed, unknown, "
+            "cancelled or rejected (an unknown later placed counts under both).",
+            labels=["outcome"],
+        )
+        for outcome in stats.OUTCOMES:
+            last_hour.add_metric([outcome], figures.outcomes_last_hour[outcome])
+            reached.add_metric([outcome], figures.outcomes_total[outcome])
+        yield states
+        yield last_hour
+        yield reached
+        yield GaugeMetricFamily(
+            "followup_fleet_settled_by_lookup_last_hour",
+            "Unknown requests placed by a lookup at the platform in the last hour.",
+            value=figures.settled_by_lookup_last_hour,
+        )
+        yield CounterMetricFamily(
+            "followup_fleet_settled_by_lookup",
+            "Unknown requests placed by a lookup at the platform, fleet-wide.",
+            value=figures.settled_by_lookup_total,
+        )
         waiting = GaugeMetricFamily(
             "followup_fleet_waiting", "Requests waiting, by what for.", labels=["reason"]
         )
         for reason in stats.WAIT_REASONS:
-            waiting.add_metric([reason], figures.waiting.get(reason, 0))
-        yield states
+            waiting.add_metric([reason], figures.waiting_by_reason.get(reason, 0))
         yield waiting
         yield GaugeMetricFamily(
             "followup_fleet_rate_in_force_per_second",

@@ -44,7 +44,7 @@ from followup.worker.calling_hours import (
 from followup.worker.classify import Verdict
 from followup.worker.metrics import Metrics
 from followup.worker.platforms.base import CallRequest, NoAnswer, NotSupported, Platform
-from followup.worker.records import TERMINAL_STATES, ErrorInfo, State
+from followup.worker.records import ErrorInfo, State
 from followup.worker.store import Claim, Finished, Send, StatusStore, UnconfirmedWrite
 from followup.worker.tokens import CREDENTIALS_RECHECK_S, TokenCache, TokenError
 
@@ -142,8 +142,6 @@ class Pipeline:
                 spent=sent,
             )
         )
-        if finished.recorded:
-            self.metrics.outcome(state)
         log.warning("transition", state=state, detail=detail, recorded=finished.recorded)
         return str(state)
 
@@ -187,7 +185,6 @@ class Pipeline:
             queue,
             source="message",
         )
-        self.metrics.outcome("rejected")
         log.warning("transition", state="rejected", attempt=0, errors=[str(e) for e in errors])
         return "rejected"
 
@@ -356,8 +353,6 @@ class Pipeline:
             ),
         )
         self._log_fleet_changes(finished)
-        if outcome.state in TERMINAL_STATES:
-            self.metrics.outcome(outcome.state)
         log_method = log.info if outcome.state in (State.PLACED, State.RETRYING) else log.warning
         log_method(
             "transition",

@@ -1,11 +1,17 @@
 """The fleet's figures, as the status store keeps them while requests move: read in one
-round trip, whatever the number of records (no scan).
+round trip, whatever the number of records (no scan). Each name says what it counts
+(docs/operations.md, "What the numbers mean"):
 
-- counts by state: the sizes of the state indices;
-- the last hour's outcomes and the enqueue-to-placed times: per-minute hashes that every
-  terminal transition increments (`store_lua.record_outcome`; times in buckets of x1.25);
+- requests_now: requests in each state now (the sizes of the state indices);
+- outcomes_last_hour: requests that reached their outcome in the last hour, each counted
+  once, under the outcome it has now (per-minute hashes the transitions keep: a request
+  that leaves an outcome, unknown -> placed by a lookup or a person's retry, is taken out of
+  it); settled_by_lookup_last_hour: those placed by a lookup after being unknown;
+- outcomes_total, settled_by_lookup_total: the fleet's running totals of outcomes reached
+  (an unknown later placed counts under both), as Prometheus counters want them;
+- the enqueue-to-placed times of the last hour (buckets of x1.25);
 - what waits, and for what: the due set and the per-reason wait indices;
-- the limiter's rate in force and the breaker's state.
+- the limiter's rate in force, the breaker's state, the fleet-wide pauses.
 """
 
 from __future__ import annotations
@@ -31,21 +37,25 @@ WAIT_REASONS = (
     "retry_backoff",
     "status_store",
 )
+OUTCOMES = ("placed", "failed", "unknown", "cancelled", "rejected")
 BUCKET = 1.25  # a placed request's time falls in [1.25^k, 1.25^(k+1)) milliseconds
 
 
 @dataclass
 class FleetStats:
-    states: dict[str, int]
-    last_hour: dict[str, int]
-    placed_p50_s: float | None
-    placed_p95_s: float | None
-    due: int
-    waiting: dict[str, int]
+    requests_now: dict[str, int]
+    outcomes_last_hour: dict[str, int]
+    settled_by_lookup_last_hour: int
+    outcomes_total: dict[str, int]
+    settled_by_lookup_total: int
+    enqueue_to_placed_p50_s: float | None
+    enqueue_to_placed_p95_s: float | None
+    due_set: int
+    waiting_by_reason: dict[str, int]
     rate_limit_per_s: float
     rate_in_force_per_s: float
     breaker: dict[str, Any]
-    paused: dict[str, float] = field(default_factory=dict)  # fleet-wide pauses: seconds left
+    pauses_seconds_left: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,15 +81,19 @@ def read(store: StatusStore, now: float) -> FleetStats:
         pipe.zcard(f"{ns}:waiting:{reason}")
     pipe.hgetall(f"{ns}:limiter")
     pipe.hgetall(f"{ns}:breaker")
+    pipe.hgetall(f"{ns}:counts")
     raw = pipe.execute()
     pauses = _pauses(store, now)
 
     states = {str(s): int(n) for s, n in zip(STATES, raw[: len(STATES)], strict=True)}
     hours = cast(list[dict[str, str]], raw[len(STATES) : len(STATES) + 60])
     rest = raw[len(STATES) + 60 :]
-    due, waits, limiter, breaker = rest[0], rest[1 : 1 + len(WAIT_REASONS)], rest[-2], rest[-1]
+    due, waits = rest[0], rest[1 : 1 + len(WAIT_REASONS)]
+    limiter, breaker, counts = rest[-3], rest[-2], cast(dict[str, str], rest[-1])
 
-    last_hour = {s: sum(int(h.get(s, 0)) for h in hours) for s in ("placed", "failed", "unknown")}
+    def last_hour(name: str) -> int:
+        return sum(int(h.get(name, 0)) for h in hours)
+
     took: dict[int, int] = {}
     for h in hours:
         for name, count in h.items():
@@ -88,16 +102,19 @@ def read(store: StatusStore, now: float) -> FleetStats:
                 took[bucket] = took.get(bucket, 0) + int(count)
     limit = store.pacing.limit
     return FleetStats(
-        states=states,
-        last_hour=last_hour,
-        placed_p50_s=_percentile(took, 0.50),
-        placed_p95_s=_percentile(took, 0.95),
-        due=int(due),
-        waiting={r: int(n) for r, n in zip(WAIT_REASONS, waits, strict=True) if int(n)},
+        requests_now=states,
+        outcomes_last_hour={o: last_hour(o) for o in OUTCOMES},
+        settled_by_lookup_last_hour=last_hour("settled_by_lookup"),
+        outcomes_total={o: int(counts.get(o, 0)) for o in OUTCOMES},
+        settled_by_lookup_total=int(counts.get("settled_by_lookup", 0)),
+        enqueue_to_placed_p50_s=_percentile(took, 0.50),
+        enqueue_to_placed_p95_s=_percentile(took, 0.95),
+        due_set=int(due),
+        waiting_by_reason={r: int(n) for r, n in zip(WAIT_REASONS, waits, strict=True) if int(n)},
         rate_limit_per_s=limit,
         rate_in_force_per_s=_rate_in_force(limiter, limit, now),
         breaker=_breaker(breaker, now),
-        paused=pauses,
+        pauses_seconds_left=pauses,
     )
 
 

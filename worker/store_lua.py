@@ -81,7 +81,17 @@ local function unwait(id)
     redis.call('HDEL', rkey(id), 'waiting_for')
   end
 end
+-- The per-minute outcome counters count requests, not transitions: a request is counted in
+-- the minute it reached its outcome, under that outcome, and taken out again when it leaves
+-- it (unknown -> placed by a lookup, a person's retry), so each counts once, as it is now.
+local function uncount(id, old)
+  local minute = redis.call('HGET', rkey(id), 'counted_in')
+  if not minute or minute == '' then return end
+  if redis.call('EXISTS', minute) == 1 then redis.call('HINCRBY', minute, old, -1) end
+  redis.call('HDEL', rkey(id), 'counted_in')
+end
 local function move(id, old, new)
+  if old and TERMINAL[old] then uncount(id, old) end
   if old then redis.call('ZREM', ns .. ':state:' .. old, id) end
   if old and WAITING[old] then unwait(id) end
   if old == 'unknown' then redis.call('ZREM', ns .. ':reconcile', id) end
@@ -250,8 +260,10 @@ local function keep(id)
   if ikey then redis.call('PERSIST', ikey) end
 end
 -- Every terminal transition, in the same script as the transition itself: an entry in the
--- outcome stream (what producers read: never the phone number), and the per-minute
--- counters `followup stats` reads (outcomes; enqueue-to-placed times in log-scale buckets).
+-- outcome stream (what producers read: never the phone number), the fleet's running totals
+-- of outcomes reached (ns:counts), and the per-minute counters `followup stats` reads
+-- (requests by the outcome they reached in that minute; enqueue-to-placed times in
+-- log-scale buckets).
 local function record_outcome(id, state)
   local r = redis.call('HMGET', rkey(id), 'request', 'conversation_id', 'last_error',
     'idempotency_key', 'created_at')
@@ -263,8 +275,10 @@ local function record_outcome(id, state)
     'request_id', id, 'state', state, 'conversation_id', r[2] or '',
     'code', type(code) == 'string' and code or '', 'idempotency_key', r[4] or '',
     'contact_id', type(contact) == 'string' and contact or '', 'at', tostring(now))
+  redis.call('HINCRBY', ns .. ':counts', state, 1)
   local minute = ns .. ':stats:' .. math.floor(now / 60)
   redis.call('HINCRBY', minute, state, 1)
+  redis.call('HSET', rkey(id), 'counted_in', minute)
   if state == 'placed' and tonumber(r[5]) then
     local took = math.max(now - tonumber(r[5]), 0.001)
     redis.call('HINCRBY', minute, 'took:' .. math.floor(math.log(took * 1000) / math.log(1.25)), 1)
@@ -869,6 +883,8 @@ if cid ~= '' then
     move(id, 'unknown', 'placed')
     note(id, 'settled by lookup', detail)
     settle(id)
+    redis.call('HINCRBY', ns .. ':counts', 'settled_by_lookup', 1)
+    redis.call('HINCRBY', ns .. ':stats:' .. math.floor(now / 60), 'settled_by_lookup', 1)
     return 'placed'
   end
 end
