@@ -217,8 +217,7 @@ def refuse_message(message: Any, refusal: Refusal, events: Any = None) -> bool:
                 refusal.request_id, refusal.excerpt, error, queue, source="message"
             )
             if registered.outcome == "created":
-                _tell_flower(events, refusal, error.message)
-                runtime.metrics.outcome("rejected")
+                _tell_flower(events, refusal, error.message)  # counted by the store
                 log.warning(
                     "message refused",
                     request_id=refusal.request_id,
@@ -239,6 +238,7 @@ def refuse_message(message: Any, refusal: Refusal, events: Any = None) -> bool:
                 )
                 return False
         count = store.dead_letter(error.message, refusal.excerpt)
+        runtime.metrics.refused.inc()
     except redis.RedisError as exc:
         # Nothing can be kept: the message goes back to the broker, after a pause (the
         # consumer holds no other message meanwhile, and nothing could be recorded anyway).

@@ -42,6 +42,11 @@ class Metrics:
     def __init__(self, store: StatusStore | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.refused = Counter(
+            "followup_messages_refused",
+            "Messages this process refused with no usable request id: a dead letter, no record.",
+            registry=r,
+        )
         self.attempts = Counter(
             "followup_attempts", "Create-call requests this process sent.", registry=r
         )

@@ -80,7 +80,7 @@ class Pipeline:
         problem = request_id_problem(request_id)
         if problem:  # the intake refuses these first (worker.intake); nothing can be keyed
             log.error("message refused: its id is not a request id", problem=problem)
-            self.metrics.outcome("rejected")
+            self.metrics.refused.inc()
             return "refused"
         # Every event about a request carries its id, attempt and state (null until known).
         structlog.contextvars.bind_contextvars(request_id=request_id, attempt=None, state=None)
