@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from pydantic import (
@@ -22,6 +23,12 @@ from pydantic import (
 )
 
 from followup.config.redaction import mask_phone, mask_text
+
+# Files in a zoneinfo directory that load but are not IANA zones a customer lives in: the
+# host's own zone (localtime), tzdata's placeholder (Factory), a link for POSIX TZ strings
+# (posixrules), and the posix/ and right/ (leap-second) copies of the tree.
+_NOT_A_ZONE = re.compile(r"localtime|Factory|posixrules|(posix|right)/.*")
+_zones = functools.cache(available_timezones)  # a walk of the zoneinfo tree: once
 
 Identifier = Annotated[
     str,
@@ -111,11 +118,14 @@ class FollowUpRequest(BaseModel):
             return value
         try:
             ZoneInfo(value)
+            real = value in _zones() and not _NOT_A_ZONE.fullmatch(value)
         except (ZoneInfoNotFoundError, ValueError):
+            real = False
+        if not real:
             raise ValueError(
                 f"'{mask_text(value[:64])}' is not an IANA time zone; use a name such as "
                 "America/Los_Angeles or Australia/Sydney"
-            ) from None
+            )
         return value
 
     @field_validator("not_before", "not_after")

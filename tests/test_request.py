@@ -73,3 +73,17 @@ def test_call_body_is_the_contract_and_never_a_campaign_call() -> None:
         "type": "outbound",
         "media": "audio",
     }
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "Factory", "posixrules", "right/UTC", "posix/Europe/Paris", "Mars/Base"]
+)
+def test_only_real_iana_zones_are_accepted(zone: str) -> None:
+    """Files in the zoneinfo tree that load but are no customer's zone (the host's own,
+    tzdata's placeholder, the posix/ and right/ copies) are refused, naming the field."""
+    assert "not an IANA time zone" in errors({**VALID, "timezone": zone})["timezone"]
+
+
+def test_iana_zones_and_their_links_are_accepted() -> None:
+    for zone in ("Europe/Paris", "America/Los_Angeles", "UTC", "US/Pacific"):
+        assert parse_request({**VALID, "timezone": zone}).timezone == zone

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,10 +20,14 @@ import httpx
 import pytest
 import redis
 
-from followup.cli.local_stack import BIN, PrivateRedis, Worker, free_port, wait_until
+from followup.cli.local_stack import BIN, PrivateRedis, Simulator, Worker, free_port, wait_until
+from followup.config.settings import Settings
 from followup.tasks.request import parse_request
+from followup.worker.http import PlatformHttp
+from followup.worker.platforms.conversations import client_credentials
 from followup.worker.store import StatusStore
 from followup.worker.sweeper import Sweeper
+from followup.worker.tokens import TokenCache
 from tests.conftest import calls_for, followup
 from tests.test_pacing import NUMBER, Fleet
 
@@ -284,3 +289,45 @@ def test_the_breaker_gives_back_the_backlogs_slots_and_its_waiters_are_claimed_o
     ].count("waiting for breaker")
     assert waits <= 2 * len(ids), waits
     assert "the breaker closes" in f.workers[0].log()
+
+
+def test_a_token_never_reaches_a_caller_as_none_when_invalidate_races_it(
+    settings: Settings, sim: Simulator
+) -> None:
+    """Another thread drops the token (a 401 elsewhere) between its fetch and get()'s
+    return: the caller still gets the token it fetched, never None ("Bearer None")."""
+    http = PlatformHttp(timeout_s=2, keepalive_s=4, max_connections=4)
+
+    def another_thread_invalidates(_: float) -> None:
+        racing = threading.Thread(target=lambda: tokens.invalidate(tokens._token or ""))
+        racing.start()
+        racing.join()
+
+    tokens = TokenCache(
+        http,
+        client_credentials(settings),
+        max_retry_after_s=30,
+        on_granted=another_thread_invalidates,
+    )
+    try:
+        token = tokens.get()
+        assert isinstance(token, str) and token
+    finally:
+        http.close()
+
+
+def test_token_endpoint_failures_do_not_open_the_breaker(fleet: Callable[..., Fleet]) -> None:
+    """The token endpoint fails (503) while the API is fine: those are not the API's
+    failures, so the breaker stays closed and the requests are placed once it answers."""
+    f = fleet(FOLLOWUP_BREAKER_FAILURES="2", FOLLOWUP_BREAKER_COOLDOWN_S="30")
+    f.sim.set_faults(token_script=["503"] * 6, retry_after="")
+    f.start_workers(1)
+    ids = [f.enqueue(user=f"u-{n}") for n in range(3)]
+
+    for request_id in ids:
+        record = f.wait(request_id, "placed", timeout_s=60)
+        assert record.attempts == 1
+    assert f.sim.tokens()["token_requests"] >= 4  # the failures did happen
+    ns = f.env["FOLLOWUP_NAMESPACE"]
+    assert f.client.store.redis.hget(f"{ns}:breaker", "state") != "open"
+    assert "the breaker opens" not in f.workers[0].log()

@@ -42,6 +42,7 @@ class Verdict:
     error: ErrorInfo | None = None
     status: int | None = None  # the HTTP status, if the platform answered
     seconds: float | None = None  # how long the request took
+    from_token: bool = False  # no token could be had: the call itself never left
 
     @property
     def spends(self) -> bool:
@@ -58,8 +59,9 @@ class Verdict:
     def health(self) -> Literal["ok", "failure", ""]:
         """What the answer says of the platform, for the breaker: a transport failure or a
         5xx is a failure; a 2xx or a 4xx means it is up. A 429, or a 503 with Retry-After,
-        asks for a pause (which the fleet takes): it says nothing of an outage."""
-        if self.kind in ("credentials", "lost"):
+        asks for a pause (which the fleet takes): it says nothing of an outage. Nor does a
+        failure at the token endpoint: the API was never asked."""
+        if self.kind in ("credentials", "lost") or self.from_token:
             return ""
         if self.status is None:  # it never answered
             return "failure" if self.kind in ("retry", "unknown") else ""

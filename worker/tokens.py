@@ -14,6 +14,7 @@ platform gives (`platforms.base.TokenRequest`: client credentials, or a password
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -45,7 +46,7 @@ class TokenError(Exception):
     """No token could be had; `verdict` says why: retry (transient) or credentials."""
 
     def __init__(self, verdict: Verdict, hold_s: float) -> None:
-        self.verdict = verdict
+        self.verdict = dataclasses.replace(verdict, from_token=True)  # not the breaker's
         self.hold_s = hold_s
         super().__init__(verdict.summary)
 
@@ -82,15 +83,15 @@ class TokenCache:
             if self._failure is not None and now < self._failure_until:
                 raise self._failure
             try:
-                self._token, self._expires_at = self._fetch()
+                token, self._expires_at = self._fetch()
             except TokenError as exc:
                 self._failure, self._failure_until = exc, time.monotonic() + exc.hold_s
                 self._on_fetched("refused" if exc.verdict.kind == "credentials" else "failed")
                 raise
-            self._failure = None
+            self._token, self._failure = token, None
         self._on_fetched("granted")
         self._on_granted(self.seconds_left())
-        return self._token
+        return token  # not self._token: another thread may have invalidated it meanwhile
 
     def seconds_left(self) -> float:
         """How long the cached token is still good for (0: none)."""
