@@ -8,6 +8,7 @@ Exit 0 when every request ended as expected and the simulator saw one call per p
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from typing import Any
 
 import phonenumbers
 
-from followup.cli.local_stack import Simulator, Stack, wait_until
+from followup.cli.local_stack import Simulator, Stack, delete_keys, wait_until
 from followup.cli.table import outcome, render
-from followup.config.redaction import mask_url
+from followup.config.redaction import mask_url, url_host
 from followup.config.settings import Settings
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.publish import publish
@@ -88,12 +89,12 @@ class Row:
     note: str = ""
 
 
-def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
+def run_demo(settings: Settings, timeout_s: float = 90.0, keep: bool = False) -> int:
     redis_url = settings.redis_url
     run = uuid.uuid4().hex[:6]
     queue = f"followup-demo-{run}"
     demo_settings = {
-        "FOLLOWUP_NAMESPACE": "followup-demo",  # records stay, for `followup list` after
+        "FOLLOWUP_NAMESPACE": NAMESPACE,  # removed after, unless --keep
         "FOLLOWUP_HTTP_TIMEOUT_S": "5",
         "FOLLOWUP_BACKOFF_BASE_S": "0.5",
         "FOLLOWUP_BACKOFF_MAX_S": "5",
@@ -127,7 +128,38 @@ def run_demo(settings: Settings, timeout_s: float = 90.0) -> int:
             client.close()
         ok = _genesys_part(stack, run, numbers, timeout_s) and ok
     print("demo " + ("passed" if ok else "FAILED"))
+    _leave(stack, redis_url, run, keep=keep or not ok)
     return 0 if ok else 1
+
+
+NAMESPACE = "followup-demo"
+
+
+def _leave(stack: Stack, redis_url: str, run: str, *, keep: bool) -> None:
+    """Remove what the demo wrote (its records in the user's Redis, its queues, its log
+    folder), or, when kept (--keep, or a failed run), say where they are and how to remove
+    them."""
+    shown = url_host(redis_url)
+    if not keep:
+        if not stack.started_private_redis:
+            delete_keys(redis_url, f"{NAMESPACE}:*")
+            delete_keys(redis_url, f"*{NAMESPACE}-{run}*")  # its queues (a Redis broker's keys)
+        shutil.rmtree(stack.log_dir, ignore_errors=True)
+        print(
+            f"cleaned up: the demo's records ({NAMESPACE}:* at {shown}) and its logs; "
+            "`followup demo --keep` keeps them to look at"
+        )
+        return
+    if stack.started_private_redis:
+        print("its records were in the private Redis, which is gone with it")
+    else:
+        print(
+            f"kept: the demo's records, namespace {NAMESPACE} at {shown}: "
+            f"FOLLOWUP_NAMESPACE={NAMESPACE} followup list; remove them with "
+            f"redis-cli -u '{shown}' --scan --pattern '{NAMESPACE}*' | "
+            f"xargs -r redis-cli -u '{shown}' del (or run the demo again without --keep)"
+        )
+    print(f"kept: its logs, in {stack.log_dir} (rm -r {stack.log_dir})")
 
 
 def _genesys_part(stack: Stack, run: str, numbers: Numbers, timeout_s: float) -> bool:
@@ -346,8 +378,8 @@ def _report(client: FollowUpClient, rows: list[Row], sim: Simulator, timeout_s: 
                 record.contact_id or "-" if record else "-",
                 state,
                 str(record.attempts) if record else "-",
-                detail if not (row.note and record) else f"{detail} ({row.note})",
                 "ok" if good else f"expected {row.expect}",
+                detail if not (row.note and record) else f"{detail} ({row.note})",
             ]
         )
     print()
@@ -359,8 +391,8 @@ def _report(client: FollowUpClient, rows: list[Row], sim: Simulator, timeout_s: 
                 "contact",
                 "state",
                 "attempts",
-                "conversation id / error",
                 "check",
+                "conversation id / error",  # last: shown whole, never cut
             ),
             table,
             max_width=90,

@@ -515,7 +515,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # SIGTERM stops the demo as Ctrl-C does: what it started is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return run_demo(_settings(), timeout_s=args.timeout)
+        return run_demo(_settings(), timeout_s=args.timeout, keep=args.keep)
     except RuntimeError as exc:  # no Redis, none to start: one line, no traceback
         _error(f"{exc}")
         return EXIT_FAILED
@@ -662,7 +662,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_simulator)
 
     p = sub.add_parser("demo", help="run the whole pipeline once against the simulator")
-    p.add_argument("--timeout", type=float, default=90.0)
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds for each table")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's records (namespace followup-demo) and logs, and say where",
+    )
     p.set_defaults(run=cmd_demo)
     for command in sub.added:  # --json on every command: its output and its errors
         if not any("--json" in a.option_strings for a in command._actions):

@@ -39,6 +39,7 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[str]], max_width: int
         for row in shown
     ]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    widths[-1] = min(widths[-1], max(max_width, len(headers[-1])))  # the rule under it
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]

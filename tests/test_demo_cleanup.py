@@ -1,0 +1,52 @@
+"""The demo leaves nothing behind in the user's Redis or /tmp, or says where it is and how
+to remove it (issue 25.7)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import FOLLOWUP_BIN
+
+pytestmark = pytest.mark.integration
+
+
+def _demo(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOLLOWUP_")}
+    env["FOLLOWUP_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [FOLLOWUP_BIN, "demo", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _demo_keys(redis_url: str) -> list[bytes]:
+    return list(redis.Redis.from_url(redis_url).scan_iter(match="*followup-demo*", count=1000))
+
+
+def test_the_demo_cleans_up_unless_asked_to_keep(redis_url: str) -> None:
+    demo = _demo(redis_url)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    logs = re.search(r"logs in (\S+)\)", demo.stdout)
+    assert logs and not Path(logs.group(1)).exists()
+    assert "cleaned up" in demo.stdout
+    assert _demo_keys(redis_url) == []
+
+    kept = _demo(redis_url, "--keep")
+    try:
+        assert kept.returncode == 0, kept.stdout + kept.stderr
+        logs = re.search(r"logs in (\S+)\)", kept.stdout)
+        assert logs and Path(logs.group(1)).is_dir()
+        assert "FOLLOWUP_NAMESPACE=followup-demo followup list" in kept.stdout
+        assert f"rm -r {logs.group(1)}" in kept.stdout
+        assert _demo_keys(redis_url)
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for key in _demo_keys(redis_url):
+            client.delete(key)
+        if logs:
+            subprocess.run(["rm", "-r", logs.group(1)], check=False)
