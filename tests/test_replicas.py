@@ -1,5 +1,6 @@
-"""FOLLOWUP_REDIS_WAIT_REPLICAS=1 when the replica does not confirm: a real primary, one
-replica and three Sentinels (tests/sentinels.py); the replica is stalled with SIGSTOP.
+"""FOLLOWUP_REDIS_WAIT_REPLICAS=1 when no replica confirms: a real primary, its replicas and
+three Sentinels (tests/sentinels.py); the replicas are stalled with SIGSTOP, the primary
+killed with SIGKILL.
 
 Nothing is dialled on a write no replica holds, and nothing is stranded by one: a claim is
 let go at once, a send marker is taken back (this process knows it sent nothing), and a
@@ -27,8 +28,8 @@ PHONE = "+61298765432"
 
 
 class Replicated(Fleet):
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.group = FailoverRedis(replicas=1)
+    def __init__(self, env: dict[str, str], log_dir: Path, replicas: int = 1) -> None:
+        self.group = FailoverRedis(replicas=replicas)
         self.replicated = {
             "FOLLOWUP_REDIS_URL": self.group.url,
             "FOLLOWUP_REDIS_WAIT_REPLICAS": "1",
@@ -45,7 +46,15 @@ class Replicated(Fleet):
             },
             log_dir,
         )
-        self.replica = self.group.replicas[0]
+
+    def stall(self) -> None:
+        """SIGSTOP every replica: connections stay open and nothing answers."""
+        for replica in self.group.replicas:
+            replica.stall()
+
+    def resume(self) -> None:
+        for replica in self.group.replicas:
+            replica.resume()
 
     def status(self, request_id: str) -> StatusRecord | None:
         try:
@@ -72,7 +81,7 @@ class Replicated(Fleet):
         return wait_until(seen, timeout_s, f"'{event}' in the history of {request_id}", 0.05)
 
     def close(self) -> None:
-        self.replica.resume()
+        self.resume()
         try:
             super().close()
         finally:
@@ -86,6 +95,14 @@ def replicated(env: dict[str, str], log_dir: Path) -> Iterator[Replicated]:
     fleet.close()
 
 
+@pytest.fixture
+def two_replicas(env: dict[str, str], log_dir: Path) -> Iterator[Replicated]:
+    """Two, so that one is left to confirm after the other is promoted."""
+    fleet = Replicated(env, log_dir, replicas=2)
+    yield fleet
+    fleet.close()
+
+
 def test_a_send_marker_no_replica_confirmed_is_taken_back_and_the_call_goes_once(
     replicated: Replicated, sim: Any
 ) -> None:
@@ -93,14 +110,14 @@ def test_a_send_marker_no_replica_confirmed_is_taken_back_and_the_call_goes_once
     replicated.start_worker()
     request_id = replicated.enqueue(contact_id=unique(), user_id="u-1001", phone_number=PHONE)
     replicated.wait(request_id, "dialing")
-    replicated.replica.stall()
+    replicated.stall()
 
     record = replicated.wait_event(request_id, "not sent")  # the marker, taken back
     assert record.state == "scheduled" and record.waiting_for == "status_store"
     assert record.attempts == 0
     assert calls_for(sim, request_id) == []
 
-    replicated.replica.resume()
+    replicated.resume()
     record = replicated.wait(request_id, "placed", "unknown", "failed")
     assert record.state == "placed"
     assert len(calls_for(sim, request_id)) == 1
@@ -109,7 +126,7 @@ def test_a_send_marker_no_replica_confirmed_is_taken_back_and_the_call_goes_once
 
 def test_a_claim_no_replica_confirmed_is_let_go_at_once(replicated: Replicated, sim: Any) -> None:
     request_id = replicated.enqueue(contact_id=unique(), user_id="u-1001", phone_number=PHONE)
-    replicated.replica.stall()
+    replicated.stall()
     replicated.start_worker()
 
     # Let go, not held `dialing` for the claim's lease (21 s).
@@ -117,7 +134,7 @@ def test_a_claim_no_replica_confirmed_is_let_go_at_once(replicated: Replicated, 
     assert record.waiting_for == "status_store"
     assert calls_for(sim, request_id) == []
 
-    replicated.replica.resume()
+    replicated.resume()
     replicated.wait(request_id, "placed")
     assert len(calls_for(sim, request_id)) == 1
 
@@ -131,13 +148,13 @@ def test_a_cancel_is_acknowledged_only_once_a_replica_holds_it(
         contact_id=unique(), user_id="u-1001", phone_number=PHONE, not_before=later
     )
     replicated.wait(request_id, "scheduled")
-    replicated.replica.stall()
+    replicated.stall()
 
     refused = replicated.followup("cancel", request_id, **replicated.replicated)
     assert refused.returncode == 1
     assert "FOLLOWUP_REDIS_WAIT_REPLICAS" in refused.stderr and "again" in refused.stderr
 
-    replicated.replica.resume()
+    replicated.resume()
     again = replicated.followup("cancel", request_id, **replicated.replicated)
     assert "is cancelled" in again.stderr, again.stderr
 
@@ -162,11 +179,35 @@ def test_an_enqueue_no_replica_confirmed_raises_and_the_same_key_confirms_it(
     replicated: Replicated,
 ) -> None:
     request = {"contact_id": unique(), "user_id": "u-1001", "phone_number": PHONE}
-    replicated.replica.stall()
+    replicated.stall()
     with pytest.raises(UnconfirmedWrite):
         replicated.enqueue(**request, idempotency_key="crm-replicas-1")
-    replicated.replica.resume()
+    replicated.resume()
     request_id = replicated.enqueue(**request, idempotency_key="crm-replicas-1")
     record = replicated.status(request_id)
     assert record is not None and record.state == "queued"
     assert replicated.enqueue(**request, idempotency_key="crm-replicas-1") == request_id
+
+
+def test_the_primary_lost_while_a_marker_is_unconfirmed_the_request_still_goes_once(
+    two_replicas: Replicated, sim: Any
+) -> None:
+    """The marker and its take-back are on the primary only (the replicas stall); the
+    primary is killed and a replica, which has neither, is promoted: the take-back lands
+    there, and the request is placed once, not left `dialing` or made `unknown`."""
+    sim.set_faults(token_latency_s=4)
+    two_replicas.start_worker()
+    request_id = two_replicas.enqueue(contact_id=unique(), user_id="u-1001", phone_number=PHONE)
+    two_replicas.wait(request_id, "dialing")
+    two_replicas.stall()
+    two_replicas.wait_event(request_id, "not sent")
+
+    old = two_replicas.group.primary.port
+    two_replicas.group.primary.kill()
+    two_replicas.resume()
+    wait_until(
+        lambda: _primary_port(two_replicas.group) not in (None, old), 30, "a replica promoted", 0.1
+    )
+    record = two_replicas.wait(request_id, "placed", "unknown", "failed", timeout_s=60)
+    assert record.state == "placed"
+    assert len(calls_for(sim, request_id)) == 1
