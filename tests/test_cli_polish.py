@@ -40,7 +40,9 @@ def test_defaults_are_in_the_help() -> None:
     assert "(default: 50)" in shown
 
 
-def test_errors_are_json_under_json() -> None:
+@pytest.mark.integration
+def test_errors_are_json_under_json(env: dict[str, str]) -> None:
+    # `env`: the session's Redis (a private one where none is installed), never 6379's.
     missing = followup("status", f"no-such-{uuid.uuid4().hex}", "--json")
     assert missing.returncode == 1
     assert "no request with id" in json.loads(missing.stderr)["error"]
