@@ -104,6 +104,7 @@ def configure_logging(settings: Settings, stdlib_level: int | None = None) -> No
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                redact_event,  # again: the traceback is text only from here on
                 renderer,
             ],
         )

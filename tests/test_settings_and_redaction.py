@@ -345,3 +345,26 @@ def test_every_entry_point_refuses_an_unknown_variable() -> None:
             result.stderr
         ), (command, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, command
+
+
+def test_tracebacks_in_logs_are_masked_too() -> None:
+    """An exception's message and traceback, from our events and from other libraries'
+    records, go through the same masking as the event itself."""
+    script = """
+import logging, structlog
+from followup.config.logging import configure_logging
+from followup.config.settings import Settings
+configure_logging(Settings())
+try:
+    raise ValueError("no route to +61298765432")
+except ValueError:
+    structlog.get_logger("followup.x").exception("ours failed")
+    logging.getLogger("celery.x").exception("theirs failed")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("ValueError") >= 2, done.stderr
+    assert "+61298765432" not in done.stderr
+    assert "61298765432" not in done.stderr

@@ -240,7 +240,7 @@ local function number_key(id)
   return ns .. ':number:' .. redis.sha1hex(request.phone_number)
 end
 -- The platform did nothing with attempt `attempt`: it does not count against the cap.
-local function uncount(id, attempt)
+local function uncap(id, attempt)
   local key = redis.call('HGET', rkey(id), 'number_key')
   if key and key ~= '' then redis.call('ZREM', key, id .. ':' .. attempt) end
 end
@@ -663,7 +663,7 @@ local id = ARG.id
 local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at', 'attempts')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token then return 0 end
 if r[3] and r[3] ~= '' then
-  uncount(id, tonumber(r[4]) or 0)
+  uncap(id, tonumber(r[4]) or 0)
   redis.call('HSET', rkey(id), 'sent_at', '', 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
   note(id, 'not processed', ARG.detail)
 end
@@ -686,7 +686,7 @@ local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'sent_at', 'attempts',
 if r[2] ~= ARG.token or r[5] == ARG.token then return 0 end
 if r[1] ~= 'dialing' and r[1] ~= 'unknown' then return 0 end
 if r[3] and r[3] ~= '' then
-  uncount(id, tonumber(r[4]) or 0)
+  uncap(id, tonumber(r[4]) or 0)
   redis.call('HSET', rkey(id), 'sent_at', '', 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
   note(id, 'not sent', ARG.detail)
 end
@@ -735,7 +735,7 @@ if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then
 end
 local policy = cjson.decode(ARG.policy)
 if ARG.spent == '0' and r[5] and r[5] ~= '' then
-  uncount(id, tonumber(r[4]) or 0)
+  uncap(id, tonumber(r[4]) or 0)
   redis.call('HSET', rkey(id), 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
 end
 local rate = ''
