@@ -127,6 +127,7 @@ def run_demo(settings: Settings, timeout_s: float = 90.0, keep: bool = False) ->
         finally:
             client.close()
         ok = _genesys_part(stack, run, numbers, timeout_s) and ok
+        ok = _cxone_part(stack, run, numbers, timeout_s) and ok
     print("demo " + ("passed" if ok else "FAILED"))
     _leave(stack, redis_url, run, keep=keep or not ok)
     return 0 if ok else 1
@@ -217,6 +218,78 @@ def _genesys_part(stack: Stack, run: str, numbers: Numbers, timeout_s: float) ->
                 contact_id="c-3004",
                 user_id="u-1003",
                 phone_number=numbers.day(43),
+            )
+            return _report(client, rows, sim, timeout_s)
+        finally:
+            client.close()
+    finally:
+        sim.stop()
+
+
+def _cxone_part(stack: Stack, run: str, numbers: Numbers, timeout_s: float) -> bool:
+    """A short third table: NICE CXone, a queue callback targeted at the agent
+    (queuecallback's query string, a 202 with no body), against the simulator in cxone mode."""
+    print(
+        "\nNICE CXone dialect (FOLLOWUP_API_DIALECT=cxone), against `followup simulator "
+        "--dialect cxone`:"
+    )
+    sim = Simulator("--dialect", "cxone")
+    queue = f"followup-demo-{run}-cxone"
+    cxone = {
+        "FOLLOWUP_API_DIALECT": "cxone",
+        "FOLLOWUP_API_BASE_URL": sim.url,
+        "FOLLOWUP_TOKEN_URL": f"{sim.url}/auth/token",
+        "FOLLOWUP_CLIENT_ID": "followup-demo",
+        "FOLLOWUP_CLIENT_SECRET": "demo-secret",
+        "FOLLOWUP_CXONE_ACCESS_KEY_ID": "followup-key",
+        "FOLLOWUP_CXONE_ACCESS_KEY_SECRET": "key-secret",
+        "FOLLOWUP_CXONE_SKILL_ID": "4242",
+        "FOLLOWUP_QUEUE": queue,
+    }
+    try:
+        stack.start_worker("cxone", **cxone)
+        nocallback = {
+            **cxone,
+            "FOLLOWUP_QUEUE": f"{queue}-nocallback",
+            "FOLLOWUP_CXONE_ACCESS_KEY_ID": "followup-nocallback",
+        }
+        stack.start_worker("cxone-nocallback", **nocallback)
+        client = FollowUpClient(stack.settings(**cxone))
+        try:
+            rows: list[Row] = []
+
+            def enqueue(label: str, expect: str, queue: str | None = None, **fields: Any) -> None:
+                rows.append(Row(label, expect, client.enqueue(queue=queue, **fields)))
+
+            sim.set_faults(by_number={numbers.day(51): ["429_bare"]})
+            enqueue(
+                "callback to agent 1001",
+                "placed",
+                contact_id="c-4001",
+                user_id="1001",
+                phone_number=numbers.day(50),
+            )
+            enqueue(
+                "429 without Retry-After, then accepted",
+                "placed",
+                contact_id="c-4002",
+                user_id="1002",
+                phone_number=numbers.day(51),
+            )
+            enqueue(
+                "unknown agent 99999",
+                "failed",
+                contact_id="c-4003",
+                user_id="99999",
+                phone_number=numbers.day(52),
+            )
+            enqueue(
+                "access key without callbacks:create",
+                "failed",
+                queue=f"{queue}-nocallback",
+                contact_id="c-4004",
+                user_id="1003",
+                phone_number=numbers.day(53),
             )
             return _report(client, rows, sim, timeout_s)
         finally:

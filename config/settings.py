@@ -122,8 +122,10 @@ class Settings(BaseSettings):
     )
     queue: str = Field("followup", description="The broker queue workers consume.")
 
-    api_dialect: Literal["conversations", "genesys"] = Field(
-        "conversations", description="conversations (the seed's contract) or genesys."
+    api_dialect: Literal["conversations", "genesys", "cxone"] = Field(
+        "conversations",
+        description="conversations (the seed's contract), genesys (Genesys Cloud) or cxone "
+        "(NICE CXone).",
     )
     genesys_region: str | None = Field(
         None,
@@ -132,13 +134,36 @@ class Settings(BaseSettings):
     genesys_caller_id: str | None = Field(None, max_length=64)
     genesys_caller_id_name: str | None = Field(None, max_length=128)
     genesys_queue_id: str | None = Field(None, max_length=128)
+    cxone_access_key_id: str | None = Field(
+        None, max_length=256, description="cxone: the API user's access key id (username)."
+    )
+    cxone_access_key_secret: SecretStr | None = Field(
+        None, description="cxone: the access key's secret (password)."
+    )
+    cxone_skill_id: int | None = Field(
+        None, gt=0, description="cxone: the outbound phone skill callbacks go to (required)."
+    )
+    cxone_caller_id: str | None = Field(
+        None, max_length=32, description="cxone: callerID, sent only when set."
+    )
+    cxone_phone_format: Literal["e164", "digits", "national"] = Field(
+        "e164", description="cxone: phoneNumber as e164, digits (no +) or national digits."
+    )
+    cxone_api_version: str = Field(
+        "33.0", pattern=r"^[0-9]{1,3}\.[0-9]$", description="cxone: the API's version (N.0)."
+    )
+    cxone_discovery_url: str = Field(
+        "https://cxone.niceincontact.com/.well-known/cxone-configuration",
+        description="cxone: where the API's address is discovered, without FOLLOWUP_API_BASE_URL.",
+    )
     reconcile: bool | None = Field(
-        None, description="Settle unknown outcomes by an analytics lookup (default: genesys)."
+        None,
+        description="Settle unknown outcomes by asking the platform (default: genesys, cxone).",
     )
     reconcile_after_s: float = Field(60.0, gt=0, le=3600, description="The first lookup's delay.")
     reconcile_for_s: float = Field(1800.0, gt=0, le=86400, description="How long lookups go on.")
     check_agent_busy: bool | None = Field(
-        None, description="Do not dial an agent on another call (default: genesys)."
+        None, description="Do not dial an agent on another call (default: genesys only)."
     )
     agent_busy_recheck_s: float = Field(30.0, gt=0, le=3600)
     api_base_url: str = Field(
@@ -249,7 +274,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss://, unix://, amqp:// or amqps://")
         return value
 
-    @field_validator("api_base_url", "token_url")
+    @field_validator("api_base_url", "token_url", "cxone_discovery_url")
     @classmethod
     def _http_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -300,7 +325,12 @@ class Settings(BaseSettings):
             )
             if getattr(self, name)
         ]
-        genesys_only += [
+        cxone_only = [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name in type(self).model_fields
+            if name.startswith("cxone_") and name in self.model_fields_set
+        ]
+        asking = [
             f"{ENV_PREFIX}{name.upper()}=true"
             for name in ("reconcile", "check_agent_busy")
             if getattr(self, name)
@@ -313,7 +343,22 @@ class Settings(BaseSettings):
         if genesys_only and self.api_dialect != "genesys":
             raise ValueError(
                 f"{', '.join(genesys_only)} apply to Genesys Cloud only: set "
-                "FOLLOWUP_API_DIALECT=genesys (it is conversations)"
+                f"FOLLOWUP_API_DIALECT=genesys (it is {self.api_dialect})"
+            )
+        if cxone_only and self.api_dialect != "cxone":
+            raise ValueError(
+                f"{', '.join(cxone_only)} apply to NICE CXone only: set "
+                f"FOLLOWUP_API_DIALECT=cxone (it is {self.api_dialect})"
+            )
+        if asking and self.api_dialect == "conversations":
+            raise ValueError(
+                f"{', '.join(asking)} need a platform that can answer (genesys or cxone): "
+                "the conversations contract cannot"
+            )
+        if self.api_dialect == "cxone" and self.cxone_skill_id is None:
+            raise ValueError(
+                "FOLLOWUP_CXONE_SKILL_ID must be set for FOLLOWUP_API_DIALECT=cxone: the id "
+                "(an integer) of the outbound phone skill the callbacks go to"
             )
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError(
@@ -368,6 +413,25 @@ class Settings(BaseSettings):
         if self.genesys_region:
             return f"https://login.{self.genesys_region}/oauth/token"
         return f"{self.effective_api_base_url}/oauth/token"
+
+    def require_cxone_skill(self) -> int:
+        if self.cxone_skill_id is None:
+            raise ConfigError("FOLLOWUP_CXONE_SKILL_ID must be set for FOLLOWUP_API_DIALECT=cxone")
+        return self.cxone_skill_id
+
+    def require_cxone_access_key(self) -> tuple[str, str]:
+        """cxone: the API user's access key; ConfigError naming the variable if missing."""
+        missing = [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name in ("cxone_access_key_id", "cxone_access_key_secret")
+            if not getattr(self, name)
+        ]
+        if missing or self.cxone_access_key_id is None or self.cxone_access_key_secret is None:
+            raise ConfigError(
+                f"{', '.join(missing)} must be set: a cxone worker signs in with an API user's "
+                "access key"
+            )
+        return self.cxone_access_key_id, self.cxone_access_key_secret.get_secret_value()
 
     def require_credentials(self) -> tuple[str, str]:
         """The API credentials a worker needs; ConfigError naming the variable if missing."""

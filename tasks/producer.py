@@ -31,6 +31,7 @@ from followup.tasks.request import (
     InvalidRequest,
     key_conflict,
     parse_request,
+    platform_errors,
 )
 from followup.worker.records import StatusRecord
 from followup.worker.store import StatusStore
@@ -90,7 +91,7 @@ class FollowUpClient:
         problem = queue_problem(queue)
         if problem:
             raise InvalidRequest([FieldError(field="queue", message=problem)])
-        parsed = _parse_all(list(requests))
+        parsed = _parse_all(list(requests), self.settings.api_dialect)
         ids = [uuid.uuid4().hex for _ in parsed]
 
         batch = [
@@ -166,7 +167,7 @@ class FollowUpClient:
         self.app.close()
 
 
-def _parse_all(requests: list[Requestish]) -> list[FollowUpRequest]:
+def _parse_all(requests: list[Requestish], dialect: str) -> list[FollowUpRequest]:
     """Validate every request; in a batch, each error names its request: requests[3].user_id."""
     parsed, errors = [], []
     now = datetime.now(UTC)
@@ -174,6 +175,8 @@ def _parse_all(requests: list[Requestish]) -> list[FollowUpRequest]:
         try:
             request = parse_request(dict(raw) if isinstance(raw, Mapping) else raw)
             request.check_times(now)
+            if problems := platform_errors(request, dialect):
+                raise InvalidRequest(problems)
             parsed.append(request)
         except InvalidRequest as exc:
             prefix = f"requests[{n}]." if len(requests) > 1 else ""

@@ -293,6 +293,20 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
     return out
 
 
+def platform_errors(request: FollowUpRequest, dialect: str) -> list[FieldError]:
+    """What the configured platform (FOLLOWUP_API_DIALECT) cannot take: a CXone agent id is
+    a number."""
+    if dialect == "cxone" and not (request.user_id.isascii() and request.user_id.isdigit()):
+        return [
+            FieldError(
+                field="user_id",
+                message=f"'{request.user_id}' is not a CXone agent id: with "
+                "FOLLOWUP_API_DIALECT=cxone, user_id is the agent's numeric id (e.g. '1001')",
+            )
+        ]
+    return []
+
+
 def parse_request(data: Any) -> FollowUpRequest:
     """Validate a dict (or a FollowUpRequest) into a FollowUpRequest, or raise InvalidRequest."""
     if isinstance(data, FollowUpRequest):

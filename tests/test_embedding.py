@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.platforms",
             "worker.platforms.conversations",
             "worker.platforms.genesys",
+            "worker.platforms.cxone",
             "worker.reconciler",
             "worker.tokens",
             "worker.api_client",

@@ -56,9 +56,10 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
 @signals.worker_init.connect
 def _check_worker_config(**_: Any) -> None:
     """A worker that cannot work fails now, in one line naming the setting, not at the
-    first call: no API credentials, no status store, or one too old."""
+    first call: no API credentials (what its platform needs), no status store, or one too
+    old."""
     try:
-        settings.require_credentials()
+        get_runtime().platform.token_request()  # the platform's credentials, all of them
     except ConfigError as exc:
         _exit(str(exc))
     store = get_runtime().store

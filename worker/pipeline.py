@@ -29,6 +29,7 @@ from followup.tasks.request import (
     InvalidRequest,
     key_conflict,
     parse_request,
+    platform_errors,
     request_id_problem,
 )
 from followup.worker.api_client import LOST_CLAIM, ContactCenterClient
@@ -159,6 +160,8 @@ class Pipeline:
         try:
             request = parse_request(raw)
             request.check_not_before(datetime.now(UTC))
+            if problems := platform_errors(request, self.settings.api_dialect):
+                raise InvalidRequest(problems)
         except InvalidRequest as exc:
             return self._reject(request_id, summary, exc.errors, queue)
         result = self.store.register(request_id, request, queue=queue, source="message")
@@ -243,9 +246,34 @@ class Pipeline:
         if request.not_after != claim.not_after:  # lifted by a person's retry
             request = request.model_copy(update={"not_after": claim.not_after})
         with dialling(request.phone_number):  # its number is masked in every form, everywhere
+            if problems := platform_errors(request, self.settings.api_dialect):
+                return self._cannot_take(request_id, claim, problems)
             if self._outside_its_window(request_id, claim, request):
                 return "scheduled"
             return self._dial(request_id, claim, request, self._window_closes(request, claim.now))
+
+    def _cannot_take(self, request_id: str, claim: Claim, problems: list[FieldError]) -> str:
+        """A request the configured platform cannot take (enqueued by a producer configured
+        for another): failed, never sent."""
+        error = ErrorInfo(
+            code="invalid.request",
+            message="; ".join(str(p) for p in problems),
+            errors=[{"field": p.field, "message": p.message} for p in problems],
+        )
+        self._record(
+            lambda: self.store.finish(
+                request_id,
+                claim.token,
+                State.FAILED,
+                event="refused",
+                detail=error.message,
+                error=error,
+                spent=False,
+            )
+        )
+        self.metrics.outcome(State.FAILED)
+        log.warning("transition", state=State.FAILED, detail=error.message)
+        return State.FAILED
 
     def _outside_its_window(self, request_id: str, claim: Claim, request: FollowUpRequest) -> bool:
         """Checked before every attempt, on the status store's clock: the customer's calling

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 PLATFORMS = {
     "conversations": "followup.worker.platforms.conversations",
     "genesys": "followup.worker.platforms.genesys",
+    "cxone": "followup.worker.platforms.cxone",
 }
 
 
