@@ -271,7 +271,6 @@ class Pipeline:
                 spent=False,
             )
         )
-        self.metrics.outcome(State.FAILED)
         log.warning("transition", state=State.FAILED, detail=error.message)
         return State.FAILED
 
