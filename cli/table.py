@@ -156,6 +156,7 @@ def render_stats(f: dict[str, Any]) -> str:
             breaker["state"]
             + (f", {breaker['seconds_left']}s left" if breaker.get("seconds_left") else ""),
         ),
+        ("outcomes lost", pairs(f.get("outcomes_lost", {}))),
         ("fleet-wide pauses", pairs({k: f"{v}s" for k, v in f["pauses_seconds_left"].items()})),
         (
             "workers answering",

@@ -5,14 +5,16 @@ The stream is the Redis Stream `{FOLLOWUP_NAMESPACE}:outcomes`, trimmed to about
 FOLLOWUP_OUTCOMES_MAXLEN entries; each entry is written in the same Lua script as the
 transition it reports, so neither exists without the other. Its fields (all strings):
 `request_id`, `state` (placed, failed, unknown, cancelled, rejected; an `unknown` later
-settled gets a second entry), `conversation_id`, `code` (the error's, if any),
+settled gets a second entry; `outcomes()` adds `lost` for an entry trimmed before it was
+handled), `conversation_id`, `code` (the error's, if any),
 `idempotency_key`, `contact_id`, `at` (Unix seconds). Never the phone number.
 
 A service in any language reads it with a consumer group:
     XGROUP CREATE followup:outcomes crm $ MKSTREAM
     XREADGROUP GROUP crm crm-1 COUNT 100 BLOCK 5000 STREAMS followup:outcomes >
     ... handle each entry, then: XACK followup:outcomes crm <entry id>
-    XAUTOCLAIM followup:outcomes crm crm-1 60000 0   (entries a dead consumer left)
+    XAUTOCLAIM followup:outcomes crm crm-1 60000 0   (entries a dead consumer left; its
+        third answer lists entries the stream dropped before they were handled: Redis 7.0+)
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+import structlog
 
 from followup.config.settings import Settings, load_settings
 from followup.worker.store import StatusStore
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def outcomes(
     *,
     settings: Settings | None = None,
     start: str = "$",
-    count: int = 100,
+    count: int = 10,
     block_s: float = 5.0,
     claim_idle_s: float = 60.0,
     idle_timeout_s: float | None = None,
@@ -71,9 +76,24 @@ def outcomes(
     ('$': outcomes from now on; '0': all the stream holds). Stops after idle_timeout_s with
     nothing new (None: never).
 
+    Each entry is handed over only while this consumer owns it, and its idle time starts
+    again as it is handed over (`_OWN`): another consumer takes it over only if handling that
+    one outcome takes longer than claim_idle_s. Entries are read `count` at a time.
+
+    An entry the stream dropped (trimmed to FOLLOWUP_OUTCOMES_MAXLEN) before it was handled
+    is never skipped in silence: it comes as an Outcome with state `lost` and its entry id
+    (its request is not known any more), is counted in the store (`followup stats`:
+    `outcomes_lost`), and logged.
+
+    Warning:
+        At least once: an outcome whose handling outlives claim_idle_s, or whose handler
+        crashes before the next is asked for, is handed over again. `entry_id` is stable:
+        dedupe on it (or on request_id and state) where twice matters.
+
     Examples:
         >>> for outcome in followup.outcomes(group="crm", consumer="crm-1"):
-        ...     crm.update_ticket(outcome.idempotency_key, outcome.state)
+        ...     if outcome.state != "lost":
+        ...         crm.update_ticket(outcome.idempotency_key, outcome.state)
     """
     store = StatusStore.from_settings(settings or load_settings())
     client, stream = store.redis, f"{store.ns}:outcomes"
@@ -82,24 +102,63 @@ def outcomes(
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-    own = "0"  # this consumer's own pending entries first (it may have crashed before)
+    own = client.register_script(_OWN)
+    idle_ms = int(claim_idle_s * 1000)
+    mine = "0"  # this consumer's own pending entries first (it may have crashed before)
     quiet_since = time.monotonic()
     while idle_timeout_s is None or time.monotonic() - quiet_since < idle_timeout_s:
-        entries = _pending_of_the_dead(client, stream, group, consumer, claim_idle_s, count)
-        if not entries:
+        entries, lost = _pending_of_the_dead(client, stream, group, consumer, idle_ms, count)
+        if not entries and not lost:
             reply = client.xreadgroup(
-                group, consumer, {stream: own or ">"}, count=count, block=int(block_s * 1000)
+                group, consumer, {stream: mine or ">"}, count=count, block=int(block_s * 1000)
             )
             entries = _entries(reply)
-            if own and not entries:
-                own = ""  # caught up with our own: now new ones
+            # A deleted entry in our own pending list reads as an id without fields.
+            lost = [entry_id for entry_id, fields in entries if entry_id and not fields]
+            entries = [(entry_id, fields) for entry_id, fields in entries if entry_id and fields]
+            if mine and not entries and not lost:
+                mine = ""  # caught up with our own: now new ones
                 continue
-        if entries:
+            if mine and entries:
+                mine = entries[-1][0]  # read on past these
+        if entries or lost:
             quiet_since = time.monotonic()
+        if lost:
+            client.xack(stream, group, *lost)  # deleted: nothing to hand over again
+            yield from _lost(store, group, lost)
         for entry_id, fields in entries:
+            if not own(keys=[stream], args=[group, entry_id, consumer]):
+                continue  # another consumer took it over meanwhile: it is theirs now
             yield Outcome.from_entry(entry_id, fields)
             client.xack(stream, group, entry_id)
     client.close()
+
+
+# Hand an entry over only if this consumer still owns it, and start its idle time again, so
+# no other consumer's XAUTOCLAIM takes it while it is handled. KEYS: the stream; ARGV:
+# group, entry id, consumer. Returns 1 if owned.
+_OWN = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', 0, ARGV[2], ARGV[2], 1, ARGV[3])
+if #p == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+
+
+def _lost(store: StatusStore, group: str, entry_ids: list[str]) -> Iterator[Outcome]:
+    """Entries trimmed from the stream before this group handled them: counted, logged,
+    and handed over as `lost` outcomes naming each entry."""
+    store.redis.hincrby(f"{store.ns}:outcomes:lost", group, len(entry_ids))
+    log.warning(
+        "outcomes lost to trimming: the stream dropped them before they were handled; "
+        "raise FOLLOWUP_OUTCOMES_MAXLEN or consume sooner",
+        group=group,
+        count=len(entry_ids),
+        first=entry_ids[0],
+        last=entry_ids[-1],
+    )
+    for entry_id in entry_ids:
+        yield Outcome(entry_id, "", "lost", None, "outcome.trimmed", None, None, 0.0)
 
 
 def recent(settings: Settings, count: int = 20) -> list[Outcome]:
@@ -123,13 +182,15 @@ def follow(settings: Settings, block_s: float = 5.0) -> Iterator[Outcome]:
 
 
 def _pending_of_the_dead(
-    client: redis.Redis, stream: str, group: str, consumer: str, idle_s: float, count: int
-) -> list[tuple[str, dict[str, str]]]:
-    reply = cast(
-        list[Any],
-        client.xautoclaim(stream, group, consumer, int(idle_s * 1000), "0-0", count=count),
-    )
-    return [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+    client: redis.Redis, stream: str, group: str, consumer: str, idle_ms: int, count: int
+) -> tuple[list[tuple[str, dict[str, str]]], list[str]]:
+    """Entries a dead consumer left (idle past idle_ms), now this consumer's, and the ids of
+    those the stream dropped meanwhile (Redis 7: XAUTOCLAIM's third answer)."""
+    reply = cast(list[Any], client.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=count))
+    entries = [(entry_id, fields) for entry_id, fields in reply[1] if entry_id and fields]
+    gone = [entry_id for entry_id, fields in reply[1] if entry_id and not fields]
+    deleted = [str(i) for i in (reply[2] if len(reply) > 2 else [])]
+    return entries, gone + deleted
 
 
 def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:

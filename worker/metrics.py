@@ -168,6 +168,14 @@ class _FleetCollector(Collector):
         for reason in stats.WAIT_REASONS:
             waiting.add_metric([reason], figures.waiting_by_reason.get(reason, 0))
         yield waiting
+        lost = CounterMetricFamily(
+            "followup_fleet_outcomes_lost",
+            "Outcome-stream entries trimmed before a consumer group handled them, by group.",
+            labels=["group"],
+        )
+        for group, count in figures.outcomes_lost.items():
+            lost.add_metric([group], count)
+        yield lost
         yield GaugeMetricFamily(
             "followup_fleet_rate_in_force_per_second",
             "The global rate limit in force (lowered after a 429).",

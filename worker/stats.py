@@ -11,7 +11,8 @@ round trip, whatever the number of records (no scan). Each name says what it cou
   (an unknown later placed counts under both), as Prometheus counters want them;
 - the enqueue-to-placed times of the last hour (buckets of x1.25);
 - what waits, and for what: the due set and the per-reason wait indices;
-- the limiter's rate in force, the breaker's state, the fleet-wide pauses.
+- the limiter's rate in force, the breaker's state, the fleet-wide pauses;
+- outcomes_lost: outcome-stream entries each consumer group lost to trimming.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FleetStats:
     rate_in_force_per_s: float
     breaker: dict[str, Any]
     pauses_seconds_left: dict[str, float] = field(default_factory=dict)
+    outcomes_lost: dict[str, int] = field(default_factory=dict)  # by consumer group
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +84,7 @@ def read(store: StatusStore, now: float) -> FleetStats:
     pipe.hgetall(f"{ns}:limiter")
     pipe.hgetall(f"{ns}:breaker")
     pipe.hgetall(f"{ns}:counts")
+    pipe.hgetall(f"{ns}:outcomes:lost")
     raw = pipe.execute()
     pauses = _pauses(store, now)
 
@@ -89,7 +92,8 @@ def read(store: StatusStore, now: float) -> FleetStats:
     hours = cast(list[dict[str, str]], raw[len(STATES) : len(STATES) + 60])
     rest = raw[len(STATES) + 60 :]
     due, waits = rest[0], rest[1 : 1 + len(WAIT_REASONS)]
-    limiter, breaker, counts = rest[-3], rest[-2], cast(dict[str, str], rest[-1])
+    limiter, breaker, counts = rest[-4], rest[-3], cast(dict[str, str], rest[-2])
+    lost = cast(dict[str, str], rest[-1])
 
     def last_hour(name: str) -> int:
         return sum(int(h.get(name, 0)) for h in hours)
@@ -115,6 +119,7 @@ def read(store: StatusStore, now: float) -> FleetStats:
         rate_in_force_per_s=_rate_in_force(limiter, limit, now),
         breaker=_breaker(breaker, now),
         pauses_seconds_left=pauses,
+        outcomes_lost={group: int(n) for group, n in sorted(lost.items())},
     )
 
 

@@ -178,7 +178,7 @@ def _ts(value: str | float | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
-MIN_VERSION = (6, 2)  # Lua with cjson, streams and XAUTOCLAIM
+MIN_VERSION = (7, 0)  # Lua with cjson, streams, XAUTOCLAIM naming trimmed entries
 
 
 def connect(url: str, *, timeout_s: float) -> redis.Redis:
