@@ -24,7 +24,7 @@ from followup.cli.local_stack import (
     wait_until,
 )
 from followup.config.settings import Settings, load_settings
-from tests.conftest import rabbitmq_url
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, rabbitmq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -127,6 +127,9 @@ def _env(
         env[name] = value.replace("redis://redis:6379/0", redis_url).replace(
             "http://simulator:8765", sim_url
         )
+    # The demo's client is the demo simulator's; the test simulator knows the test's.
+    if "FOLLOWUP_CLIENT_ID" in env:
+        env |= {"FOLLOWUP_CLIENT_ID": CLIENT_ID, "FOLLOWUP_CLIENT_SECRET": CLIENT_SECRET}
     return env
 
 
