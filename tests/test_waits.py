@@ -331,3 +331,24 @@ def test_token_endpoint_failures_do_not_open_the_breaker(fleet: Callable[..., Fl
     ns = f.env["FOLLOWUP_NAMESPACE"]
     assert f.client.store.redis.hget(f"{ns}:breaker", "state") != "open"
     assert "the breaker opens" not in f.workers[0].log()
+
+
+def test_one_agents_backlog_goes_out_in_order_each_waiting_once(
+    fleet: Callable[..., Fleet],
+) -> None:
+    """Eight requests for one agent, 2 s apart: dialled in the order they were enqueued, and
+    each waits for its turn about once, not once a sweep (O(n) claims, not O(n²))."""
+    f = fleet(FOLLOWUP_PER_USER_INTERVAL_S="2", FOLLOWUP_PER_NUMBER_MAX_CALLS="0")
+    ids = [f.enqueue(user="u-one") for _ in range(8)]
+    f.start_workers(2)
+
+    for request_id in ids:
+        f.wait(request_id, "placed", timeout_s=120)
+    calls = sorted(f.sim.calls(), key=lambda c: c["received_at"])
+    assert [c["correlation_id"] for c in calls] == ids
+    waits = [
+        h.event
+        for i in ids
+        for h in f.client.status(i).history  # type: ignore[union-attr]
+    ].count("waiting for agent_spacing")
+    assert waits <= 2 * len(ids), waits  # once each, give or take a late wake-up

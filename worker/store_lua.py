@@ -289,6 +289,8 @@ end
 -- late answer), its idempotency key still guarding against a second request.
 local function settle(id)
   redis.call('ZREM', DUE, id)
+  local line = redis.call('HGET', rkey(id), 'agent_line')
+  if line then redis.call('ZREM', line, id) end
   redis.call('HDEL', rkey(id), 'lease_until', 'next_attempt_at')
   local state = redis.call('HGET', rkey(id), 'state')
   record_outcome(id, state)
@@ -401,6 +403,15 @@ local function register(r)
   if r.last_error ~= '' then redis.call('HSET', rkey(id), 'last_error', r.last_error) end
   move(id, nil, r.state)
   redis.call('ZADD', ns .. ':all', now, id)
+  -- The agent's line (SEND serves one agent's requests in enqueue order), until it ends.
+  local ok, fields = pcall(cjson.decode, r.request)
+  local user = ok and type(fields) == 'table' and fields.user_id
+  if not TERMINAL[r.state] and type(user) == 'string' then
+    local line = ns .. ':agentq:' .. user
+    redis.call('ZADD', line, now, id)
+    redis.call('EXPIRE', line, math.ceil(MAX_WAIT) + 86400)
+    redis.call('HSET', rkey(id), 'agent_line', line)
+  end
   if TERMINAL[r.state] then
     note(id, r.state, 'from ' .. r.source)
     settle(id)
@@ -579,8 +590,13 @@ local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'lease_until', 'attemp
   'slot_epoch')
 if r[1] ~= 'dialing' or r[2] ~= ARG.token or (tonumber(r[3]) or 0) <= now then return {'lost'} end
 if ARG.closes ~= '' and now >= tonumber(ARG.closes) then return {'closed', tostring(now)} end
+local line = redis.call('HGET', rkey(id), 'agent_line')
 local function hold_off(at, reason, detail)
   redis.call('HDEL', rkey(id), 'claim')
+  if line and reason ~= 'agent_spacing' then  -- waits for something else: not in the line
+    redis.call('ZREM', line, id)
+    redis.call('HDEL', rkey(id), 'agent_line')
+  end
   if reason == 'rate_limit' and ARG.asked == '1' then
     redis.call('HSET', rkey(id), 'asked_free', 1)
   else
@@ -618,11 +634,30 @@ if slot and slot < now - math.max(interval / 2, SLOT_GRACE) then slot = nil end
 if not slot then
   local akey = ns .. ':agent:' .. ARG.user
   if policy.spacing > 0 then
+    -- One agent's requests go in enqueue order: each joins the agent's line (by when it was
+    -- enqueued) and, while the agent is spaced, waits once, for its own turn.
+    line = ns .. ':agentq:' .. ARG.user
+    local created = tonumber(redis.call('HGET', rkey(id), 'created_at')) or now
+    redis.call('ZADD', line, 'NX', created, id)
+    redis.call('EXPIRE', line, math.ceil(MAX_WAIT) + 86400)
+    redis.call('HSET', rkey(id), 'agent_line', line)
     local last = redis.call('HMGET', akey, 'at', 'id')
     local free = (tonumber(last[1]) or 0) + policy.spacing
-    if last[2] ~= id and free > now then
-      return hold_off(free + spread / 10, 'agent_spacing',
-        string.format("the agent's previous follow-up was under %gs ago", policy.spacing))
+    -- Earlier requests of theirs that are due (queued, being dialled, waiting for their
+    -- turn) go first, one spacing each; one that waits for anything else (calling hours, a
+    -- retry's backoff) does not hold the line.
+    local ahead = 0
+    for _, other in ipairs(redis.call('ZRANGE', line, 0, 49)) do
+      if other == id then break end
+      local o = redis.call('HMGET', rkey(other), 'state', 'waiting_for')
+      if o[1] == 'dialing' or o[2] == 'agent_spacing' or (WAITING[o[1]] and not o[2]) then
+        ahead = ahead + 1
+      end
+    end
+    if last[2] ~= id and (free > now or ahead > 0) then
+      return hold_off(math.max(free, now) + ahead * policy.spacing + spread / 10, 'agent_spacing',
+        string.format("the agent's previous follow-up was under %gs ago; %d more of theirs "
+          .. 'go first', policy.spacing, ahead))
     end
   end
   slot = reserve(policy.limit, policy.burst)
@@ -640,7 +675,8 @@ if probing then take_probe(id, policy) end  -- its call leaves now, or after a s
 if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
-redis.call('HDEL', rkey(id), 'slot', 'slot_epoch', 'asked_free')
+redis.call('HDEL', rkey(id), 'slot', 'slot_epoch', 'asked_free', 'agent_line')
+if line then redis.call('ZREM', line, id) end
 if capped then
   redis.call('ZADD', capped, now, id .. ':' .. attempts)
   redis.call('PEXPIRE', capped, math.ceil(policy.number_window * 1000) + 1000)
