@@ -26,6 +26,7 @@ from followup.worker.calling_rules import TABLE, US_STATES
 from tests.conftest import followup
 
 SYDNEY, PERTH, AU_MOBILE = "+61298765432", "+61892345678", "+61412345678"
+MELBOURNE, BRISBANE = "+61396543210", "+61732345678"
 
 
 def at(text: str) -> datetime:
@@ -34,7 +35,8 @@ def at(text: str) -> datetime:
 
 def opening(number: str, now: str, timezone: str | None = None) -> datetime | None:
     parsed = phonenumbers.parse(number)
-    return next_opening(at(now), zones_for(parsed, timezone, "UTC"), rule_for(parsed, DEFAULT))
+    zones = zones_for(parsed, timezone, "UTC")
+    return next_opening(at(now), zones, rule_for(parsed, DEFAULT, timezone))
 
 
 def is_open(number: str, now: str, timezone: str | None = None) -> bool:
@@ -92,13 +94,71 @@ def test_a_holiday_waits_for_the_next_business_morning() -> None:
 def test_state_holidays_where_the_number_or_the_zone_tells_the_state() -> None:
     kings_birthday_nsw = "2026-06-08T10:00"  # WA has its own in September
     assert not is_open(SYDNEY, kings_birthday_nsw + "+10:00")
-    assert is_open(PERTH, kings_birthday_nsw + "+08:00")
-    # A mobile spans the country: only national holidays, unless the request gives a zone.
-    assert is_open(AU_MOBILE, "2026-06-08T13:00+10:00")
+    assert is_open(BRISBANE, kings_birthday_nsw + "+10:00")  # QLD's is in October
+    # A mobile tells no state: every state's holidays, unless the request gives a zone.
+    assert not is_open(AU_MOBILE, "2026-06-08T13:00+10:00")
     assert not is_open(AU_MOBILE, kings_birthday_nsw + "+10:00", timezone="Australia/Sydney")
     assert is_open(AU_MOBILE, "2026-06-08T12:00+08:00", timezone="Australia/Perth")
     # 2027: ANZAC Day is a Sunday; NSW observes it on Monday the 26th.
     assert not is_open(SYDNEY, "2027-04-26T10:00+10:00")
+
+
+# Observed (substitute) days the `holidays` package has only in the states' calendars, and
+# the states' own days: closed for a number whose state is unknown (a mobile) and for
+# landlines whose area code spans states (08: SA, WA and NT).
+OBSERVED = [
+    (AU_MOBILE, "2026-12-28T10:00+11:00"),  # Boxing Day (a Saturday) observed on Monday
+    (AU_MOBILE, "2027-12-27T10:00+11:00"),  # Christmas (a Saturday) observed
+    (AU_MOBILE, "2027-12-28T10:00+11:00"),  # Boxing Day (a Sunday) observed
+    (AU_MOBILE, "2028-01-03T10:00+11:00"),  # New Year's Day (a Saturday) observed
+    (AU_MOBILE, "2030-01-28T10:00+11:00"),  # Australia Day (a Saturday) moved to Monday
+    (PERTH, "2026-12-28T10:00+08:00"),
+    (PERTH, "2030-01-28T10:00+08:00"),
+    ("+61882345678", "2027-12-28T10:00+10:30"),  # Adelaide
+    ("+61882345678", "2028-01-03T10:00+10:30"),
+    (PERTH, "2026-06-08T10:00+08:00"),  # SA's King's Birthday: 08 may be Adelaide
+    (MELBOURNE, "2026-11-03T10:00+11:00"),  # Melbourne Cup Day (VIC); +61 3 is not NSW
+    (MELBOURNE, "2026-03-09T10:00+11:00"),  # Labour Day (VIC) and Eight Hours Day (TAS)
+    ("+61362345678", "2026-11-03T10:00+11:00"),  # Hobart: 03 may be Victoria
+    (SYDNEY, "2030-01-26T10:00+11:00"),  # Australia Day itself, national, with NSW's own
+    (SYDNEY, "2026-01-26T10:00+11:00"),
+]
+
+
+@pytest.mark.parametrize(("number", "instant"), OBSERVED)
+def test_observed_and_state_holidays_close_where_the_state_is_not_certain(
+    number: str, instant: str
+) -> None:
+    assert not is_open(number, instant)
+
+
+# The state the number tells and the state the request's `timezone` tells both count.
+BOTH = [
+    (SYDNEY, "Australia/Perth", "2026-10-05T03:00Z"),  # NSW Labour Day, 11:00 in Perth
+    (SYDNEY, "Australia/Perth", "2026-12-28T03:00Z"),  # Boxing Day observed
+    (PERTH, "Australia/Sydney", "2026-09-28T01:00Z"),  # WA's King's Birthday
+    (AU_MOBILE, "Australia/Melbourne", "2026-11-03T01:00Z"),  # Melbourne Cup Day
+]
+
+
+@pytest.mark.parametrize(("number", "timezone", "instant"), BOTH)
+def test_the_number_and_the_timezone_both_tell_states(
+    number: str, timezone: str, instant: str
+) -> None:
+    assert not is_open(number, instant, timezone=timezone)
+
+
+@pytest.mark.parametrize(
+    ("number", "open_at"),
+    [
+        (MELBOURNE, "2026-11-04T10:00+11:00"),  # the day after Melbourne Cup Day
+        (SYDNEY, "2026-11-03T10:00+11:00"),  # Melbourne Cup Day is not NSW's
+        (AU_MOBILE, "2026-12-29T14:00+11:00"),  # an ordinary Tuesday, 11:00 in Perth
+        ("+61882345678", "2027-12-29T13:00+10:30"),  # 11:30 in Perth
+    ],
+)
+def test_an_ordinary_day_stays_open(number: str, open_at: str) -> None:
+    assert is_open(number, open_at)
 
 
 def test_a_holiday_on_a_daylight_saving_weekend() -> None:
@@ -281,6 +341,54 @@ def test_every_nanp_prefix_maps_to_zones_inside_its_regions_span() -> None:
     assert outside == [], "zones outside the region's span:\n" + "\n".join(outside)
     # Numbers no region can be told for are toll-free or non-geographic codes.
     assert all(GEOCODE_DATA.get(p[:4]) is None for p in unplaced), unplaced
+
+
+def _unknown_exchange(area: str) -> str | None:
+    """A number under a NANP area code ("1" + 3 digits) whose exchange phonenumbers does not
+    know (its zone data matches no more than the area code), or None."""
+    for exchange in range(200, 1000):
+        digits = f"{area}{exchange}5550"
+        if not any(digits[:end] in TIMEZONE_DATA for end in range(5, len(digits) + 1)):
+            return "+" + digits[:11]
+    return None
+
+
+def test_an_unknown_exchange_gets_every_zone_its_area_code_spans() -> None:
+    areas = sorted({p[:4] for p in TIMEZONE_DATA if p.startswith("1") and len(p) > 4})
+    assert len(areas) > 10  # the area codes phonenumbers splits by exchange
+    missing = []
+    for area in areas:
+        number = _unknown_exchange(area)
+        if number is None:
+            continue
+        known = {
+            z
+            for p in TIMEZONE_DATA
+            if p.startswith(area)
+            for z in override_for(p) or TIMEZONE_DATA[p]
+        }
+        zones = {z.key for z in zones_for(phonenumbers.parse(number), None, "UTC")}
+        if not zones >= known - {"Etc/Unknown"}:
+            missing.append(f"{number}: {sorted(known - zones)}")
+    assert missing == [], "zones an area code spans but an unknown exchange misses:\n" + "\n".join(
+        missing
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "instant"),
+    [
+        ("+14235551234", "2026-12-01T02:30Z"),  # 21:30 in Eastern Tennessee, 20:30 Central
+        ("+12705551234", "2026-12-01T13:30Z"),  # 07:30 in Central Kentucky (and KY: 10:00)
+        ("+18505551234", "2026-12-01T13:30Z"),  # 07:30 in the Central panhandle
+        ("+18125551234", "2026-12-01T13:30Z"),  # 07:30 in Central Indiana
+        ("+12195551234", "2026-12-01T13:30Z"),  # 07:30 in Central Indiana (Gary)
+    ],
+)
+def test_an_area_code_across_a_zone_line_is_closed_in_either_zone(
+    number: str, instant: str
+) -> None:
+    assert not is_open(number, instant)
 
 
 def test_the_docs_list_every_rule_with_its_source_and_date() -> None:

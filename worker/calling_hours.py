@@ -9,14 +9,17 @@ The rule comes from `calling_rules.TABLE`: by US state (from the number, through
 phonenumbers' geocoder; where it cannot tell one state, the strictest rule of the states
 the area code covers), else by country (US territories take the federal rule), else
 FOLLOWUP_CALLING_HOURS. A rule may close on public holidays (the `holidays` package):
-the country's, plus the state's where the rule is a state's or the one zone tells it.
+a state's rule on its state's; a country's rule on the country's plus those of every state
+the number may be in (from its area code, and from the request's `timezone`), and where
+neither tells a state, on those of every state (the conservative reading: a day off in any
+state is a day off).
 
 All arithmetic is in UTC instants built from local dates and times with zoneinfo, so
 daylight-saving changes are exact.
 
 Examples:
     >>> from datetime import datetime, UTC
-    >>> rule = rule_for(phonenumbers.parse("+61298765432"), DEFAULT)
+    >>> rule = rule_for(phonenumbers.parse("+61298765432"), DEFAULT, None)
     >>> next_opening(datetime(2026, 11, 28, 11, 0, tzinfo=UTC),  # 22:00 Saturday in Sydney
     ...              zones_for(phonenumbers.parse("+61298765432"), None, "UTC"), rule)
     datetime.datetime(2026, 11, 29, 22, 0, tzinfo=datetime.timezone.utc)
@@ -24,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +43,7 @@ from phonenumbers.tzdata import TIMEZONE_DATA
 
 from followup.config.settings import Settings, parse_hours
 from followup.worker.calling_rules import (
+    NUMBER_SUBDIVISIONS,
     RULES,
     TERRITORIES,
     US_STATES,
@@ -83,13 +88,24 @@ def contact_hours(
     """The rule and zone(s) for an E.164 number, remembered: they depend on the number alone,
     and working them out (parsing, geocoding) costs more than the rest of the check."""
     number = phonenumbers.parse(phone_number)
-    return rule_for(number, default), tuple(zones_for(number, timezone, default_timezone))
+    return (
+        rule_for(number, default, timezone),
+        tuple(zones_for(number, timezone, default_timezone)),
+    )
 
 
 # --- the rule ---------------------------------------------------------------------------
 
 
-def rule_for(number: phonenumbers.PhoneNumber, default: Rule) -> Rule:
+def rule_for(number: phonenumbers.PhoneNumber, default: Rule, timezone: str | None = None) -> Rule:
+    """The rule for a number, its holiday calendars resolved for the state(s) the number
+    (and the request's `timezone`) may be in: see `holiday_calendars`."""
+    rule = _jurisdiction_rule(number, default)
+    codes = holiday_calendars(rule.holidays, number, timezone)
+    return rule if codes == rule.holidays else dataclasses.replace(rule, holidays=codes)
+
+
+def _jurisdiction_rule(number: phonenumbers.PhoneNumber, default: Rule) -> Rule:
     region = phonenumbers.region_code_for_number(number) or ""
     if region in TERRITORIES:
         return RULES[TERRITORIES[region]]
@@ -165,10 +181,37 @@ def zones_for(
     """The contact's zone(s): the request's own, else the number's, else the default."""
     if timezone:
         return [ZoneInfo(timezone)]
-    names = _override(number) or [
-        z for z in number_zones.time_zones_for_number(number) if z != "Etc/Unknown"
-    ]
+    names = (
+        _unknown_nanp_prefix(number)
+        or _override(number)
+        or [z for z in number_zones.time_zones_for_number(number) if z != "Etc/Unknown"]
+    )
     return [ZoneInfo(name) for name in (names or [default_timezone])]
+
+
+def _unknown_nanp_prefix(number: phonenumbers.PhoneNumber) -> list[str]:
+    """For a NANP number whose exchange phonenumbers does not know (it matches no more than
+    the area code): the zones of every exchange of that area code it does know. The area
+    code's own entry names one zone, though some codes (423, 270, 850, 812, 219...) span two.
+    ZONE_OVERRIDES' entry for the area code, if any, counts as one more known prefix."""
+    if number.country_code != 1:
+        return []
+    digits = "1" + str(number.national_number)
+    if len(_longest_prefix(digits, TIMEZONE_DATA)) > 4:
+        return []
+    return list(area_code_zones(digits[:4]))
+
+
+@functools.lru_cache(maxsize=1024)
+def area_code_zones(prefix: str) -> tuple[str, ...]:
+    """The union of the zones of every prefix phonenumbers knows under a NANP area code
+    ("1" + three digits), each corrected by ZONE_OVERRIDES; () if it knows none."""
+    found: dict[str, None] = {}
+    for key in sorted(TIMEZONE_DATA):
+        if key.startswith(prefix):
+            zones = override_for(key) or TIMEZONE_DATA[key]
+            found.update(dict.fromkeys(z for z in zones if z != "Etc/Unknown"))
+    return tuple(found)
 
 
 def _override(number: phonenumbers.PhoneNumber) -> list[str]:
@@ -197,20 +240,37 @@ def _longest_prefix(digits: str, table: Mapping[str, object]) -> str:
 # --- holidays ---------------------------------------------------------------------------
 
 
-def calendars(rule: Rule, zones: Sequence[ZoneInfo]) -> tuple[str, ...]:
-    """The holiday calendars a rule closes on, for these zones: a country's rule adds the
-    state's calendar where the one zone tells the state."""
-    if len(zones) != 1:
-        return rule.holidays
-    states = ZONE_SUBDIVISIONS.get(zones[0].key, ())
-    out = []
-    for code in rule.holidays:
+def holiday_calendars(
+    codes: Sequence[str], number: phonenumbers.PhoneNumber, timezone: str | None
+) -> tuple[str, ...]:
+    """The calendars a rule closes on, for this number: a state's ("US-AL") as it is; a
+    country's ("AU") always, plus every state the number may be in. The candidates are the
+    union of those the number's area code tells and those the request's `timezone` tells;
+    where neither tells one, every state of the country (a day off in any state closes)."""
+    out: list[str] = []
+    for code in codes:
         country, _, subdivision = code.partition("-")
-        if subdivision or not states:
-            out.append(code)
-        else:
+        out.append(code)
+        if not subdivision:
+            states = candidate_states(country, number, timezone)
             out.extend(f"{country}-{state}" for state in states)
-    return tuple(out)
+    return tuple(dict.fromkeys(out))
+
+
+def candidate_states(
+    country: str, number: phonenumbers.PhoneNumber, timezone: str | None
+) -> tuple[str, ...]:
+    """The subdivisions of `country` a number may be in (see `holiday_calendars`)."""
+    mine = phonenumbers.region_code_for_number(number) == country
+    by_prefix = NUMBER_SUBDIVISIONS.get(country, {}) if mine else {}
+    national = str(number.national_number)
+    told = [*by_prefix.get(national[:1], ()), *ZONE_SUBDIVISIONS.get(timezone or "", ())]
+    return tuple(dict.fromkeys(told)) if told else _subdivisions(country)
+
+
+@functools.lru_cache(maxsize=64)
+def _subdivisions(country: str) -> tuple[str, ...]:
+    return tuple(holidays.country_holidays(country).subdivisions)
 
 
 def holiday(codes: Sequence[str], day: date) -> str | None:
@@ -275,7 +335,7 @@ def _allowed(
     start = max(now, not_before) if not_before else now
     horizon = HOLIDAY_HORIZON if rule.holidays else HORIZON
     allowed = [(start, start + horizon)]
-    codes = calendars(rule, zones)
+    codes = rule.holidays
     for zone in zones:
         allowed = _intersect(allowed, _windows(zone, rule, codes, start, start + horizon))
     if not_after is not None:
@@ -355,7 +415,7 @@ def explain(
         rule = ANY_TIME
     at = at.astimezone(UTC)
     opening = next_opening(at, zones, rule)
-    codes = calendars(rule, zones)
+    codes = rule.holidays
     closed_by = [h for z in zones if (h := holiday(codes, at.astimezone(z).date()))]
     return Explanation(
         at=at,

@@ -113,7 +113,7 @@ ZONE_OVERRIDES: dict[str, tuple[str, ...]] = {
     "1684": ("Pacific/Pago_Pago",),
 }
 
-# The state a zone tells (Australia): its public holidays are added to the country's.
+# The state(s) a zone tells (Australia): their public holidays are added to the country's.
 # Australia/Sydney is also Canberra's zone: both calendars apply.
 ZONE_SUBDIVISIONS: dict[str, tuple[str, ...]] = {
     "Australia/Sydney": ("NSW", "ACT"),
@@ -128,6 +128,18 @@ ZONE_SUBDIVISIONS: dict[str, tuple[str, ...]] = {
     "Australia/Darwin": ("NT",),
     "Australia/Hobart": ("TAS",),
     "Antarctica/Macquarie": ("TAS",),
+}
+
+# The state(s) an Australian number tells by its area code (the first digit of the national
+# number: 02, 03, 07, 08). phonenumbers' zones are not precise enough for this (+61 3 maps
+# to Australia/Sydney). Mobiles and other non-geographic numbers tell no state.
+NUMBER_SUBDIVISIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "AU": {
+        "2": ("NSW", "ACT"),
+        "3": ("VIC", "TAS"),
+        "7": ("QLD",),
+        "8": ("SA", "WA", "NT"),
+    },
 }
 
 # US state and district names as phonenumbers' geocoder writes them -> postal codes.
