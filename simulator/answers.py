@@ -12,7 +12,7 @@ import uuid
 import phonenumbers
 from aiohttp import web
 
-from followup.simulator.state import SimState
+from followup.simulator.state import SimState, deep_json
 
 STATE_KEY = web.AppKey("state", SimState)
 
@@ -61,6 +61,9 @@ def odd_answer(fault: str | None, number: str) -> web.Response | None:
         return web.Response(status=201)
     if fault == "201_no_id":
         return web.json_response({"selfUri": "/api/v2/conversations/calls/"}, status=201)
+    if fault == "201_deep":
+        body = b'{"id": ' + deep_json() + b"}"
+        return web.Response(body=body, status=201, content_type="application/json")
     if fault == "200_html":
         return web.Response(text="<html><body>Welcome!</body></html>", content_type="text/html")
     if fault in ("huge_400", "many_errors_400"):

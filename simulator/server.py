@@ -57,6 +57,7 @@ from followup.simulator.state import (
     Faults,
     SimState,
     Token,
+    deep_json,
 )
 
 
@@ -71,6 +72,10 @@ async def token_endpoint(request: web.Request) -> web.Response:
         await asyncio.sleep(state.faults.token_latency_s)
     if state.faults.token_script:
         fault = state.faults.token_script.popleft()
+        if fault == "token_deep":
+            return _raw_json(b'{"access_token": ' + deep_json() + b', "expires_in": 3600}')
+        if fault == "refusal_deep":
+            return _raw_json(b'{"error": ' + deep_json() + b"}", status=401)
         if fault.startswith("token_"):
             bad = {
                 "token_crlf": "abc\r\nX-Injected: 1",
@@ -232,6 +237,10 @@ async def _answer(
     )
 
 
+def _raw_json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
 def _throttled(retry_after: str) -> web.Response:
     return error(
         429,
@@ -264,6 +273,8 @@ def _gate(request: web.Request, state: SimState, endpoint: str) -> Token | web.R
     fault = script.popleft() if script else None
     if fault == "429":
         return _throttled(faults.retry_after)
+    if fault == "deep":
+        return _raw_json(deep_json())
     if fault == "odd_shape":  # valid JSON, not the shape the contract gives
         odd: dict[str, Any] = (
             {"conversations": 5} if endpoint == "analytics" else {"conversationSummary": []}

@@ -33,12 +33,33 @@ FAULT_KINDS = (
     "huge_400",  # a 10 MB message and 10,000 errors[]
     "many_errors_400",  # 1,000 errors[] in a body of 40 KB
     "echo_number",  # a 400 that writes the dialled number in many formats, code included
+    "201_deep",  # a 201 whose id is nested DEEP_NESTING deep (the call is not created)
 )
 # Token-endpoint faults (token_script): an HTTP status, or a token no client may use.
-TOKEN_FAULT_KINDS = ("400", "401", "429", "500", "503", "token_crlf", "token_null", "token_unicode")
+TOKEN_FAULT_KINDS = (
+    "400",
+    "401",
+    "429",
+    "500",
+    "503",
+    "token_crlf",
+    "token_null",
+    "token_unicode",
+    "token_deep",  # {"access_token": [[[...]]]}, nested DEEP_NESTING deep
+    "refusal_deep",  # a 401 whose error is nested DEEP_NESTING deep
+)
 # Faults of the questions (availability_script, analytics_script): an HTTP status with the
-# platform's error body (429 with Retry-After), or valid JSON of the wrong shape.
-QUERY_FAULT_KINDS = ("429", "500", "502", "503", "504", "odd_shape")
+# platform's error body (429 with Retry-After), valid JSON of the wrong shape, or valid JSON
+# nested DEEP_NESTING deep (a parser without a depth bound raises RecursionError on it).
+QUERY_FAULT_KINDS = ("429", "500", "502", "503", "504", "odd_shape", "deep")
+DEEP_NESTING = 5000
+
+
+def deep_json(inner: str = "") -> bytes:
+    """[[[...]]] nested DEEP_NESTING deep, around inner."""
+    return ("[" * DEEP_NESTING + inner + "]" * DEEP_NESTING).encode()
+
+
 # cxone only (api-contract.md §4): answers that exist only there, and the shapes of its errors.
 CXONE_FAULT_KINDS = (
     "202_body",  # a success whose body carries {"contactId": ...} (one client reads it)

@@ -60,6 +60,7 @@ def test_2xx_is_placed_with_the_conversation_id() -> None:
         (201, json.dumps({"selfUri": "/api/v2/conversations/calls/x"}).encode()),
         (201, json.dumps({"id": 12345}).encode()),
         (201, json.dumps({"id": ""}).encode()),
+        (201, b'{"id": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
     ],
 )
 def test_a_2xx_without_a_string_id_is_unknown_not_placed(status: int, raw: bytes) -> None:

@@ -71,13 +71,23 @@ def test_a_call_that_started_before_the_send_marker_is_not_ours() -> None:
         {"conversations": [conversation(conversationStart=5)]},
         {"conversations": [5, "x", None]},
         {"conversations": [conversation(participants=[{"attributes": ["r-1"]}])]},
+        {
+            "conversations": [
+                conversation(participants=[{"attributes": {"followup_request_id": ["r-1"]}}])
+            ]
+        },
     ],
 )
 def test_odd_conversations_are_not_ours_and_raise_nothing(body: Any) -> None:
     assert find(body) is None
 
 
-@pytest.mark.parametrize("body", [{"conversations": 5}, [], "text", b"<html>"])
+DEEP = b"[" * 5000 + b"]" * 5000  # json.loads alone raises RecursionError on it
+
+
+@pytest.mark.parametrize(
+    "body", [{"conversations": 5}, [], "text", b"<html>", DEEP, b'{"conversations": ' + DEEP + b"}"]
+)
 def test_an_answer_of_another_shape_is_no_answer(body: Any) -> None:
     with pytest.raises(NoAnswer):
         find(body)
@@ -107,3 +117,16 @@ def test_an_availability_answer_of_another_shape_cannot_say() -> None:
     assert answering(odd).agent_busy(BASE, "u-1", "token") is None
     with pytest.raises(NoAnswer):
         answering({}, 503).agent_busy(BASE, "u-1", "token")
+
+
+def test_one_odd_conversation_does_not_hide_the_call_after_it() -> None:
+    """An attribute that is a list (unhashable) in one entry: the entry is skipped, the page
+    is still read."""
+    odd = conversation(conversationId="conv-odd")
+    odd["participants"][1]["attributes"]["followup_request_id"] = ["x"]
+    assert find({"conversations": [odd, conversation()]}) == "conv-1"
+
+
+@pytest.mark.parametrize("body", [DEEP, b'{"conversationSummary": ' + DEEP + b"}"])
+def test_an_availability_answer_nested_too_deep_cannot_say(body: bytes) -> None:
+    assert answering(body).agent_busy(BASE, "u-1", "token") is None

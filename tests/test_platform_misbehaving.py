@@ -125,7 +125,7 @@ def test_408_and_425_are_retried(
     assert record.attempts == 2
 
 
-@pytest.mark.parametrize("fault", ["204", "201_empty", "201_no_id", "200_html"])
+@pytest.mark.parametrize("fault", ["204", "201_empty", "201_no_id", "200_html", "201_deep"])
 def test_a_2xx_without_an_id_is_unknown_and_says_why(
     worker: Worker, sim: Simulator, client: FollowUpClient, wait_for: Any, fault: str
 ) -> None:
@@ -197,7 +197,7 @@ def test_a_wrong_client_secret_pauses_dialling_and_burns_nothing(
         assert len(calls_for(sim, request_id)) == 1
 
 
-@pytest.mark.parametrize("fault", ["token_crlf", "token_null", "token_unicode"])
+@pytest.mark.parametrize("fault", ["token_crlf", "token_null", "token_unicode", "token_deep"])
 def test_an_unusable_token_is_never_sent_nor_shown(
     isolated: Isolated, sim: Simulator, fault: str
 ) -> None:
@@ -210,6 +210,22 @@ def test_an_unusable_token_is_never_sent_nor_shown(
     assert "outcome unknown" not in [h.event for h in record.history]
     assert "X-Injected" not in worker.log()
     assert_nothing_leaks([record.model_dump_json(), worker.log()], list(sim.tokens()["tokens"]))
+
+
+def test_a_refusal_nested_too_deep_still_pauses_for_credentials_and_burns_nothing(
+    isolated: Isolated, sim: Simulator
+) -> None:
+    """A 401 whose `error` is [[[...]]] 5000 deep (json.loads alone raises RecursionError):
+    still a refusal, read as well as it can be."""
+    sim.set_faults(token_script=["refusal_deep"])
+    worker = isolated.worker()
+    request_id = isolated.enqueue()
+    record = isolated.wait(request_id, "scheduled")
+    assert record.waiting_for == "credentials"
+    assert record.attempts == 0
+    assert record.last_error is not None and record.last_error.code == "token.http.401"
+    assert requests_for(sim, request_id) == []
+    assert "RecursionError" not in worker.log()
 
 
 def test_a_hanging_token_endpoint_is_asked_once_for_all_waiting_threads(

@@ -163,13 +163,14 @@ def test_a_lookup_never_settles_a_request_with_another_requests_call(
 def test_lookups_outlast_throttles_outages_odd_answers_and_large_pages(
     genesys: Callable[..., Genesys],
 ) -> None:
-    """Analytics answers 429 (with Retry-After), 503, then JSON of another shape, and every
+    """Analytics answers 429 (with Retry-After), 503, then JSON of another shape and JSON
+    nested 5000 deep (json.loads alone raises RecursionError on it), and every
     page is padded with the agent's other calls (over 64 KiB at the old page size): no lookup
     is spent on them, the 429 slows the fleet, and the call is found once analytics answers."""
     g = genesys(FOLLOWUP_RECONCILE_AFTER_S="0.5", FOLLOWUP_RECONCILE_FOR_S="2")  # 3 lookups
     g.sim.set_faults(
         by_contact={"c-drop": ["drop_after"]},
-        analytics_script=["429", "503", "odd_shape", "500"],
+        analytics_script=["429", "503", "odd_shape", "deep", "500"],
         analytics_padding=40,
         retry_after="1",
     )
@@ -177,10 +178,10 @@ def test_lookups_outlast_throttles_outages_odd_answers_and_large_pages(
 
     record = g.until(request_id, lambda r: r.state == "placed", "the lookup to settle it")
     assert record.conversation_id == calls_for(g.sim, request_id)[0]["id"]
-    assert _events(record).count("lookup failed") == 4
+    assert _events(record).count("lookup failed") == 5
     assert "lookups over" not in _events(record)
     statuses = [q["status"] for q in g.sim.queries() if q["endpoint"] == "analytics"]
-    assert statuses == [429, 503, 200, 500, 200]  # the odd shape came with a 200
+    assert statuses == [429, 503, 200, 200, 500, 200]  # the odd and deep shapes with a 200
     rate = g.client.store.redis.hget(f"{g.env['FOLLOWUP_NAMESPACE']}:limiter", "rate")
     assert rate is not None and float(rate) < 1000  # FOLLOWUP_RATE_LIMIT_PER_S, halved
     assert "reconciliation pass failed" not in g.worker.log()
@@ -222,3 +223,65 @@ def test_busy_checks_take_fleet_slots_and_are_asked_once_an_attempt(
     assert sorted(q["user"] for q in asks) == [f"u-{n}" for n in range(6)]
     assert [q["status"] for q in asks] == [200] * 6
     assert [r["status"] for r in g.sim.requests()] == [201] * 6
+
+
+def test_a_throttle_longer_than_the_schedule_delays_the_lookups_instead_of_spending_them(
+    genesys: Callable[..., Genesys],
+) -> None:
+    """Lookups at 1, 2, 4 and 8 s (AFTER 1, FOR 8); the first is throttled for 6 s, and the
+    call shows in analytics only 12 s after it was made. Each lookup waits its interval
+    after the one before, so the last goes after the call shows (were they anchored to when
+    the request became unknown, the remaining three would go back to back at about 7 s)."""
+    g = genesys(FOLLOWUP_RECONCILE_AFTER_S="1", FOLLOWUP_RECONCILE_FOR_S="8")
+    g.sim.set_faults(
+        by_contact={"c-drop": ["drop_after"]},
+        analytics_script=["429"],
+        retry_after="6",
+        analytics_lag_s=12,
+    )
+    request_id = g.enqueue("c-drop")
+
+    record = g.until(
+        request_id,
+        lambda r: r.state == "placed" or "lookups over" in _events(r),
+        "the lookups to settle it or end",
+    )
+    assert record.state == "placed", _events(record)
+    assert record.conversation_id == calls_for(g.sim, request_id)[0]["id"]
+    assert _events(record).count("lookup failed") == 1
+
+
+def test_a_lookup_without_a_token_waits_for_one_and_spends_nothing(
+    genesys: Callable[..., Genesys],
+) -> None:
+    """The token endpoint answers a token nested 5000 deep (json.loads alone raises
+    RecursionError) when the lookup needs a new one: the lookup waits for a token, no pass
+    fails, and the call is found once a token is had."""
+    g = genesys(FOLLOWUP_RECONCILE_FOR_S="8")
+    g.sim.set_faults(by_contact={"c-drop": ["drop_after"]}, analytics_lag_s=3)
+    request_id = g.enqueue("c-drop")
+    g.until(request_id, lambda r: r.state == "unknown", "the outcome to be unknown")
+    g.sim.set_faults(token_script=["token_deep"] * 3)  # the call was made; analytics lags no more
+    g.sim.expire_tokens()  # the next lookup gets a 401, then asks for a new token
+
+    record = g.until(request_id, lambda r: r.state == "placed", "the lookup to settle it")
+    assert record.conversation_id == calls_for(g.sim, request_id)[0]["id"]
+    assert "lookups over" not in _events(record)
+    assert g.sim.tokens()["token_requests"] >= 5  # the first, the three deep ones, a good one
+    assert "reconciliation pass failed" not in g.worker.log()
+    assert "RecursionError" not in g.worker.log()
+
+
+def test_an_availability_answer_nested_too_deep_lets_the_call_go(
+    genesys: Callable[..., Genesys],
+) -> None:
+    """[[[...]]] 5000 deep from the busy check: the platform cannot say (docs/platforms.md),
+    so the call goes, once; the request does not fail."""
+    g = genesys()
+    g.sim.set_faults(availability_script=["deep"])
+    request_id = g.enqueue("c-deep")
+
+    record = g.until(request_id, lambda r: r.state == "placed", "it to be placed")
+    assert record.attempts == 1
+    assert len(calls_for(g.sim, request_id)) == 1
+    assert "RecursionError" not in g.worker.log()

@@ -9,7 +9,6 @@ nothing the platform sends can make a record or a log line grow: messages are cl
 from __future__ import annotations
 
 import email.utils
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from followup.config.redaction import mask_text
-from followup.worker.http import Answer
+from followup.worker.http import Answer, answer_json, dig
 from followup.worker.records import ErrorInfo
 
 Kind = Literal["placed", "retry", "fail", "reauth", "unknown", "lost", "credentials"]
@@ -221,11 +220,7 @@ def clip(text: str | None, limit: int = MESSAGE_CHARS) -> str:
 
 
 def _conversation_id(answer: Answer) -> str | None:
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        return None
-    value = body.get("id") if isinstance(body, dict) else None
+    value = dig(answer_json(answer), "id")
     if isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
         return value
     return None

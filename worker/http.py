@@ -20,6 +20,7 @@ Warning:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -30,6 +31,7 @@ import httpcore
 import httpx
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # no platform answer nests deeper; a deeper one is not the contract's
 
 _deadline: ContextVar[float | None] = ContextVar("followup_http_deadline", default=None)
 
@@ -110,6 +112,43 @@ class Answer:
     body: bytes
     truncated: bool = False
     seconds: float = 0.0  # how long it took, all told
+
+
+def answer_json(answer: Answer) -> Any:
+    """The answer's body as JSON, or None if it is no usable answer: cut off at its bound,
+    not JSON (or not UTF-8), or nested deeper than MAX_JSON_DEPTH (which would otherwise
+    raise RecursionError here or in whatever walks it). Every reader of a platform's answer
+    goes through this, and checks the types of what it takes (`dig`)."""
+    if answer.truncated:
+        return None
+    try:
+        value = json.loads(answer.body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return value if _depth_within(value, MAX_JSON_DEPTH) else None
+
+
+def dig(value: Any, *path: str) -> Any:
+    """value[path[0]][path[1]]... through objects only; None where a step is missing or
+    not an object."""
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether value nests no deeper than limit, walked without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 Observer = Callable[[str, int | None, float], None]  # (endpoint, HTTP status, seconds)

@@ -4,14 +4,17 @@ Every worker process runs one (FOLLOWUP_RECONCILE, on by default for a platform 
 say whether a call happened).
 Each `unknown` request whose call was sent is looked up at growing intervals: the first
 FOLLOWUP_RECONCILE_AFTER_S after it became unknown (the platform's records can lag), then
-twice that, four times ..., for FOLLOWUP_RECONCILE_FOR_S. A match settles it `placed` with its
-conversation id ("settled by lookup"), unless another request already holds that id; no
-match is noted in its history; it is never redialled. Lookups take slots from the fleet's
-rate limit. A lookup the platform gives no usable answer to (a 429, whose Retry-After is
-honoured and which lowers the fleet's rate; a 5xx; a timeout; an odd body) spends no lookup:
-it goes again later, after_s x 2^failures (capped at FOLLOWUP_RECONCILE_FOR_S), at most
-MAX_FAILURES times. Credentials without the permission to ask get a 403: logged once, and
-reconciliation stops in this process until it restarts.
+twice that, four times ..., for FOLLOWUP_RECONCILE_FOR_S; each wait counts from the lookup
+before it, so a throttle or an outage delays the schedule rather than using it up. A match
+settles it `placed` with its conversation id ("settled by lookup"), unless another request
+already holds that id; no match is noted in its history; it is never redialled. Lookups
+take slots from the fleet's rate limit. A lookup the platform gives no usable answer to (a
+429, whose Retry-After is honoured and which lowers the fleet's rate; a 5xx; a timeout; an
+odd body) spends no lookup: it goes again later, after_s x 2^failures (capped at
+FOLLOWUP_RECONCILE_FOR_S), at most MAX_FAILURES times. A lookup without a token to ask with
+(the token endpoint failed) goes again once one may be had, spending nothing. Credentials
+without the permission to ask get a 403: logged once, and reconciliation stops in this
+process until it restarts.
 """
 
 from __future__ import annotations
@@ -87,7 +90,16 @@ class Reconciler:
         request = lookup.request
         number, user = str(request.get("phone_number")), str(request.get("user_id"))
         last = lookup.lookups + 1 >= self.lookups
-        token = self.tokens.get()
+        try:
+            token = self.tokens.get()
+        except TokenError as exc:
+            # No token to ask with (the cache has said why): like a throttle, this lookup
+            # goes again once the token may be had, spending nothing, and the pass ends.
+            self.store.lookup_later(lookup.request_id, max(exc.hold_s, self.after_s))
+            raise
+        except Exception:  # a defect: counted as a lookup without an answer (bounded)
+            log.exception("no token for the lookup", request_id=lookup.request_id)
+            return self._no_answer(lookup, NoAnswer("an unexpected error getting a token"), "")
         try:
             base = self.platform.api_base(token)
             found = self.platform.find_call(

@@ -732,6 +732,10 @@ class StatusStore:
             for request_id, request, sent_at, n, failed in _rows(flat, 5)
         ]
 
+    def lookup_later(self, request_id: str, delay_s: float) -> None:
+        """Ask about this `unknown` request again delay_s later, spending nothing."""
+        self._run(store_lua.LOOKUP_LATER, id=request_id, delay=delay_s)
+
     def reconcile(
         self,
         request_id: str,

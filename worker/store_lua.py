@@ -300,6 +300,7 @@ local function settle(id)
     local sent = redis.call('HGET', rkey(id), 'sent_at')
     if sent and sent ~= '' then
       redis.call('HSET', rkey(id), 'unknown_at', now, 'lookups', 0, 'lookup_failures', 0)
+      redis.call('HDEL', rkey(id), 'last_lookup_at')
       redis.call('ZADD', ns .. ':reconcile', now, id)
     end
     return
@@ -728,7 +729,7 @@ if r[3] and r[3] ~= '' then
 end
 if r[1] == 'unknown' then
   keep(id)
-  redis.call('HDEL', rkey(id), 'last_error', 'unknown_at', 'lookups')
+  redis.call('HDEL', rkey(id), 'last_error', 'unknown_at', 'lookups', 'last_lookup_at')
 end
 redis.call('HDEL', rkey(id), 'claim')
 wait(id, r[1], 'scheduled', now + tonumber(ARG.delay), ARG.reason, 'waiting for ' .. ARG.reason,
@@ -856,12 +857,20 @@ local out, RKEY = {}, ns .. ':reconcile'
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', RKEY, '-inf', now, 'LIMIT', 0,
     tonumber(ARG.limit))) do
   local r = redis.call('HMGET', rkey(id), 'state', 'request', 'sent_at', 'lookups', 'unknown_at',
-    'lookup_failures')
+    'lookup_failures', 'last_lookup_at')
   if r[1] ~= 'unknown' then
     redis.call('ZREM', RKEY, id)
   else
-    local lookups = tonumber(r[4]) or 0
-    local due = (tonumber(r[5]) or now) + tonumber(ARG.after) * math.pow(2, math.min(lookups, 10))
+    -- Lookup 0 goes `after` after the request became unknown; lookup n, after·2^(n-1) after
+    -- lookup n-1 was made (the same times when nothing is in the way), so that a throttle
+    -- or an outage that outlasts the schedule does not spend the rest back to back.
+    local lookups, after = tonumber(r[4]) or 0, tonumber(ARG.after)
+    local due = (tonumber(r[5]) or now) + after
+    if lookups > 0 and tonumber(r[7]) then
+      due = tonumber(r[7]) + after * math.pow(2, math.min(lookups - 1, 10))
+    elseif lookups > 0 then
+      due = (tonumber(r[5]) or now) + after * math.pow(2, math.min(lookups, 10))
+    end
     if due > now then
       redis.call('ZADD', RKEY, due, id)
     else
@@ -925,6 +934,7 @@ if cid ~= '' then
   end
 end
 redis.call('HINCRBY', rkey(id), 'lookups', 1)
+redis.call('HSET', rkey(id), 'last_lookup_at', now)
 note(id, 'looked up', detail)
 if ARG.last == '1' then
   over('no call found')
@@ -932,6 +942,18 @@ else
   redis.call('ZADD', RKEY, now, id)  -- TAKE_LOOKUPS files it under its next time
 end
 return 'unknown'
+""",
+)
+
+# A lookup that could not be asked (no token to ask with): it goes again `delay` seconds
+# later, spending nothing (neither a lookup nor one of its failures).
+LOOKUP_LATER = LuaScript(
+    "lookup_later",
+    ("id", "delay"),
+    r"""
+if redis.call('HGET', rkey(ARG.id), 'state') ~= 'unknown' then return 0 end
+redis.call('ZADD', ns .. ':reconcile', 'XX', now + tonumber(ARG.delay), ARG.id)
+return 1
 """,
 )
 
@@ -1067,6 +1089,7 @@ SCRIPTS = (
     PUBLISHED,
     TAKE_LOOKUPS,
     RECONCILE,
+    LOOKUP_LATER,
     TAKE_SLOT,
     SLOW_DOWN,
 )

@@ -15,7 +15,6 @@ platform gives (`platforms.base.TokenRequest`: client credentials, or a password
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from followup.worker.classify import (
     error_info,
     retry_after,
 )
-from followup.worker.http import Answer, PlatformHttp
+from followup.worker.http import Answer, PlatformHttp, answer_json, dig
 from followup.worker.platforms.base import TokenRequest
 from followup.worker.records import ErrorInfo
 
@@ -150,12 +149,9 @@ class TokenCache:
 
 
 def _read_token(answer: Answer) -> tuple[str, float]:
-    try:
-        body = json.loads(answer.body)
-        token = body["access_token"]
-        lifetime = body.get("expires_in", 3600)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        token, lifetime = None, 0
+    body = answer_json(answer)
+    token = dig(body, "access_token")
+    lifetime = body.get("expires_in", 3600) if isinstance(body, dict) else 0
     valid = (
         isinstance(token, str)
         and 0 < len(token) <= TOKEN_CHARS
@@ -182,13 +178,12 @@ def _read_token(answer: Answer) -> tuple[str, float]:
 
 def _refusal(answer: Answer, check: str) -> ErrorInfo:
     """The OAuth error (RFC 6749 §5.2: error, error_description), clipped and masked."""
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        body = {}
-    body = body if isinstance(body, dict) else {}
-    error = clip(mask_text(str(body.get("error") or f"http.{answer.status}")), 80)
-    description = clip(mask_text(str(body.get("error_description") or "")), 200)
+    body = answer_json(answer)
+    error, description = dig(body, "error"), dig(body, "error_description")
+    error = clip(
+        mask_text(error if isinstance(error, str) and error else f"http.{answer.status}"), 80
+    )
+    description = clip(mask_text(description if isinstance(description, str) else ""), 200)
     return ErrorInfo(
         status=answer.status,
         code=f"token.{error}",

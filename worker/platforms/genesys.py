@@ -22,7 +22,6 @@ answer that is not the contract's shape raises NoAnswer ("ask again later"), nev
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +31,7 @@ import httpx
 from followup.config.settings import Settings
 from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer, retry_after
-from followup.worker.http import Answer, PlatformHttp
+from followup.worker.http import Answer, PlatformHttp, answer_json, dig
 from followup.worker.platforms.base import (
     CallRequest,
     LookupForbidden,
@@ -110,12 +109,7 @@ class GenesysPlatform:
         )
         if answer.status != 200:
             return None
-        try:
-            active = json.loads(answer.body)["conversationSummary"]["call"]["contactCenter"][
-                "active"
-            ]
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None
+        active = dig(answer_json(answer), "conversationSummary", "call", "contactCenter", "active")
         if not isinstance(active, int) or isinstance(active, bool):
             return None
         return active > 0
@@ -156,11 +150,10 @@ class GenesysPlatform:
             raise LookupForbidden(ANALYTICS_PERMISSION)
         if answer.status != 200:
             raise NoAnswer(f"HTTP {answer.status}")
-        try:
-            body = json.loads(answer.body)
-        except ValueError:
-            raise NoAnswer("an answer that is not JSON") from None
-        conversations = body.get("conversations", []) if isinstance(body, dict) else None
+        body = answer_json(answer)
+        if not isinstance(body, dict):
+            raise NoAnswer("an answer that is not a JSON object")
+        conversations = body.get("conversations", [])
         if not isinstance(conversations, list):
             raise NoAnswer("an answer without a list of conversations")
         return next(
@@ -221,11 +214,7 @@ def _ours(
     ):
         return False
     participants = [p for p in _list(conversation.get("participants")) if isinstance(p, dict)]
-    sent_with = {
-        p["attributes"].get(REQUEST_ATTRIBUTE)
-        for p in participants
-        if isinstance(p.get("attributes"), dict)
-    }
+    sent_with = [dig(p, "attributes", REQUEST_ATTRIBUTE) for p in participants]  # any type
     users = {p.get("userId") for p in participants if isinstance(p.get("userId"), str)}
     dialled = {
         s.get("dnis")
