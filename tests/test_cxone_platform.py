@@ -128,3 +128,16 @@ def test_a_cxone_worker_needs_its_skill_and_its_access_key() -> None:
         platform_without.token_request()
     with pytest.raises(ConfigError, match="apply to NICE CXone only"):
         load_settings({"FOLLOWUP_CXONE_SKILL_ID": "4242"})
+
+
+DEEP = b"[" * 5000 + b"]" * 5000  # json.loads alone raises RecursionError on it
+
+
+def test_answers_nested_too_deep_are_no_usable_answer() -> None:
+    p = platform()
+    assert p.read_answer(answer(202, b'{"contactId": ' + DEEP + b"}")).conversation_id is None
+    refused = p.read_answer(answer(400, b'{"error": ' + DEEP + b"}"))
+    assert refused.kind == "fail"
+    assert refused.error is not None and refused.error.message == "HTTP 400"
+    deep_jwt = "x." + base64.urlsafe_b64encode(DEEP).decode().rstrip("=") + ".c2ln"
+    assert tenant_of(deep_jwt) is None

@@ -119,10 +119,13 @@ def answer_json(answer: Answer) -> Any:
     not JSON (or not UTF-8), or nested deeper than MAX_JSON_DEPTH (which would otherwise
     raise RecursionError here or in whatever walks it). Every reader of a platform's answer
     goes through this, and checks the types of what it takes (`dig`)."""
-    if answer.truncated:
-        return None
+    return None if answer.truncated else read_json(answer.body)
+
+
+def read_json(data: bytes | str) -> Any:
+    """data as JSON, or None if it is not JSON or nests deeper than MAX_JSON_DEPTH."""
     try:
-        value = json.loads(answer.body)
+        value = json.loads(data)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return value if _depth_within(value, MAX_JSON_DEPTH) else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +34,7 @@ from followup.config.redaction import mask_text
 from followup.config.settings import Settings
 from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer, clip, describe_exception, retry_after
-from followup.worker.http import Answer, PlatformHttp
+from followup.worker.http import Answer, PlatformHttp, answer_json, dig, read_json
 from followup.worker.platforms.base import (
     CallRequest,
     LookupForbidden,
@@ -136,11 +135,9 @@ class CxonePlatform:
                 params={"tenantId": tenant},
                 headers=self.headers,
             )
-            endpoint = json.loads(answer.body).get("api_endpoint") if answer.status == 200 else None
         except httpx.HTTPError as exc:
             raise _discovery_failed(describe_exception(exc).message) from None
-        except (ValueError, AttributeError):
-            endpoint = None
+        endpoint = dig(answer_json(answer), "api_endpoint") if answer.status == 200 else None
         if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
             raise _discovery_failed(f"HTTP {answer.status} without an api_endpoint URL")
         return endpoint
@@ -195,11 +192,8 @@ class CxonePlatform:
         answer = self._ask(base, f"/agents/{quote(user_id, safe='')}/states", {}, token)
         if answer.status != 200:
             return None
-        try:
-            states = json.loads(answer.body)["agentStates"]
-            name = states[0]["agentStateName"]
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None
+        states = dig(answer_json(answer), "agentStates")
+        name = dig(states[0], "agentStateName") if isinstance(states, list) and states else None
         return name in BUSY_STATES if isinstance(name, str) else None
 
     def find_call(
@@ -228,11 +222,10 @@ class CxonePlatform:
                 raise LookupForbidden("the API user's permission to view contacts")
             if answer.status != 200:
                 raise NoAnswer(f"HTTP {answer.status}")
-            try:
-                body = json.loads(answer.body)
-            except ValueError:
-                raise NoAnswer("an answer that is not JSON") from None
-            contacts = body.get(key, []) if isinstance(body, dict) else None
+            body = answer_json(answer)
+            if not isinstance(body, dict):
+                raise NoAnswer("an answer that is not a JSON object")
+            contacts = body.get(key, [])
             if not isinstance(contacts, list):
                 raise NoAnswer(f"an answer without a list of {key}")
             for contact in contacts:
@@ -301,9 +294,9 @@ def tenant_of(token: str) -> str | None:
         return None
     try:
         payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
     except (ValueError, binascii.Error):
         return None
+    claims = read_json(payload)
     tenant = claims.get("tenantId") if isinstance(claims, dict) else None
     return tenant if isinstance(tenant, str) and tenant else None
 
@@ -312,10 +305,7 @@ def cxone_error(answer: Answer) -> ErrorInfo:
     """CXone's error text: the JSON error_description, else message, else error, else the
     icStatusDescription header; clipped and masked."""
     text, code = "", ""
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        body = None
+    body = answer_json(answer)
     if isinstance(body, dict):
         for name in ("error_description", "message", "error"):
             if isinstance(body.get(name), str) and body[name]:
@@ -346,11 +336,7 @@ def _discovery_failed(why: str) -> TokenError:
 
 
 def _contact_id(answer: Answer) -> str | None:
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        return None
-    value = body.get("contactId") if isinstance(body, dict) else None
+    value = dig(answer_json(answer), "contactId")
     if isinstance(value, int | str) and not isinstance(value, bool) and str(value).isdigit():
         return str(value)
     return None
