@@ -25,7 +25,8 @@ from followup.config.settings import Settings
 from followup.tasks.request import parse_request
 from followup.worker.http import PlatformHttp
 from followup.worker.platforms.conversations import client_credentials
-from followup.worker.store import StatusStore
+from followup.worker.records import State
+from followup.worker.store import Pacing, StatusStore
 from followup.worker.sweeper import Sweeper
 from followup.worker.tokens import TokenCache
 from tests.conftest import calls_for, followup
@@ -352,3 +353,40 @@ def test_one_agents_backlog_goes_out_in_order_each_waiting_once(
         for h in f.client.status(i).history  # type: ignore[union-attr]
     ].count("waiting for agent_spacing")
     assert waits <= 2 * len(ids), waits  # once each, give or take a late wake-up
+
+
+def test_six_429s_to_calls_sent_together_halve_the_rate_once(redis_url: str) -> None:
+    """AIMD: the 429s answering calls sent before the rate was cut are that cut's news, not
+    reasons for more cuts: six of them halve the rate once (not down to its floor); a 429 to
+    a call sent after the cut halves it again."""
+    store = StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-aimd-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=60,
+        pacing=Pacing(limit=10, burst=10, hold=5.0),
+    )
+
+    def sent(count: int) -> list[tuple[str, str]]:
+        out = []
+        for request_id in _due_now(store, count):
+            claim = store.claim(request_id, lease_s=30)
+            assert store.mark_sent(request_id, claim.token, user="u-1").outcome == "sent"
+            out.append((request_id, claim.token))
+        return out
+
+    def throttled(request_id: str, token: str) -> float | None:
+        return store.finish(
+            request_id, token, State.RETRYING, event="will retry", slow=True, retry_in_s=30
+        ).rate
+
+    try:
+        rates = [throttled(*call) for call in sent(6)]
+        assert rates[0] is not None and 4.5 <= rates[0] <= 5.0
+        assert rates[1:] == [None] * 5  # answers to calls sent before the cut
+        (later,) = sent(1)
+        again = throttled(*later)
+        assert again is not None and again < rates[0]
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))

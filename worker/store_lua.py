@@ -159,9 +159,15 @@ local function void_slots(from)
   redis.call('HSET', LIMITER, 'tat', from, 'epoch', epoch)
 end
 local function slot_epoch() return redis.call('HGET', LIMITER, 'epoch') or '0' end
-local function slow_down(limit)
+-- A 429 halves the rate, as AIMD does: at most once a round trip's worth of answers. A call
+-- sent (sent_at) before the last cut was sent at the old rate; its 429 is that cut's news,
+-- not a reason for another (so six 429s in one second halve it once, not to the floor).
+-- Returns the rate in force, or nil if it was not cut.
+local function slow_down(limit, sent_at)
+  local cut = tonumber(redis.call('HGET', LIMITER, 'cut_at')) or 0
+  if sent_at and sent_at < cut then return nil end
   local rate = math.max(limit * 0.1, rate_in_force(limit) * 0.5)
-  redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now)
+  redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now, 'cut_at', now)
   return rate
 end
 -- The breaker (ns:breaker): open after policy.failures transport failures or 5xx answers in
@@ -776,7 +782,10 @@ if ARG.spent == '0' and r[5] and r[5] ~= '' then
   redis.call('HSET', rkey(id), 'attempts', math.max((tonumber(r[4]) or 1) - 1, 0))
 end
 local rate = ''
-if ARG.slow == '1' then rate = tostring(slow_down(policy.limit)) end
+if ARG.slow == '1' then
+  local cut = slow_down(policy.limit, tonumber(r[5]))
+  rate = cut and tostring(cut) or ''
+end
 local breaker = breaker_heard(id, ARG.health, policy)
 for k, v in pairs(cjson.decode(ARG.fields)) do
   if v == cjson.null or v == '' then redis.call('HDEL', rkey(id), k)
