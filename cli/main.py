@@ -34,7 +34,14 @@ from followup.config.redaction import url_host
 from followup.config.settings import ConfigError, Settings, check_environment, load_settings
 from followup.tasks.outcomes import Outcome, follow, outcomes, recent
 from followup.tasks.producer import FollowUpClient
-from followup.tasks.request import FieldError, FollowUpRequest, InvalidRequest, parse_request
+from followup.tasks.request import (
+    EARLIEST,
+    LATEST,
+    FieldError,
+    FollowUpRequest,
+    InvalidRequest,
+    parse_request,
+)
 from followup.worker import stats
 from followup.worker.calling_hours import explain
 from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
@@ -254,6 +261,8 @@ def _number_cap(phone_number: str, settings: Settings) -> dict[str, Any]:
 
 
 def _instant(flag: str, text: str) -> datetime:
+    """An ISO 8601 time with its offset, in the range a request's times may take (the
+    calling-hours arithmetic adds days to it: near year 1 or 9999 that overflows)."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -268,7 +277,22 @@ def _instant(flag: str, text: str) -> datetime:
                 )
             ]
         )
-    return value.astimezone(UTC)
+    try:
+        instant = value.astimezone(UTC)
+        in_range = EARLIEST <= instant < LATEST
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before what a datetime holds
+        in_range = False
+    if not in_range:
+        raise InvalidRequest(
+            [
+                FieldError(
+                    field=flag,
+                    message=f"'{text[:64]}' is out of range; give a time between "
+                    f"{EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)",
+                )
+            ]
+        )
+    return instant
 
 
 def cmd_list(args: argparse.Namespace) -> int:

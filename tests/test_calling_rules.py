@@ -440,3 +440,15 @@ def test_stricter_states_on_daylight_saving_days() -> None:
     assert opening("+12055550100", "2026-03-08T01:30-06:00") == at("2026-03-09T08:00-05:00")
     # Sunday 1 November 2026: back to standard time; Kentucky (Louisville) opens at 10:00 EST.
     assert opening("+15025550100", "2026-11-01T01:30-04:00") == at("2026-11-01T10:00-05:00")
+
+
+@pytest.mark.parametrize(
+    "instant",
+    ["9999-12-31T23:00Z", "0001-01-01T00:00Z", "0001-01-01T00:00+01:00", "1999-12-31T23:59Z"],
+)
+def test_followup_hours_refuses_an_at_out_of_range(instant: str) -> None:
+    env = {"FOLLOWUP_REDIS_URL": "redis://127.0.0.1:1/0"}
+    shown = followup("hours", "+13055550100", "--at", instant, "--json", env=env)
+    assert shown.returncode == 2, shown.stderr
+    assert "--at" in shown.stderr and "2000-01-01" in shown.stderr
+    assert "Traceback" not in shown.stderr
