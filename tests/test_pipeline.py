@@ -124,6 +124,28 @@ def test_transient_errors_give_up_after_max_attempts(worker: Any, sim: Any, wait
     assert record.last_error.status == 502
 
 
+def test_a_persons_retry_gets_a_fresh_budget_and_keeps_the_count_honest(
+    worker: Any, sim: Any, wait_for: Any
+) -> None:
+    """`followup retry` after `failed`: FOLLOWUP_MAX_ATTEMPTS more attempts, and `attempts`
+    counts every attempt made (the per-number cap and the history count them too)."""
+    contact = unique()
+    sim.set_faults(by_contact={contact: ["502"] * 6})  # four, then two more after the retry
+    request_id = enqueue_follow_up(
+        contact_id=contact, user_id="u-1001", phone_number="+61298765432"
+    )
+    assert wait_for(request_id, "failed").attempts == 4
+
+    retried = followup("retry", request_id, "--by", "ops-anna")
+    assert retried.returncode == 0, retried.stderr
+    record = wait_for(request_id, "placed")
+
+    assert [r["status"] for r in requests_for(sim, request_id)] == [502] * 6 + [201]
+    assert record.attempts == 7
+    manual = [h for h in record.history if h.event == "manual retry"]
+    assert manual and "(4 attempts)" in (manual[0].detail or "")
+
+
 def test_429_waits_at_least_retry_after(worker: Any, sim: Any, wait_for: Any) -> None:
     contact = unique()
     sim.set_faults(by_contact={contact: ["429"]}, retry_after="2")

@@ -361,7 +361,7 @@ class Pipeline:
                 asked_s=asked,
                 cap_s=waited,
             )
-        outcome = decide(verdict, attempts, self.settings)
+        outcome = decide(verdict, attempts - claim.attempts_base, self.settings)
         finished = self._record(
             lambda: self.store.finish(
                 request_id,

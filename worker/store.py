@@ -80,6 +80,9 @@ class Claim:
     # retry lifted it.
     not_after: datetime | None = None
     asked_free: bool = False  # this attempt's busy check said free before a rate-limit wait
+    # Attempts made before a person's retry: they stay counted in `attempts`, and the retry's
+    # budget (FOLLOWUP_MAX_ATTEMPTS) counts from here.
+    attempts_base: int = 0
 
 
 # Requests a REGISTER_MANY run records: about 20 ms of Redis time, so that a campaign's
@@ -421,6 +424,7 @@ class StatusStore:
             float(claimed[0]) if claimed else 0,
             _ts(claimed[1]) if len(claimed) > 1 else None,
             len(claimed) > 2 and claimed[2] == "1",
+            int(claimed[3]) if len(claimed) > 3 else 0,
         )
 
     def mark_sent(

@@ -567,8 +567,9 @@ move(id, state, 'dialing')
 redis.call('ZADD', DUE, now + tonumber(ARG.lease), id)
 note(id, 'claimed', nil)
 -- The record's not_after, not the request's: a person's retry clears it (MANUAL).
-local window = redis.call('HMGET', rkey(id), 'request', 'not_after')
-return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or '', asked}
+local window = redis.call('HMGET', rkey(id), 'request', 'not_after', 'attempts_base')
+return {'claimed', 'dialing', attempts, window[1], tostring(now), window[2] or '', asked,
+  window[3] or '0'}
 """,
 )
 
@@ -1011,8 +1012,10 @@ local previous = redis.call('HGET', rkey(id), 'attempts')
 keep(id)
 redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished', 'slot', 'not_after')
 local not_before = tonumber(redis.call('HGET', rkey(id), 'not_before')) or now
-redis.call('HSET', rkey(id), 'attempts', 0, 'next_attempt_at', now, 'republished', 0,
-  'give_up_at', math.max(now, not_before) + MAX_WAIT)
+-- The attempts made stay counted (the history, the per-number cap's entries); the retry
+-- gets a fresh budget of FOLLOWUP_MAX_ATTEMPTS counted from here.
+redis.call('HSET', rkey(id), 'attempts_base', tonumber(previous) or 0, 'next_attempt_at', now,
+  'republished', 0, 'give_up_at', math.max(now, not_before) + MAX_WAIT)
 move(id, state, 'retrying')
 note(id, 'manual retry', 'by ' .. ARG.who .. ' after ' .. state .. ' (' .. previous .. ' attempts)')
 redis.call('ZADD', DUE, now, id)
