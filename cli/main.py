@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import redis
 from tqdm import tqdm
@@ -43,7 +44,7 @@ from followup.tasks.request import (
     parse_request,
 )
 from followup.worker import stats
-from followup.worker.calling_hours import explain
+from followup.worker.calling_hours import Explanation, explain
 from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
 from followup.worker.store import StatusStore, UnconfirmedWrite
 from followup.worker.sweeper import heartbeat_for
@@ -326,8 +327,41 @@ def _manual(args: argparse.Namespace, action: str, rule: str) -> int:
     if not ok:
         _error(f"request {printable(args.request_id)} is {state}; {rule}")
         return EXIT_FAILED
-    print(f"{printable(args.request_id)} {state}")
+    shown: dict[str, Any] = {"request_id": args.request_id, "state": state}
+    line = f"{printable(args.request_id)} {state}"
+    if action == "retry":
+        hours = _hours_of(store, args.request_id)
+        shown.update(waits_for=None, next_opening=None)
+        if hours is not None and not hours.open:
+            # Said at once: the retry does not dial now, and why (issue 20.7).
+            opening = hours.next_opening
+            shown.update(waits_for="calling_hours", next_opening=_iso_or_none(opening))
+            when = (
+                f"the window next opens at {opening.isoformat()} (its local time: "
+                f"{', '.join(_local(opening, z) for z in hours.zones)})"
+                if opening is not None
+                else "no calling hours open ahead"
+            )
+            line += f": outside the number's calling hours ({hours.rule}), it waits; {when}"
+        shown["calling_hours"] = hours.as_dict() if hours is not None else None
+    print(json.dumps(shown, indent=2) if getattr(args, "json", False) else line)
     return 0
+
+
+def _hours_of(store: StatusStore, request_id: str) -> Explanation | None:
+    """The calling-hours decision for a stored request now (None: no request to read)."""
+    request = store.request_of(request_id)
+    if request is None:
+        return None
+    return explain(request.phone_number, request.timezone, datetime.now(UTC), _settings())
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _local(moment: datetime, zone: str) -> str:
+    return moment.astimezone(ZoneInfo(zone)).strftime(f"%Y-%m-%d %H:%M {zone}")
 
 
 def _login() -> str:
@@ -603,6 +637,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("request_id")
         p.add_argument("--by", help="who acts (recorded in the history); default: your login")
+        p.add_argument("--json", action="store_true")
         p.set_defaults(run=fn)
 
     p = sub.add_parser("stats", help="the fleet at a glance: states, last hour, waits, workers")

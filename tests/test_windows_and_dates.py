@@ -3,6 +3,7 @@ not_before far ahead, and dates at the edge of what a datetime can hold."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -74,8 +75,9 @@ def _missed(own: Own, zone: str) -> str:
 
 def test_a_retry_after_window_missed_dials_inside_calling_hours(own: Own, sim: Any) -> None:
     daytime, night = _missed(own, zone_where_it_is(12)), _missed(own, zone_where_it_is(3))
+    later = _missed(own, zone_where_it_is(3))
     own.start_worker()
-    for request_id in (daytime, night):
+    for request_id in (daytime, night, later):
         record = own.wait(request_id, "failed")
         assert record.last_error is not None and record.last_error.code == "window.missed"
 
@@ -85,11 +87,25 @@ def test_a_retry_after_window_missed_dials_inside_calling_hours(own: Own, sim: A
 
     # Outside calling hours, the retry waits for the customer's morning (a due time, so it
     # is not claimed over and over meanwhile), and says so at once.
-    assert own.cli("retry", night).returncode == 0
+    said = own.cli("retry", night, "--json")
+    assert said.returncode == 0, said.stderr
+    shown = json.loads(said.stdout)
+    assert (shown["state"], shown["waits_for"]) == ("retrying", "calling_hours")
+    opening = datetime.fromisoformat(shown["next_opening"])
+    assert opening > datetime.now(UTC)
+    assert shown["calling_hours"]["open"] is False
     record = own.wait(night, "scheduled")
     assert record.waiting_for == "calling_hours"
     assert record.next_attempt_local is not None and record.next_attempt_local.hour == 8
     assert calls_for(sim, night) == []
+    assert record.next_attempt_at is not None
+    assert abs(record.next_attempt_at.timestamp() - opening.timestamp()) < 120
+
+    # In words: a retry accepted outside calling hours never just says "retrying".
+    words = own.cli("retry", later)
+    assert words.returncode == 0, words.stderr
+    assert "outside the number's calling hours" in words.stdout
+    assert "the window next opens at 20" in words.stdout
 
 
 # --- not_before: the wait bound counts from it; too far ahead is refused ------------------
