@@ -129,11 +129,11 @@ def summarize(value: Any, key: str | None = None, depth: int = 0) -> Any:
 
 
 def argument_reprs(args: Any, kwargs: Any) -> tuple[str, str]:
-    """argsrepr and kwargsrepr for a task message: summaries, bounded."""
-    return (
-        repr(summarize(list(args or ())))[:_REPR_CHARS],
-        repr(summarize(dict(kwargs or {})))[:_REPR_CHARS],
-    )
+    """argsrepr and kwargsrepr for a task message: summaries, bounded (of whatever a sender
+    wrote: args that are not a list, kwargs that are not a dict, are summarized as they are)."""
+    args = list(args) if isinstance(args, list | tuple) else [] if args is None else args
+    kwargs = dict(kwargs) if isinstance(kwargs, dict) else {} if kwargs is None else kwargs
+    return repr(summarize(args))[:_REPR_CHARS], repr(summarize(kwargs))[:_REPR_CHARS]
 
 
 def url_host(url: str) -> str:

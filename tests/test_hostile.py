@@ -420,3 +420,35 @@ def test_nothing_is_published_or_recorded_under_an_id_that_is_not_a_request_id(
             store.register(bad, valid, queue=fleet.queue, source="test")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="queue"):
         publish(app, uuid.uuid4().hex, request(), f"{fleet.client.settings.namespace}:outcomes")
+
+
+def test_bodies_and_headers_celery_would_choke_on_are_rejected_and_the_worker_goes_on(
+    fleet: Fleet, sim: Any, wait_for: Any
+) -> None:
+    """Issue 26 audit: kwargs not a dict, args not a list (a string "args" first too: Celery
+    would take it for a hybrid message), a timelimit that is not two numbers, stamped_headers
+    that are not a list of names, stamps that are not a dict: each `rejected`, named; no worker
+    dies on it (Celery's Request would raise TypeError, an "Unrecoverable error")."""
+    worker = fleet.start_worker()
+    good = {"request": request()}
+    cases: dict[str, dict[str, Any]] = {
+        "kwargs": dict(body=json.dumps([[], [1, 2], {}])),
+        "args": dict(body=json.dumps([5, {}, {}])),
+        "hybrid": dict(body=json.dumps(["args", good, {}])),
+        "timelimit": dict(kwargs=good, timelimit={"a": 1}),
+        "stamped_headers": dict(kwargs=good, stamped_headers=5),
+        "stamps": dict(kwargs=good, stamps=[1]),
+    }
+    ids = {name: uuid.uuid4().hex for name in cases}
+    for name, fields in cases.items():
+        send_raw(fleet, ids[name], **fields)
+    for name, task_id in ids.items():
+        record = wait_for(task_id, "rejected", timeout_s=60)
+        assert record.last_error is not None, name
+        field = "args" if name == "hybrid" else name
+        assert record.last_error.errors[0]["field"] == field, name
+        assert requests_for(sim, task_id) == []
+    still_serves(fleet, worker, sim, wait_for)
+    log = worker.log()
+    assert "Unrecoverable error" not in log
+    assert NUMBER not in log

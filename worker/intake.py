@@ -108,6 +108,16 @@ def screen(
         )
     args, kwargs, embed = decoded
     excerpt.update(args=args, kwargs=kwargs)
+    if not isinstance(args, list):  # Celery would unpack it (a string "args": a hybrid body)
+        return refuse(
+            "message.body", "args", "args (the body's first element) must be a list; send []"
+        )
+    if not isinstance(kwargs, dict):
+        return refuse(
+            "message.body",
+            "kwargs",
+            'kwargs (the body\'s second element) must be an object: {"request": {...}}',
+        )
     if headers.get("task") != TASK_NAME:
         return refuse(
             "message.task",
@@ -129,7 +139,67 @@ def screen(
             f"{', '.join(extras) or 'the embed part'}: nothing is run after a follow-up; "
             "read the outcome stream (followup outcomes) instead",
         )
-    return _timing(headers, now, refuse)
+    return _headers(headers, refuse) or _timing(headers, now, refuse)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The headers Celery's Request and its tracer read, each with the type they unpack it as
+# (anything else raises inside Celery: the worker dies and the message goes back). None, or
+# absent, is always accepted.
+HEADER_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "lang": ("a string", lambda v: isinstance(v, str)),
+    "task": ("a string", lambda v: isinstance(v, str)),
+    "shadow": ("a string", lambda v: isinstance(v, str)),
+    "root_id": ("a string", lambda v: isinstance(v, str)),
+    "parent_id": ("a string", lambda v: isinstance(v, str)),
+    "group": ("a string", lambda v: isinstance(v, str)),
+    "group_index": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "origin": ("a string", lambda v: isinstance(v, str)),
+    "argsrepr": ("a string", lambda v: isinstance(v, str)),
+    "kwargsrepr": ("a string", lambda v: isinstance(v, str)),
+    "retries": ("an integer >= 0", lambda v: type(v) is int and v >= 0),
+    "replaced_task_nesting": ("an integer >= 0", lambda v: type(v) is int and v >= 0),
+    "ignore_result": ("true or false", lambda v: isinstance(v, bool)),
+    "timelimit": (
+        "a list of two numbers or nulls",
+        lambda v: (
+            isinstance(v, list | tuple)
+            and len(v) == 2
+            and all(item is None or _is_number(item) for item in v)
+        ),
+    ),
+    "stamped_headers": ("a list of header names", _names),
+    "stamps": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def _headers(headers: dict[str, Any], refuse: Callable[..., Refusal]) -> Refusal | None:
+    """Each header Celery reads has the type it expects; nothing to run after the task in
+    the headers either (Celery's tracer reads its request context, headers included)."""
+    for name, (expected, valid) in HEADER_TYPES.items():
+        value = headers.get(name)
+        if value is not None and not valid(value):
+            return refuse(
+                "message.header",
+                name,
+                f"the {name} header must be {expected} (or absent), not {type(value).__name__}",
+            )
+    extras = [name for name in EMBEDDED if headers.get(name)]
+    if extras:
+        return refuse(
+            "message.embedded",
+            "message",
+            f"{', '.join(extras)} (in the headers): nothing is run after a follow-up; read the "
+            "outcome stream (followup outcomes) instead",
+        )
+    return None
 
 
 def _timing(
@@ -308,7 +378,7 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)
 
-        def on_task_received(message: Any) -> Any:
+        def screened(message: Any) -> Any:
             try:
                 refusal = screen(
                     message.headers, message.body, message.content_type, datetime.now(UTC)
@@ -320,7 +390,44 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
                 return handle(message)
             return None
 
+        def on_task_received(message: Any) -> Any:
+            try:
+                return screened(message)
+            except MemoryError:
+                raise
+            except Exception as exc:  # any failure handling a message: never a dead worker
+                return unhandled(message, exc)
+
         return on_task_received
+
+
+def unhandled(message: Any, error: Exception) -> None:
+    """A message Celery failed on after the screen let it through: a dead letter (with a
+    masked excerpt), acknowledged if it is not yet, and the worker goes on."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    excerpt = {"task": _text(headers.get("task")), "id": _text(headers.get("id"))}
+    log.error(
+        "message could not be handled: dead letter",
+        error=type(error).__name__,
+        detail=mask_text(str(error)[:200]),
+        request_id=None,
+        attempt=None,
+        state=None,
+    )
+    refusal = Refusal(
+        "message.unhandled",
+        "message",
+        f"the worker could not handle this message ({type(error).__name__})",
+        None,
+        excerpt,
+    )
+    try:
+        if not getattr(message, "acknowledged", False):
+            refuse_message(message, refusal)
+        else:
+            get_runtime().store.dead_letter(f"message: {refusal.message}", excerpt)
+    except Exception as exc:  # the store, or the broker's ack: the worker goes on regardless
+        log.error("dead letter not kept", error=type(exc).__name__)
 
 
 # --- remote control -----------------------------------------------------------------------
