@@ -123,7 +123,22 @@ def test_a_callback_is_placed_through_the_discovered_api(cxone: Callable[..., Cx
     [call] = calls_for(cx.sim, request_id)
     assert call["query"] == {"phoneNumber": NUMBER, "skill": SKILL, "targetAgent": AGENT}
     assert cx.sim.tokens()["discovery_requests"] == 1  # once for the token
-    assert record.conversation_id is None  # a 202 with an empty body: no contactId
+
+
+def test_a_202_without_a_body_is_placed_and_a_lookup_finds_its_contact_id(
+    cxone: Callable[..., Cxone],
+) -> None:
+    cx = cxone()
+    cx.start_worker()
+    request_id = cx.enqueue()
+
+    record = cx.until(request_id, lambda r: r.conversation_id is not None, "its contactId")
+    [call] = calls_for(cx.sim, request_id)
+    assert record.state == "placed" and record.conversation_id == str(call["id"])
+    events = _events(record)
+    assert "call id found by lookup" in events  # the 202 had no body: the id came later
+    assert "settled by lookup" not in events and "outcome unknown" not in events
+    assert len(requests_for(cx.sim, request_id)) == 1  # never sent twice
 
 
 def test_a_202_with_a_contact_id_keeps_it(cxone: Callable[..., Cxone]) -> None:

@@ -7,8 +7,10 @@ FOLLOWUP_RECONCILE_AFTER_S after it became unknown (the platform's records can l
 twice that, four times ..., for FOLLOWUP_RECONCILE_FOR_S; each wait counts from the lookup
 before it, so a throttle or an outage delays the schedule rather than using it up. A match
 settles it `placed` with its conversation id ("settled by lookup"), unless another request
-already holds that id; no match is noted in its history; it is never redialled. Lookups
-take slots from the fleet's rate limit. A lookup the platform gives no usable answer to (a
+already holds that id; no match is noted in its history; it is never redialled. A `placed`
+request without a call id (a 2xx with no body) is looked up on the same schedule, only to
+fill in its id: its state stays `placed`, and it is never redialled either. Lookups take
+slots from the fleet's rate limit. A lookup the platform gives no usable answer to (a
 429, whose Retry-After is honoured and which lowers the fleet's rate; a 5xx; a timeout; an
 odd body) spends no lookup: it goes again later, after_s x 2^failures (capped at
 FOLLOWUP_RECONCILE_FOR_S), at most MAX_FAILURES times. A lookup without a token to ask with
@@ -61,7 +63,8 @@ class Reconciler:
         self.forbidden = False
 
     def reconcile_once(self) -> int:
-        """One pass over the lookups that are due; returns how many settled as placed."""
+        """One pass over the lookups that are due; returns how many settled as placed (or,
+        placed already, got their call id)."""
         if self.forbidden:
             return 0
         settled = 0

@@ -311,6 +311,13 @@ local function settle(id)
     end
     return
   end
+  local sent = redis.call('HGET', rkey(id), 'sent_at')
+  local cid = redis.call('HGET', rkey(id), 'conversation_id')
+  if state == 'placed' and sent and sent ~= '' and (not cid or cid == '') then
+    -- Placed without a call id (a 2xx with no body): lookups fill it in (RECONCILE).
+    redis.call('HSET', rkey(id), 'lookups_since', now, 'lookups', 0, 'lookup_failures', 0)
+    redis.call('ZADD', ns .. ':reconcile', now, id)
+  end
   redis.call('EXPIRE', rkey(id), TTL)
   redis.call('EXPIRE', hkey(id), TTL)
   local ikey = ikey_of(id)
@@ -867,19 +874,21 @@ local out, RKEY = {}, ns .. ':reconcile'
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', RKEY, '-inf', now, 'LIMIT', 0,
     tonumber(ARG.limit))) do
   local r = redis.call('HMGET', rkey(id), 'state', 'request', 'sent_at', 'lookups', 'unknown_at',
-    'lookup_failures', 'last_lookup_at')
-  if r[1] ~= 'unknown' then
+    'lookup_failures', 'last_lookup_at', 'lookups_since', 'conversation_id')
+  if r[1] ~= 'unknown' and not (r[1] == 'placed' and (not r[9] or r[9] == '')) then
     redis.call('ZREM', RKEY, id)
   else
-    -- Lookup 0 goes `after` after the request became unknown; lookup n, after·2^(n-1) after
-    -- lookup n-1 was made (the same times when nothing is in the way), so that a throttle
-    -- or an outage that outlasts the schedule does not spend the rest back to back.
+    -- Lookup 0 goes `after` after the request became unknown (or was placed without a call
+    -- id); lookup n, after·2^(n-1) after lookup n-1 was made (the same times when nothing is
+    -- in the way), so that a throttle or an outage that outlasts the schedule does not spend
+    -- the rest back to back.
     local lookups, after = tonumber(r[4]) or 0, tonumber(ARG.after)
-    local due = (tonumber(r[5]) or now) + after
+    local since = tonumber(r[5]) or tonumber(r[8]) or now
+    local due = since + after
     if lookups > 0 and tonumber(r[7]) then
       due = tonumber(r[7]) + after * math.pow(2, math.min(lookups - 1, 10))
     elseif lookups > 0 then
-      due = (tonumber(r[5]) or now) + after * math.pow(2, math.min(lookups, 10))
+      due = since + after * math.pow(2, math.min(lookups, 10))
     end
     if due > now then
       redis.call('ZADD', RKEY, due, id)
@@ -909,10 +918,14 @@ RECONCILE = LuaScript(
     r"""
 local id, detail, RKEY = ARG.id, ARG.detail, ns .. ':reconcile'
 local state = redis.call('HGET', rkey(id), 'state')
-if state ~= 'unknown' then return '' end
+local known = redis.call('HGET', rkey(id), 'conversation_id')
+-- A placed request without a call id is looked up only to fill the id: its state stays.
+local id_only = state == 'placed' and (not known or known == '')
+if state ~= 'unknown' and not id_only then return '' end
 local function over(why)
   redis.call('ZREM', RKEY, id)
-  note(id, 'lookups over', why .. '; a person decides (followup retry ID)')
+  if id_only then note(id, 'lookups over', why .. '; the call id stays empty')
+  else note(id, 'lookups over', why .. '; a person decides (followup retry ID)') end
 end
 if (tonumber(ARG.retry_in) or 0) > 0 then
   if ARG.slow == '1' then slow_down(cjson.decode(ARG.policy).limit) end
@@ -923,7 +936,7 @@ if (tonumber(ARG.retry_in) or 0) > 0 then
   else
     redis.call('ZADD', RKEY, now + tonumber(ARG.retry_in), id)
   end
-  return 'unknown'
+  return state
 end
 local cid = ARG.conversation_id
 if cid ~= '' then
@@ -931,6 +944,12 @@ if cid ~= '' then
   if holder and holder ~= id then
     detail = 'the platform has conversation ' .. cid .. ', but request ' .. holder ..
       ' holds it: not this one'
+  elseif id_only then
+    redis.call('HSET', rkey(id), 'conversation_id', cid)
+    redis.call('SET', ns .. ':conv:' .. cid, id, 'EX', TTL)
+    redis.call('ZREM', RKEY, id)
+    note(id, 'call id found by lookup', detail)
+    return 'placed'
   else
     redis.call('HSET', rkey(id), 'conversation_id', cid)
     redis.call('SET', ns .. ':conv:' .. cid, id, 'EX', TTL)
@@ -951,7 +970,7 @@ if ARG.last == '1' then
 else
   redis.call('ZADD', RKEY, now, id)  -- TAKE_LOOKUPS files it under its next time
 end
-return 'unknown'
+return state
 """,
 )
 
