@@ -217,6 +217,25 @@ def test_an_agent_id_that_is_not_a_number_is_never_sent(cxone: Callable[..., Cxo
     assert cx.sim.requests() == []
 
 
+def test_a_non_numeric_agent_id_from_a_producer_of_another_dialect_is_rejected(
+    cxone: Callable[..., Cxone],
+) -> None:
+    cx = cxone()
+    elsewhere = {k: v for k, v in cx.env.items() if not k.startswith("FOLLOWUP_CXONE_")}
+    producer = FollowUpClient(load_settings({**elsewhere, "FOLLOWUP_API_DIALECT": "conversations"}))
+    try:
+        request_id = producer.enqueue(contact_id="c-1", user_id="u-1001", phone_number=NUMBER)
+    finally:
+        producer.close()
+    cx.start_worker()
+
+    record = cx.until(request_id, lambda r: r.state in ("rejected", "failed"), "its outcome")
+    assert record.state == "rejected"
+    assert record.last_error is not None and "user_id" in record.last_error.message
+    assert record.attempts == 0
+    assert cx.sim.requests() == []  # never sent
+
+
 def test_a_cxone_worker_without_a_skill_does_not_start(cxone: Callable[..., Cxone]) -> None:
     cx = cxone()
     env = {**os.environ, **cx.env}

@@ -254,7 +254,7 @@ class Pipeline:
 
     def _cannot_take(self, request_id: str, claim: Claim, problems: list[FieldError]) -> str:
         """A request the configured platform cannot take (enqueued by a producer configured
-        for another): failed, never sent."""
+        for another): rejected, as the producer would have refused it, never sent."""
         error = ErrorInfo(
             code="invalid.request",
             message="; ".join(str(p) for p in problems),
@@ -264,15 +264,15 @@ class Pipeline:
             lambda: self.store.finish(
                 request_id,
                 claim.token,
-                State.FAILED,
+                State.REJECTED,
                 event="refused",
                 detail=error.message,
                 error=error,
                 spent=False,
             )
         )
-        log.warning("transition", state=State.FAILED, detail=error.message)
-        return State.FAILED
+        log.warning("transition", state=State.REJECTED, detail=error.message)
+        return State.REJECTED
 
     def _outside_its_window(self, request_id: str, claim: Claim, request: FollowUpRequest) -> bool:
         """Checked before every attempt, on the status store's clock: the customer's calling
