@@ -212,6 +212,22 @@ def test_an_unusable_token_is_never_sent_nor_shown(
     assert_nothing_leaks([record.model_dump_json(), worker.log()], list(sim.tokens()["tokens"]))
 
 
+def test_tokens_nested_too_deep_make_requests_wait_not_fail(
+    isolated: Isolated, sim: Simulator
+) -> None:
+    """{"access_token": [[[...]]]} 5000 deep (json.loads alone raises RecursionError), for
+    the warm-up's fetch and the request's next ones: a token error, so the request waits,
+    spends no attempt and is placed once a token is had."""
+    sim.set_faults(token_script=["token_deep"] * 4)
+    worker = isolated.worker()
+    request_id = isolated.enqueue()
+    record = isolated.wait(request_id, "placed", timeout_s=30)
+    assert record.attempts == 1
+    assert [r["status"] for r in requests_for(sim, request_id)] == [201]
+    assert sim.tokens()["token_requests"] >= 5
+    assert "RecursionError" not in worker.log()
+
+
 def test_a_refusal_nested_too_deep_still_pauses_for_credentials_and_burns_nothing(
     isolated: Isolated, sim: Simulator
 ) -> None:
