@@ -197,8 +197,10 @@ async def _answer(
             if fault == "429"
             else "service.unavailable",
             "Rate limit exceeded" if fault == "429" else "Service temporarily unavailable",
-            headers={"Retry-After": faults.retry_after},
-            params={"retryAfter": faults.retry_after} if fault == "429" and genesys else None,
+            headers={"Retry-After": faults.retry_after} if faults.retry_after else None,
+            params={"retryAfter": faults.retry_after}
+            if fault == "429" and genesys and faults.retry_after
+            else None,
         )
     if fault in ("500", "502", "504"):
         return error(int(fault), "internal.server.error", "The platform failed")
