@@ -452,3 +452,40 @@ def test_bodies_and_headers_celery_would_choke_on_are_rejected_and_the_worker_go
     log = worker.log()
     assert "Unrecoverable error" not in log
     assert NUMBER not in log
+
+
+def test_an_alias_never_shadows_a_request_of_its_own(fleet: Fleet, sim: Any, wait_for: Any) -> None:
+    """Issue 26 audit: a message `order-77` carrying victim-A's idempotency key leaves an alias
+    order-77 -> victim-A; a genuine order-77 registered later is its own record, and an
+    operator's status, cancel and a remote revoke of order-77 act on order-77 only."""
+    worker = fleet.start_worker()
+    crm = foreign_client(fleet.env["FOLLOWUP_BROKER_URL"])
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    same = request(idempotency_key=unique(), not_before=later)
+    victim = fleet.enqueue(**same)
+    wait_for(victim, "scheduled", timeout_s=60)
+    order, revoked = f"order-{unique()}", f"order-{unique()}"
+    for task_id in (order, revoked):
+        send_raw(fleet, task_id, kwargs={"request": same})
+    ns, store = fleet.client.settings.namespace, fleet.client.store
+
+    def keys(kind: str) -> bool:
+        return store.redis.exists(*(f"{ns}:{kind}:{i}" for i in (order, revoked))) == 2
+
+    wait_until(lambda: keys("alias"), 60, "both aliases")
+    for task_id in (order, revoked):
+        send_raw(fleet, task_id, kwargs={"request": request(not_before=later)})
+    wait_until(lambda: keys("req"), 60, "both genuine requests recorded")
+    for task_id in (order, revoked):
+        assert wait_for(task_id, "scheduled", timeout_s=60).request_id == task_id
+
+    cancelled = fleet.followup("cancel", order)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert wait_for(order, "cancelled", timeout_s=60).request_id == order
+    me = [hostname(worker)]
+    assert "cancelled" in json.dumps(
+        crm.control.revoke(revoked, destination=me, reply=True, timeout=5)
+    )
+    assert wait_for(revoked, "cancelled", timeout_s=60).request_id == revoked
+    assert store.get(victim).state == "scheduled"
+    assert requests_for(sim, victim) == []

@@ -788,9 +788,13 @@ class StatusStore:
         return claim == token and bool(sent_at)
 
     def resolve(self, request_id: str) -> str:
-        """The request an id stands for: a duplicate message's id leads to the first request."""
-        alias = self.redis.get(f"{self.ns}:alias:{request_id}")
-        return str(alias) if alias else request_id
+        """The request an id stands for: its own record first; otherwise a duplicate
+        message's id leads to the first request (an alias never shadows a record)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(f"{self.ns}:req:{request_id}")
+        pipe.get(f"{self.ns}:alias:{request_id}")
+        own, alias = pipe.execute()
+        return str(alias) if alias and not own else request_id
 
     def get(self, request_id: str, *, history: bool = True) -> StatusRecord | None:
         records = self._load([self.resolve(request_id)], history=history)

@@ -407,6 +407,7 @@ local function register(r)
     end
     redis.call('SET', ikey, id)  -- no expiry while the request is pending: see settle()
   end
+  redis.call('DEL', ns .. ':alias:' .. id)  -- an id is its own record's from now on
   -- The wait bound counts from the later of now and not_before: "call back next week" waits.
   local not_before = tonumber(r.not_before) or now
   redis.call('HSET', rkey(id), 'request', r.request, 'digest', r.digest, 'idempotency_key', key,
