@@ -6,14 +6,27 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from followup.cli.local_stack import PrivateRedis
 from tests.conftest import FOLLOWUP_BIN
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def users_redis() -> Iterator[str]:
+    """A Redis of its own, as a user's would be: other tests run demos too (the README's),
+    and their keys in a shared Redis would be taken for this demo's leftovers."""
+    private = PrivateRedis()
+    try:
+        yield private.url
+    finally:
+        private.stop()
 
 
 def _demo(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,7 +41,8 @@ def _demo_keys(redis_url: str) -> list[bytes]:
     return list(redis.Redis.from_url(redis_url).scan_iter(match="*followup-demo*", count=1000))
 
 
-def test_the_demo_cleans_up_unless_asked_to_keep(redis_url: str) -> None:
+def test_the_demo_cleans_up_unless_asked_to_keep(users_redis: str) -> None:
+    redis_url = users_redis
     demo = _demo(redis_url)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     logs = re.search(r"logs in (\S+)\)", demo.stdout)
