@@ -489,3 +489,29 @@ def test_an_alias_never_shadows_a_request_of_its_own(fleet: Fleet, sim: Any, wai
     assert wait_for(revoked, "cancelled", timeout_s=60).request_id == revoked
     assert store.get(victim).state == "scheduled"
     assert requests_for(sim, victim) == []
+
+
+def test_the_embed_holds_only_what_celery_defines_and_never_overrides_the_id(
+    fleet: Fleet, sim: Any, wait_for: Any
+) -> None:
+    """Issue 26 audit: Celery lays the body's embed over the task's request context, id
+    included. Any key but callbacks, errbacks, chain and chord is refused (`rejected` under the
+    message's own id); nothing lands under the embedded id, nor in another request's history."""
+    worker = fleet.start_worker()
+    legit = fleet.enqueue(**request())
+    wait_for(legit, "placed", timeout_s=60)
+    history = len(fleet.client.store.get(legit).history)
+    elsewhere = f"victim-{unique()}"
+    embeds = {"new": elsewhere, "legit": legit, "list": ["x"]}
+    ids = {name: uuid.uuid4().hex for name in embeds}
+    for name, embedded in embeds.items():
+        send_raw(fleet, ids[name], kwargs={"request": request()}, embed={**EMBED, "id": embedded})
+    for name, task_id in ids.items():
+        record = wait_for(task_id, "rejected", timeout_s=60)
+        assert record.last_error is not None and record.last_error.code == "message.embedded"
+        assert "id" in record.last_error.message, name
+        assert requests_for(sim, task_id) == []
+    assert fleet.client.store.get(elsewhere) is None
+    assert requests_for(sim, elsewhere) == []
+    assert len(fleet.client.store.get(legit).history) == history
+    still_serves(fleet, worker, sim, wait_for)

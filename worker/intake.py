@@ -131,6 +131,20 @@ def screen(
             'kombu type markers ({"__type__": ..., "__value__": ...}) are not accepted; send '
             "plain JSON values",
         )
+    # Celery lays the embed over the task's request context (its id included): only the keys
+    # its protocol defines may be there, and those empty.
+    unknown = (
+        [_text(name) for name in embed if name not in EMBEDDED][:8]
+        if isinstance(embed, dict)
+        else []
+    )
+    if unknown:
+        return refuse(
+            "message.embedded",
+            "message",
+            f"the embed (the body's third element) holds {', '.join(unknown)}: only "
+            f"{', '.join(EMBEDDED)} may be there, each empty",
+        )
     extras = [name for name in EMBEDDED if isinstance(embed, dict) and embed.get(name)]
     if not isinstance(embed, dict) or extras:
         return refuse(
