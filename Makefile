@@ -44,7 +44,7 @@ lint: $(VENV)/.installed-dev typecheck-tree
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q -n 3
+	$(BIN)/pytest -q -n 3 --durations=15
 
 # The producer's inline task message against each Celery/kombu the dependencies allow
 # (a virtualenv each, from the package index; a few minutes).
