@@ -191,3 +191,48 @@ def test_two_threads_never_both_pass_the_per_number_cap(redis_url: str) -> None:
         assert sorted(outcomes) == ["sent"] * 3 + ["wait"] * 17
     finally:
         delete_keys(redis_url, f"{ns}:*")
+
+
+def test_a_late_unknown_answer_on_an_unknown_request_is_only_a_history_note(
+    short_lived: StatusStore, redis_url: str
+) -> None:
+    """A stalled worker resumes after the sweeper marked its request `unknown`; its own answer
+    (a read timeout: unknown too) must not count it, stream it or restart its lookups again.
+    A late definite answer still settles it, counted once under its new outcome."""
+    store = short_lived
+    request = parse_request({"contact_id": "c-1", "user_id": "u-1", "phone_number": "+61298765432"})
+    rkey, stream = f"{store.ns}:req:a", f"{store.ns}:outcomes"
+    try:
+        store.register("a", request, queue="q", source="producer")
+        claim = store.claim("a", lease_s=30)
+        assert store.mark_sent("a", claim.token, user="u-1").outcome == "sent"
+        store.redis.hset(rkey, "lease_until", 0)  # its worker stalls (SIGSTOP)
+        assert store.claim("a", lease_s=30, mode="sweep").outcome == "unknown"
+        store.redis.hset(
+            rkey, mapping={"unknown_at": 123.0, "lookups": 2}
+        )  # a lookup already asked
+        before = store.redis.hgetall(rkey)
+        history = len(store.get("a").history)
+
+        late = store.finish(
+            "a", claim.token, State.UNKNOWN, event="unknown", detail="ReadTimeout", spent=True
+        )
+
+        assert late.recorded
+        assert store.redis.hgetall(f"{store.ns}:counts") == {"unknown": "1"}
+        assert store.redis.xlen(stream) == 1
+        after = store.redis.hgetall(rkey)
+        assert {k: after.get(k) for k in before} == before  # no lookup reset, nothing moved
+        assert len(store.get("a").history) == history + 1
+
+        placed = store.finish(
+            "a", claim.token, State.PLACED, event="placed", conversation_id="conv-1"
+        )
+        assert placed.recorded
+        assert store.get("a").state == State.PLACED
+        assert store.redis.hgetall(f"{store.ns}:counts") == {"unknown": "1", "placed": "1"}
+        assert [f["state"] for _, f in store.redis.xrange(stream)] == ["unknown", "placed"]
+        outcomes = store.redis.hgetall(store.redis.hget(rkey, "counted_in"))
+        assert (int(outcomes.get("unknown", 0)), int(outcomes["placed"])) == (0, 1)
+    finally:
+        delete_keys(redis_url, f"{store.ns}:*")

@@ -785,6 +785,13 @@ if r[2] == ARG.token and r[3] == ARG.token then return {1, r[1], '', ''} end
 if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then
   return {0, r[1] or '', '', ''}
 end
+-- A late answer that is itself unknown (the stalled worker's read timeout) on a request the
+-- sweeper already made unknown tells nothing new: a history note, and no second count,
+-- stream entry or restart of its lookups.
+if r[1] == 'unknown' and new == 'unknown' then
+  note_again(id, 'late answer: ' .. ARG.event, ARG.detail)  -- run again: no second note
+  return {1, new, '', ''}
+end
 local policy = cjson.decode(ARG.policy)
 if ARG.spent == '0' and r[5] and r[5] ~= '' then
   uncap(id, tonumber(r[4]) or 0)
