@@ -515,3 +515,26 @@ def test_the_embed_holds_only_what_celery_defines_and_never_overrides_the_id(
     assert requests_for(sim, elsewhere) == []
     assert len(fleet.client.store.get(legit).history) == history
     still_serves(fleet, worker, sim, wait_for)
+
+
+def test_other_kwargs_and_times_celery_cannot_convert_are_rejected(
+    fleet: Fleet, sim: Any, wait_for: Any
+) -> None:
+    """Issue 26 audit: a kwargs key besides "request" ("self" would be a TypeError, acked
+    with no record) and an eta or expires that overflows when converted to UTC (Celery drops
+    the message with no record): each `rejected`, naming the field."""
+    worker = fleet.start_worker()
+    good = {"request": request()}
+    cases: dict[str, dict[str, Any]] = {
+        "kwargs": dict(kwargs={**good, "self": 1}),
+        "eta": dict(kwargs=good, eta="0001-01-01T00:00:00+23:59"),
+        "expires": dict(kwargs=good, expires="9999-12-31T23:59:59-23:59"),
+    }
+    ids = {name: uuid.uuid4().hex for name in cases}
+    for name, fields in cases.items():
+        send_raw(fleet, ids[name], **fields)
+    for name, task_id in ids.items():
+        record = wait_for(task_id, "rejected", timeout_s=60)
+        assert record.last_error is not None and record.last_error.errors[0]["field"] == name
+        assert requests_for(sim, task_id) == []
+    still_serves(fleet, worker, sim, wait_for)

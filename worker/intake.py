@@ -112,11 +112,12 @@ def screen(
         return refuse(
             "message.body", "args", "args (the body's first element) must be a list; send []"
         )
-    if not isinstance(kwargs, dict):
+    if not isinstance(kwargs, dict) or not set(kwargs) <= {"request"}:
         return refuse(
             "message.body",
             "kwargs",
-            'kwargs (the body\'s second element) must be an object: {"request": {...}}',
+            'kwargs (the body\'s second element) must be {"request": {...}} (or {} with the '
+            "request as the only arg), nothing else",
         )
     if headers.get("task") != TASK_NAME:
         return refuse(
@@ -248,15 +249,21 @@ def _timing(
 
 
 def _when(value: Any) -> datetime | None:
-    if isinstance(value, datetime):  # an AMQP timestamp header
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or len(value) > 64:
+    """An eta or expires as an aware datetime, or None if it is not one Celery can convert."""
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):  # a datetime: an AMQP timestamp header
         return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+    parsed = value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:  # what Celery converts it to (it drops the message, unrecorded, if it cannot)
+        parsed.astimezone(UTC).timestamp()
+        parsed.astimezone().timestamp()
+    except (ValueError, OverflowError, OSError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def _markers(value: Any) -> Iterator[bool]:
