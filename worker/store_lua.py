@@ -659,14 +659,18 @@ if not slot then
     redis.call('HSET', rkey(id), 'agent_line', line)
     local last = redis.call('HMGET', akey, 'at', 'id')
     local free = (tonumber(last[1]) or 0) + policy.spacing
-    -- Earlier requests of theirs that are due (queued, being dialled, waiting for their
-    -- turn) go first, one spacing each; one that waits for anything else (calling hours, a
-    -- retry's backoff) does not hold the line.
+    -- Earlier requests of theirs that are due (being dialled, waiting for their turn, or
+    -- queued on this request's queue and not yet republished) go first, one spacing each.
+    -- One that waits for anything else (calling hours, a retry's backoff), sits on another
+    -- queue (maybe nobody consumes it), or no worker took within REDELIVER_AFTER does not
+    -- hold the line: nothing holds it for ever.
     local ahead = 0
+    local queue = redis.call('HGET', rkey(id), 'queue')
     for _, other in ipairs(redis.call('ZRANGE', line, 0, 49)) do
       if other == id then break end
-      local o = redis.call('HMGET', rkey(other), 'state', 'waiting_for')
-      if o[1] == 'dialing' or o[2] == 'agent_spacing' or (WAITING[o[1]] and not o[2]) then
+      local o = redis.call('HMGET', rkey(other), 'state', 'waiting_for', 'queue', 'republished')
+      if o[1] == 'dialing' or o[2] == 'agent_spacing' or (WAITING[o[1]] and not o[2]
+          and o[3] == queue and (tonumber(o[4]) or 0) == 0) then
         ahead = ahead + 1
       end
     end
