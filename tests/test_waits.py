@@ -390,3 +390,45 @@ def test_six_429s_to_calls_sent_together_halve_the_rate_once(redis_url: str) -> 
         assert again is not None and again < rates[0]
     finally:
         store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def _agent_store(redis_url: str) -> StatusStore:
+    return StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-line-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=60,
+        pacing=Pacing(spacing=2.0),
+    )
+
+
+def _queued(store: StatusStore, queue: str) -> str:
+    request_id = f"r-{uuid.uuid4().hex[:8]}"
+    fields = {"contact_id": request_id, "user_id": "u-1", "phone_number": NUMBER}
+    store.register(request_id, parse_request(fields), queue=queue, source="producer")
+    return request_id
+
+
+def _send(store: StatusStore, request_id: str) -> str:
+    claim = store.claim(request_id, lease_s=30)
+    return store.mark_sent(request_id, claim.token, user="u-1").outcome
+
+
+def test_a_request_nobody_takes_does_not_hold_the_agents_line(redis_url: str) -> None:
+    """An earlier request of the agent's on a queue nobody consumes, or one no worker took
+    within FOLLOWUP_REDELIVER_AFTER_S (republished), does not hold the agent's line; a fresh
+    one on the same queue (a normal backlog) still goes first."""
+    store = _agent_store(redis_url)
+    _queued(store, "q-nobody-consumes")
+    assert _send(store, _queued(store, "q")) == "sent"
+
+    store = _agent_store(redis_url)
+    stuck = _queued(store, "q")
+    store.redis.hset(f"{store.ns}:req:{stuck}", "republished", 1)
+    assert _send(store, _queued(store, "q")) == "sent"
+
+    store = _agent_store(redis_url)
+    _queued(store, "q")
+    assert _send(store, _queued(store, "q")) == "wait"
+
