@@ -431,4 +431,3 @@ def test_a_request_nobody_takes_does_not_hold_the_agents_line(redis_url: str) ->
     store = _agent_store(redis_url)
     _queued(store, "q")
     assert _send(store, _queued(store, "q")) == "wait"
-
