@@ -431,3 +431,18 @@ def test_a_request_nobody_takes_does_not_hold_the_agents_line(redis_url: str) ->
     store = _agent_store(redis_url)
     _queued(store, "q")
     assert _send(store, _queued(store, "q")) == "wait"
+
+
+def test_one_agents_batch_keeps_its_order_in_the_line(redis_url: str) -> None:
+    """enqueue_many reads the clock once: each request of the batch still gets its own,
+    strictly increasing place in the agent's line (not ties broken by request id)."""
+    store = _agent_store(redis_url)
+    ids = [f"r-{n:02d}-{uuid.uuid4().hex[:8]}"[::-1] for n in range(12)]
+    batch = [
+        (i, parse_request({"contact_id": i, "user_id": "u-1", "phone_number": NUMBER}), None)
+        for i in ids
+    ]
+    store.register_many(batch, queue="q", source="producer")
+    line = store.redis.zrange(f"{store.ns}:agentq:u-1", 0, -1, withscores=True)
+    assert [i for i, _ in line] == ids
+    assert len({score for _, score in line}) == len(ids)

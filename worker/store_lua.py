@@ -423,9 +423,13 @@ local function register(r)
   local user = ok and type(fields) == 'table' and fields.user_id
   if not TERMINAL[r.state] and type(user) == 'string' then
     local line = ns .. ':agentq:' .. user
-    redis.call('ZADD', line, now, id)
+    -- Its place: strictly after everything already in the line, so a batch registered on
+    -- one clock reading keeps its order (a tie would be broken by request id).
+    local last = tonumber(redis.call('ZRANGE', line, -1, -1, 'WITHSCORES')[2]) or 0
+    local place = string.format('%.6f', math.max(now, last + 0.000001))
+    redis.call('ZADD', line, place, id)
     redis.call('EXPIRE', line, math.ceil(MAX_WAIT) + 86400)
-    redis.call('HSET', rkey(id), 'agent_line', line)
+    redis.call('HSET', rkey(id), 'agent_line', line, 'line_at', place)
   end
   if TERMINAL[r.state] then
     note(id, r.state, 'from ' .. r.source)
@@ -653,8 +657,8 @@ if not slot then
     -- One agent's requests go in enqueue order: each joins the agent's line (by when it was
     -- enqueued) and, while the agent is spaced, waits once, for its own turn.
     line = ns .. ':agentq:' .. ARG.user
-    local created = tonumber(redis.call('HGET', rkey(id), 'created_at')) or now
-    redis.call('ZADD', line, 'NX', created, id)
+    local placed = redis.call('HMGET', rkey(id), 'line_at', 'created_at')
+    redis.call('ZADD', line, 'NX', placed[1] or placed[2] or now, id)
     redis.call('EXPIRE', line, math.ceil(MAX_WAIT) + 86400)
     redis.call('HSET', rkey(id), 'agent_line', line)
     local last = redis.call('HMGET', akey, 'at', 'id')
