@@ -15,6 +15,8 @@ A service in any language reads it with a consumer group:
     ... handle each entry, then: XACK followup:outcomes crm <entry id>
     XAUTOCLAIM followup:outcomes crm crm-1 60000 0   (entries a dead consumer left; its
         third answer lists entries the stream dropped before they were handled: Redis 7.0+)
+    XINFO GROUPS followup:outcomes   (lag above XLEN: that many trimmed before the group
+        read them)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Outcome:
     idempotency_key: str | None
     contact_id: str | None
     at: float
+    count: int = 1  # entries this outcome stands for: a `lost` gap may stand for many
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[str, str]) -> Outcome:
@@ -83,7 +86,9 @@ def outcomes(
     An entry the stream dropped (trimmed to FOLLOWUP_OUTCOMES_MAXLEN) before it was handled
     is never skipped in silence: it comes as an Outcome with state `lost` and its entry id
     (its request is not known any more), is counted in the store (`followup stats`:
-    `outcomes_lost`), and logged.
+    `outcomes_lost`), and logged. Entries trimmed before the group ever read them come as
+    ONE `lost` outcome for the gap: `count` says how many, `entry_id` is
+    `<after>..<before>` (lost are those strictly between), `at` when it was found.
 
     Warning:
         At least once: an outcome whose handling outlives claim_idle_s, or whose handler
@@ -102,12 +107,18 @@ def outcomes(
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-    own = client.register_script(_OWN)
+    own, gap_of = client.register_script(_OWN), client.register_script(_GAP)
     idle_ms = int(claim_idle_s * 1000)
     mine = "0"  # this consumer's own pending entries first (it may have crashed before)
     quiet_since = time.monotonic()
     while idle_timeout_s is None or time.monotonic() - quiet_since < idle_timeout_s:
         entries, lost = _pending_of_the_dead(client, stream, group, consumer, idle_ms, count)
+        if not entries and not lost and not mine:
+            gap = cast(list[Any], gap_of(keys=[stream], args=[group]))
+            if gap:
+                quiet_since = time.monotonic()
+                yield _gap(store, group, int(gap[0]), str(gap[1]), str(gap[2]))
+                continue
         if not entries and not lost:
             reply = client.xreadgroup(
                 group, consumer, {stream: mine or ">"}, count=count, block=int(block_s * 1000)
@@ -145,6 +156,70 @@ return 1
 """
 
 
+# Entries trimmed before the group ever read them are nobody's pending entries: only the
+# group's counters tell them (Redis 7.0: entries-added - entries-read - the stream's length).
+# Finds such a gap and moves the group past it in one step (two consumers of a group never
+# both announce it). KEYS: the stream; ARGV: group. Returns {} or {how many, the last id the
+# group read, the first id still in the stream}: lost are those strictly between.
+_GAP = """
+local function map(flat)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+local group
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  g = map(g)
+  if g['name'] == ARGV[1] then group = g end
+end
+if not group then return {} end
+local s = map(redis.call('XINFO', 'STREAM', KEYS[1]))
+local length, added = tonumber(s['length']), tonumber(s['entries-added'])
+local lag, read = tonumber(group['lag']), tonumber(group['entries-read'])
+if not lag and read then lag = added - read end
+if not lag or lag <= length then return {} end  -- nothing missing (or Redis cannot tell)
+local before, upto
+if length > 0 then
+  before = s['first-entry'][1]
+  local ms, seq = string.match(before, '^(%d+)-(%d+)$')
+  if seq == '0' then upto = string.format('%d-18446744073709551615', tonumber(ms) - 1)
+  else upto = string.format('%d-%d', tonumber(ms), tonumber(seq) - 1) end
+else
+  upto = s['last-generated-id']
+  local ms, seq = string.match(upto, '^(%d+)-(%d+)$')
+  before = string.format('%d-%d', tonumber(ms), tonumber(seq) + 1)
+end
+local after = group['last-delivered-id']
+redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], upto, 'ENTRIESREAD', added - length)
+return {lag - length, after, before}
+"""
+
+
+def _gap(store: StatusStore, group: str, count: int, after: str, before: str) -> Outcome:
+    """Entries trimmed before this group read them: counted, logged, and handed over as one
+    `lost` outcome naming the gap (the entries after `after` and before `before`)."""
+    store.redis.hincrby(f"{store.ns}:outcomes:lost", group, count)
+    log.warning(
+        "outcomes lost to trimming: the stream dropped them before the group read them; "
+        "raise FOLLOWUP_OUTCOMES_MAXLEN or consume sooner",
+        group=group,
+        count=count,
+        after=after,
+        before=before,
+    )
+    return Outcome(
+        f"{after}..{before}",
+        "",
+        "lost",
+        None,
+        "outcome.trimmed",
+        None,
+        None,
+        time.time(),
+        count,
+    )
+
+
 def _lost(store: StatusStore, group: str, entry_ids: list[str]) -> Iterator[Outcome]:
     """Entries trimmed from the stream before this group handled them: counted, logged,
     and handed over as `lost` outcomes naming each entry."""
@@ -158,7 +233,7 @@ def _lost(store: StatusStore, group: str, entry_ids: list[str]) -> Iterator[Outc
         last=entry_ids[-1],
     )
     for entry_id in entry_ids:
-        yield Outcome(entry_id, "", "lost", None, "outcome.trimmed", None, None, 0.0)
+        yield Outcome(entry_id, "", "lost", None, "outcome.trimmed", None, None, time.time())
 
 
 def recent(settings: Settings, count: int = 20) -> list[Outcome]:

@@ -101,12 +101,44 @@ def test_entries_trimmed_from_a_dead_consumers_pending_list_are_announced(
             outcomes("crm", "b", settings=settings, claim_idle_s=0.2, block_s=0.2, idle_timeout_s=1)
         )
     lost = [o for o in got if o.state == "lost"]
-    assert sorted(o.entry_id for o in lost) == sorted(first[:5])
-    assert all(o.code == "outcome.trimmed" and o.request_id == "" for o in lost)
-    # The sixth was never delivered to anyone: trimmed before any consumer read it.
+    # The five it held, each by its id; then the sixth, never delivered to anyone (trimmed
+    # before any consumer read it), as one gap: after the fifth, before the first kept.
+    assert [o.entry_id for o in lost] == [*first[:5], f"{first[4]}..{later[0]}"]
+    assert [o.count for o in lost] == [1, 1, 1, 1, 1, 1]
+    assert all(o.code == "outcome.trimmed" and o.request_id == "" and o.at > 0 for o in lost)
     assert [o.entry_id for o in got if o.state == "placed"] == later
-    assert stats.read(store, stats.now(store)).outcomes_lost == {"crm": 5}
+    assert stats.read(store, stats.now(store)).outcomes_lost == {"crm": 6}
     assert any("lost to trimming" in e["event"] and e["count"] == 5 for e in logs), logs
+    assert any(e.get("after") == first[4] and e["count"] == 1 for e in logs), logs
+
+
+def test_outcomes_trimmed_before_the_group_read_them_come_as_one_lost_gap(
+    own: tuple[Settings, StatusStore],
+) -> None:
+    """A consumer handles 5 and goes down; 400 are written to a stream kept to 100: it comes
+    back to what is left, and one `lost` outcome counts the rest, once."""
+    settings, store = own
+    key = f"{store.ns}:outcomes"
+    store.redis.xgroup_create(key, "crm", id="0", mkstream=True)
+    first = _write(store, 5)
+    assert [
+        o.entry_id for o in outcomes("crm", "a", settings=settings, block_s=0.2, idle_timeout_s=1)
+    ] == (first)
+    written = _write(store, 400)
+    store.redis.xtrim(key, maxlen=100)  # FOLLOWUP_OUTCOMES_MAXLEN=100
+    kept = [str(i) for i, _ in store.redis.xrange(key)]
+
+    with structlog.testing.capture_logs() as logs:
+        got = list(outcomes("crm", "a", settings=settings, block_s=0.2, idle_timeout_s=1))
+    assert [(o.state, o.entry_id, o.count) for o in got[:1]] == [
+        ("lost", f"{first[-1]}..{kept[0]}", len(written) - len(kept))  # the 300 trimmed
+    ]
+    assert [o.entry_id for o in got[1:]] == kept
+    gone = len(written) - len(kept)  # about 300 (the trim is approximate)
+    assert stats.read(store, stats.now(store)).outcomes_lost == {"crm": gone}
+    assert [e["count"] for e in logs if "lost to trimming" in e["event"]] == [gone]
+    # announced once: read again, nothing more
+    assert list(outcomes("crm", "b", settings=settings, block_s=0.2, idle_timeout_s=1)) == []
 
 
 def test_a_consumers_own_pending_entries_that_were_trimmed_come_as_lost_not_blank(
