@@ -538,3 +538,26 @@ def test_other_kwargs_and_times_celery_cannot_convert_are_rejected(
         assert record.last_error is not None and record.last_error.errors[0]["field"] == name
         assert requests_for(sim, task_id) == []
     still_serves(fleet, worker, sim, wait_for)
+
+
+def test_a_compressed_or_undecodable_body_is_rejected_with_no_body_in_the_log(
+    fleet: Fleet, sim: Any, wait_for: Any
+) -> None:
+    """Issue 26 audit: a `compression` header (gzip over a body that is not, or an unknown
+    one) made Celery log the whole body at CRITICAL and drop the message with no record. It
+    is `rejected` under its id, named; the log holds no body."""
+    worker = fleet.start_worker()
+    secret = "diabetes, card 4111 1111 1111 1111"
+    good = {"request": request(reason=secret)}
+    ids = {name: uuid.uuid4().hex for name in ("application/x-gzip", "bogus/none")}
+    for compression, task_id in ids.items():
+        send_raw(fleet, task_id, kwargs=good, compression=compression)
+    for task_id in ids.values():
+        record = wait_for(task_id, "rejected", timeout_s=60)
+        assert record.last_error is not None
+        assert record.last_error.errors[0]["field"] == "compression"
+        assert requests_for(sim, task_id) == []
+    still_serves(fleet, worker, sim, wait_for)
+    log = worker.log()
+    assert "diabetes" not in log and "4111" not in log and NUMBER not in log
+    assert "critical" not in log.lower()

@@ -84,6 +84,12 @@ def screen(
     def refuse(code: str, where: str, message: str, **more: Any) -> Refusal:
         return Refusal(code, where, message, task_id, excerpt, **more)
 
+    if headers.get("compression"):  # kombu decompresses before anyone looks (zip bombs too)
+        return refuse(
+            "message.body",
+            "compression",
+            f"compression {_shown(headers.get('compression'))} is not accepted; send plain JSON",
+        )
     if content_type != "application/json":
         return refuse(
             "message.content_type",
@@ -396,6 +402,19 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
             for step in Consumer.Blueprint.default_steps
         ]
 
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """kombu could not decompress or decode the body (before `screen` sees it): refused
+        like any other message, with no body in the log (Celery's own logs it at CRITICAL)."""
+        try:
+            headers = message.headers if isinstance(message.headers, dict) else {}
+            refusal = undecodable(headers, exc)
+            if not refuse_message(message, refusal, self.event_dispatcher):
+                message.ack()  # nothing to run: it could not be read
+        except MemoryError:
+            raise
+        except Exception as error:
+            unhandled(message, error)
+
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)
 
@@ -420,6 +439,21 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
                 return unhandled(message, exc)
 
         return on_task_received
+
+
+def undecodable(headers: dict[str, Any], error: Exception) -> Refusal:
+    """The refusal of a message whose body kombu could not decode: `rejected` under its id
+    when that is a request id, else a dead letter."""
+    task_id = headers.get("id")
+    excerpt = {"task": _text(headers.get("task")), "id": _text(task_id)}
+    compression = headers.get("compression")
+    field, why = (
+        ("compression", f"compression {_shown(compression)} is not accepted; send plain JSON")
+        if compression
+        else ("message", f"the body cannot be decoded ({type(error).__name__}); send JSON")
+    )
+    request_id = None if request_id_problem(task_id) else task_id
+    return Refusal("message.body", field, why, request_id, excerpt)
 
 
 def unhandled(message: Any, error: Exception) -> None:
