@@ -21,14 +21,14 @@ import pytest
 import redis
 
 from followup.cli.local_stack import BIN, PrivateRedis, Simulator, Worker, free_port, wait_until
-from followup.config.settings import Settings
+from followup.config.settings import Settings, load_settings
 from followup.tasks.request import parse_request
 from followup.worker.http import PlatformHttp
 from followup.worker.platforms.conversations import client_credentials
 from followup.worker.records import State
 from followup.worker.store import Pacing, StatusStore
 from followup.worker.sweeper import Sweeper
-from followup.worker.tokens import TokenCache
+from followup.worker.tokens import TokenCache, TokenError
 from tests.conftest import calls_for, followup
 from tests.test_pacing import NUMBER, Fleet
 
@@ -446,3 +446,31 @@ def test_one_agents_batch_keeps_its_order_in_the_line(redis_url: str) -> None:
     line = store.redis.zrange(f"{store.ns}:agentq:u-1", 0, -1, withscores=True)
     assert [i for i, _ in line] == ids
     assert len({score for _, score in line}) == len(ids)
+
+
+def test_an_idle_worker_whose_credentials_work_keeps_saying_so(env: dict[str, str]) -> None:
+    """Its token expired while it was idle, but its credentials were accepted and never
+    refused since: it still says they work, so a refused worker hands its requests on to it
+    instead of pausing the whole fleet for a minute. A refused worker says nothing."""
+    from followup.worker.runtime import Runtime
+
+    ns = f"test-beacon-{uuid.uuid4().hex[:8]}"
+    good = Runtime(load_settings({**env, "FOLLOWUP_NAMESPACE": ns}))
+    bad = Runtime(
+        load_settings({**env, "FOLLOWUP_NAMESPACE": ns, "FOLLOWUP_CLIENT_SECRET": "rotated"})
+    )
+    name = good.pipeline.credentials_pause
+    try:
+        good.pipeline.tokens.invalidate(good.pipeline.tokens.get())  # as if it expired
+        good.store.redis.delete(f"{ns}:granted:{name}")
+        good.say_credentials_work()
+        assert bad.store.credentials_work_elsewhere(name)
+
+        good.store.redis.delete(f"{ns}:granted:{name}")
+        with pytest.raises(TokenError):
+            bad.pipeline.tokens.get()
+        bad.say_credentials_work()
+        assert not bad.store.credentials_work_elsewhere(name)
+    finally:
+        good.http.close()
+        bad.http.close()

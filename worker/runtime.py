@@ -35,7 +35,7 @@ def credentials_pause(token_url: str, identity: str) -> str:
     return f"credentials:{digest}"
 
 
-# A worker holding a token says so this often, for this long (StatusStore.credentials_work):
+# A worker whose credentials work says so this often, for this long (StatusStore.credentials_work):
 # a worker whose own credentials are refused then hands its requests on instead of pausing.
 BEACON_EVERY_S, BEACON_FOR_S = 30.0, 90.0
 
@@ -157,7 +157,7 @@ class Runtime:
             log.warning("the platform accepts this worker's credentials again")
         try:
             self.store.worker_accepted(self.node)
-            self.store.credentials_work(pause_name, for_s=min(seconds_left, BEACON_FOR_S))
+            self.store.credentials_work(pause_name, for_s=BEACON_FOR_S)
             brought_forward = self.store.lift(pause_name, "credentials")
         except redis.RedisError:
             return  # the pause ends on its own; the requests wait that little longer
@@ -179,21 +179,23 @@ class Runtime:
         threading.Thread(target=run, name="followup-warm-up", daemon=True).start()
 
     def start_credentials_beacon(self) -> threading.Event:
-        """While this worker holds a token, it says so in the store every BEACON_EVERY_S:
-        a worker whose own credentials are refused then hands its requests on."""
-        tokens = self.pipeline.tokens
-        name = self.pipeline.credentials_pause
+        """Every BEACON_EVERY_S, `say_credentials_work`."""
         stop = threading.Event()
 
         def run() -> None:
             while not stop.wait(BEACON_EVERY_S):
-                left = tokens.seconds_left()
-                if left > 0:
-                    with contextlib.suppress(redis.RedisError):
-                        self.store.credentials_work(name, for_s=min(left, BEACON_FOR_S))
+                self.say_credentials_work()
 
         threading.Thread(target=run, name="followup-credentials", daemon=True).start()
         return stop
+
+    def say_credentials_work(self) -> None:
+        """While this worker's credentials were accepted and not refused since (even with
+        its token expired, idle), it says so in the store: a worker whose own credentials are
+        refused then hands its requests on, instead of pausing the whole fleet."""
+        if self.pipeline.tokens.credentials_accepted:
+            with contextlib.suppress(redis.RedisError):
+                self.store.credentials_work(self.pipeline.credentials_pause, for_s=BEACON_FOR_S)
 
     def start_sweeper(self, publish: Publish, worker: str = "") -> threading.Event:
         """The sweeper thread; `worker` (the Celery node name) names its heartbeat."""

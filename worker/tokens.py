@@ -72,6 +72,7 @@ class TokenCache:
         self._expires_at = 0.0
         self._failure: TokenError | None = None
         self._failure_until = 0.0
+        self._accepted = False  # the last verdict on the credentials: a token was granted
 
     def get(self) -> str:
         """The token; raises TokenError (the same one, for a while, to every thread)."""
@@ -85,12 +86,20 @@ class TokenCache:
                 token, self._expires_at = self._fetch()
             except TokenError as exc:
                 self._failure, self._failure_until = exc, time.monotonic() + exc.hold_s
+                if exc.verdict.kind == "credentials":
+                    self._accepted = False
                 self._on_fetched("refused" if exc.verdict.kind == "credentials" else "failed")
                 raise
-            self._token, self._failure = token, None
+            self._token, self._failure, self._accepted = token, None, True
         self._on_fetched("granted")
         self._on_granted(self.seconds_left())
         return token  # not self._token: another thread may have invalidated it meanwhile
+
+    @property
+    def credentials_accepted(self) -> bool:
+        """A token was granted, and the credentials were not refused since (the token
+        itself may have expired: an idle worker's credentials still work)."""
+        return self._accepted
 
     def seconds_left(self) -> float:
         """How long the cached token is still good for (0: none)."""
