@@ -495,8 +495,12 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
 
 
 def _outcome_line(o: Outcome) -> str:
+    """One outcome; a `lost` one (no request any more) by its entry id or gap, how many
+    entries it stands for, and when it was found."""
     at = datetime.fromtimestamp(o.at, UTC)
     fields = [o.request_id, f"{o.state:<9}", o.contact_id or "-", o.conversation_id or o.code or ""]
+    if o.state == "lost":
+        fields = [o.entry_id, f"{o.state:<9}", f"{o.count} trimmed", o.code or ""]
     return f"{at:%Y-%m-%d %H:%M:%S}  " + "  ".join(printable(f) for f in fields)
 
 

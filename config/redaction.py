@@ -22,8 +22,12 @@ import phonenumbers
 
 REDACTED = "[redacted]"
 _SEP = r"[\s.\-/()]"
+# A Redis stream entry id (`<ms>-<seq>`: 13 digits from 1 in milliseconds since 1970, a dash,
+# a sequence number), bare, stays readable: no phone number is 13 digits starting with 1
+# (country code 1 numbers have 11), and one with +, %2B or 00 before it is masked all the same.
+_ENTRY_ID = r"1\d{12}-\d{1,20}(?![\w-])"
 _PHONE_LIKE = re.compile(
-    rf"(?<![\w%-])(?:\+|%2[Bb])?\(?\d(?:{_SEP}{{0,3}}\d){{7,14}}(?![\w-])",
+    rf"(?<![\w%-])(?!{_ENTRY_ID})(?:\+|%2[Bb])?\(?\d(?:{_SEP}{{0,3}}\d){{7,14}}(?![\w-])",
 )
 _SECRET_KEYS = re.compile(r"secret|password|token|authorization|credential", re.IGNORECASE)
 _dialled: ContextVar[re.Pattern[str] | None] = ContextVar("followup_dialled", default=None)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from followup.cli.main import _outcome_line
 from followup.config.settings import Settings, load_settings
 from followup.tasks.outcomes import Outcome, outcomes
 from followup.worker import stats
@@ -139,6 +140,10 @@ def test_outcomes_trimmed_before_the_group_read_them_come_as_one_lost_gap(
     assert [e["count"] for e in logs if "lost to trimming" in e["event"]] == [gone]
     # announced once: read again, nothing more
     assert list(outcomes("crm", "b", settings=settings, block_s=0.2, idle_timeout_s=1)) == []
+
+    line = _outcome_line(got[0])  # `followup outcomes --group crm`: the gap, and when found
+    assert f"{first[-1]}..{kept[0]}" in line and f"{gone} trimmed" in line, line
+    assert not line.startswith("1970"), line
 
 
 def test_a_consumers_own_pending_entries_that_were_trimmed_come_as_lost_not_blank(

@@ -210,6 +210,13 @@ def test_every_format_of_a_number_is_masked_in_free_text(e164: str) -> None:
 def test_masking_leaves_ids_and_times_readable() -> None:
     text = "conversation 74346afa-6512-4537-9876-f354516659d2 at 10:08:04, request 5f0c1a2b"
     assert mask_text(text) == text
+    # outcome-stream entry ids (<ms>-<seq>), alone or as a gap, as outcomes() logs them
+    entries = "first=1795864626462-0 last=1795864626531-12 gap 1795864626462-0..1795864626531-0"
+    assert mask_text(entries) == entries
+    # a number shaped like one is masked all the same, with its +, or when dialled
+    assert "4626" not in mask_text("call +1795864626462-0 now")
+    with dialling("+14155550100"):
+        assert "5550" not in mask_text("1415555010012-3")
 
 
 def test_task_arguments_show_ids_and_sizes_never_personal_values() -> None:
