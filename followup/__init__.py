@@ -13,7 +13,21 @@ flower`); it is built only when that attribute is first read.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+
+def _map_checkout_subpackages() -> None:
+    """Run from a checkout, this folder shadows the installed package on sys.path, and its
+    sub-packages live beside it (pyproject.toml's package-dir maps ./config to followup.config
+    and so on): add the checkout to this package's search path so that they resolve."""
+    checkout = Path(__file__).resolve().parent.parent
+    from_checkout = (checkout / "pyproject.toml").is_file() and (checkout / "worker").is_dir()
+    if from_checkout and str(checkout) not in __path__:
+        __path__.append(str(checkout))
+
+
+_map_checkout_subpackages()
 
 from followup.config.settings import ConfigError, Settings
 from followup.tasks.outcomes import Outcome, outcomes

@@ -71,8 +71,18 @@ def test_the_readme_install_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
         ["bash", "-euc", script], cwd=clone, env=env, capture_output=True, text=True, timeout=300
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    shutil.rmtree(clone / "followup")  # what answers now is the installed package
     python = str(venv / "bin" / "python")
+    # From the checkout its followup/ folder comes first on sys.path: it still works.
+    for command in (
+        [python, "-m", "celery", "-A", "followup", "inspect", "--help"],
+        [python, "-c", "import followup.worker.pipeline"],
+    ):
+        result = subprocess.run(
+            command, cwd=clone, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (command, result.stdout + result.stderr)
+        assert "Traceback" not in result.stderr
+    shutil.rmtree(clone / "followup")  # what answers now is the installed package
     # celery itself comes from deps.pth (no script of its own here): `python -m celery`.
     for command in (
         [str(venv / "bin" / "followup"), "--help"],
