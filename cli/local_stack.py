@@ -381,6 +381,7 @@ class Stack:
             self._sim = Simulator(*self._sim_args)
         except BaseException:
             self.__exit__()
+            shutil.rmtree(self.log_dir, ignore_errors=True)  # nothing ran: nothing to read
             raise
         self.env = {
             "FOLLOWUP_REDIS_URL": self.redis_url,

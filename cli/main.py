@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import importlib.metadata
+import importlib.util
 import json
 import signal
 import socket
@@ -574,13 +576,27 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # The demo runs the simulator, an extra: say so before anything is started.
+    if importlib.util.find_spec("aiohttp") is None:
+        _error(
+            "the demo runs the simulator, which needs the 'simulator' extra (aiohttp is not "
+            "installed): pip install '.[simulator]' (from the checkout)"
+        )
+        return EXIT_USAGE
+    settings = _settings()
     # SIGTERM stops the demo as Ctrl-C does: what it started is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # With --json standard output is JSON only: the demo's tables go to standard error.
+    shown = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     try:
-        return run_demo(_settings(), timeout_s=args.timeout, keep=args.keep)
+        with shown:
+            code = run_demo(settings, timeout_s=args.timeout, keep=args.keep)
     except RuntimeError as exc:  # no Redis, none to start: one line, no traceback
         _error(f"{exc}")
         return EXIT_FAILED
+    if args.json:
+        print(json.dumps({"passed": code == 0}))
+    return code
 
 
 def _positive(text: str) -> int:

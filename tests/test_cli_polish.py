@@ -5,8 +5,12 @@ validated --limit, and a re-enqueued cancelled key said to be cancelled."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +123,23 @@ def test_re_enqueueing_a_cancelled_key_says_it_was_cancelled(
     assert again.returncode == 1
     assert again.stdout.strip() == first
     assert "cancelled" in again.stderr and key in again.stderr and "new key" in again.stderr
+
+
+def test_demo_without_the_simulator_extra_says_how_to_install_it_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """aiohttp hidden (as in a venv without the extra): exit 2 naming the install line, before
+    anything is started, and no folder left in the temporary directory."""
+    script = (
+        "import sys; sys.modules['aiohttp'] = None\n"
+        "from followup.cli.main import main\n"
+        "sys.exit(main(['demo', '--json']))\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pip install '.[simulator]'" in json.loads(result.stderr)["error"]
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
