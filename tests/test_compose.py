@@ -93,9 +93,24 @@ def test_every_port_is_published_on_loopback_only_and_metrics_are_published() ->
     metrics = worker["environment"]["FOLLOWUP_METRICS_PORT"]
     assert f"127.0.0.1:{metrics}:{metrics}" in worker["ports"]
     if "metrics_address" in Settings.model_fields:  # inside the container: reachable by the port
-        assert worker["environment"].get("FOLLOWUP_METRICS_ADDRESS") == "0.0.0.0", (
+        address = _default(worker["environment"].get("FOLLOWUP_METRICS_ADDRESS", ""))
+        assert address == "0.0.0.0", (
             "set FOLLOWUP_METRICS_ADDRESS: 0.0.0.0 in the compose worker's environment"
         )
+
+
+def _default(value: str) -> str:
+    """A compose value with each ${X:-default} replaced by its default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def test_dot_env_overrides_every_followup_setting_in_environment() -> None:
+    """`environment:` overrides env_file: a FOLLOWUP_* value there is a default .env can
+    override (${FOLLOWUP_X:-default}) or one it must give (${FOLLOWUP_X:?message})."""
+    for name, service in COMPOSE["services"].items():
+        for key, value in service.get("environment", {}).items():
+            if key.startswith("FOLLOWUP_"):
+                assert re.fullmatch(rf"\$\{{{key}:[-?].*\}}", str(value)), (name, key, value)
 
 
 def test_secrets_are_required_and_given_only_by_the_demo_env_file() -> None:
@@ -120,9 +135,9 @@ def _env(
 ) -> dict[str, str]:
     env = {}
     for name, value in service.get("environment", {}).items():
-        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))  # compose's ${X:-default}
-        # compose's ${X:?message}: the demo's value (compose-demo.env)
-        value = re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: DEMO_ENV[m.group(1)], value)
+        # compose's ${X:?message}: the demo's value (compose-demo.env); then ${X:-default}
+        value = re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: DEMO_ENV[m.group(1)], str(value))
+        value = _default(value)
         value = re.sub(r"^amqp://.*@rabbitmq:5672//$", amqp_url, value)
         env[name] = value.replace("redis://redis:6379/0", redis_url).replace(
             "http://simulator:8765", sim_url
