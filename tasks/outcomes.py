@@ -77,7 +77,7 @@ def outcomes(
     mid-batch sees the rest again: first its own unacknowledged ones, then, after
     claim_idle_s, those a dead consumer of the group left. A new group starts at `start`
     ('$': outcomes from now on; '0': all the stream holds). Stops after idle_timeout_s with
-    nothing new (None: never).
+    nothing new, counted from the last outcome handed over (None: never).
 
     Each entry is handed over only while this consumer owns it, and its idle time starts
     again as it is handed over (`_OWN`): another consumer takes it over only if handling that
@@ -116,8 +116,8 @@ def outcomes(
         if not entries and not lost and not mine:
             gap = cast(list[Any], gap_of(keys=[stream], args=[group]))
             if gap:
-                quiet_since = time.monotonic()
                 yield _gap(store, group, int(gap[0]), str(gap[1]), str(gap[2]))
+                quiet_since = time.monotonic()
                 continue
         if not entries and not lost:
             reply = client.xreadgroup(
@@ -136,12 +136,15 @@ def outcomes(
             quiet_since = time.monotonic()
         if lost:
             client.xack(stream, group, *lost)  # deleted: nothing to hand over again
-            yield from _lost(store, group, lost)
+            for trimmed in _lost(store, group, lost):
+                yield trimmed
+                quiet_since = time.monotonic()
         for entry_id, fields in entries:
             if not own(keys=[stream], args=[group, entry_id, consumer]):
                 continue  # another consumer took it over meanwhile: it is theirs now
             yield Outcome.from_entry(entry_id, fields)
             client.xack(stream, group, entry_id)
+            quiet_since = time.monotonic()  # handling a batch is not idleness
     client.close()
 
 

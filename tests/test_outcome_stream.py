@@ -158,3 +158,17 @@ def test_a_consumers_own_pending_entries_that_were_trimmed_come_as_lost_not_blan
     store.redis.xtrim(key, maxlen=0)
     again = list(outcomes("crm", "a", settings=settings, block_s=0.2, idle_timeout_s=1))
     assert [(o.entry_id, o.state) for o in again] == [(i, "lost") for i in ids]
+
+
+def test_the_idle_timeout_counts_from_the_last_outcome_handed_not_the_last_fetch(
+    own: tuple[Settings, StatusStore],
+) -> None:
+    """Handling a batch longer than idle_timeout_s is not idleness: what waits is read on."""
+    settings, store = own
+    store.redis.xgroup_create(f"{store.ns}:outcomes", "crm", id="0", mkstream=True)
+    written = _write(store, 20)
+    handled = []
+    for outcome in outcomes("crm", "a", settings=settings, count=10, block_s=0.2, idle_timeout_s=2):
+        handled.append(outcome.entry_id)
+        time.sleep(0.3)  # a batch of 10 takes longer than idle_timeout_s
+    assert handled == written
