@@ -474,3 +474,37 @@ def test_an_idle_worker_whose_credentials_work_keeps_saying_so(env: dict[str, st
     finally:
         good.http.close()
         bad.http.close()
+
+
+def test_429s_to_questions_asked_together_halve_the_rate_once(redis_url: str) -> None:
+    """A busy check's or a lookup's 429 is news of the rate it was asked at, as a call's
+    is: three questions asked before a cut (their slots' time) halve the rate once; one
+    asked after the cut halves it again."""
+    store = StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-aimd-q-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=60,
+        pacing=Pacing(limit=10, burst=10, hold=5.0),
+    )
+    try:
+        (lookup,) = _due_now(store, 1)
+        store.redis.hset(f"{store.ns}:req:{lookup}", "state", "unknown")
+        asked = [store.take_slot()[1] for _ in range(3)]
+        first = store.slow_down(asked_at=asked[0])
+        assert 4.5 <= first <= 5.0
+        assert store.slow_down(asked_at=asked[1]) > 0.99 * first  # the same cut's news
+        store.reconcile(
+            lookup,
+            conversation_id=None,
+            detail="429",
+            last=False,
+            retry_in_s=30,
+            slow=True,
+            asked_at=asked[2],
+        )
+        assert store.slow_down(asked_at=asked[0]) > 0.99 * first  # the lookup's: no cut
+        assert store.slow_down(asked_at=store.take_slot()[1]) < 0.7 * first
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))

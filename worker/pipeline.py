@@ -522,8 +522,8 @@ class Pipeline:
         Returns (the wait, or LOST_CLAIM, or None to go on; whether it said free)."""
         if self.availability is None or claim.asked_free:
             return None, claim.asked_free
-        wait = self.store.take_slot()
-        if wait > self.store.pacing.hold:
+        wait, asked_at = self.store.take_slot()
+        if asked_at is None:
             delay = max(wait - self.store.pacing.lead, 0.0)
             detail = f"the fleet-wide rate limit gave the busy check a slot in {wait:.1f}s"
             return self._wait_before_asking(request_id, claim, delay, "rate_limit", detail), False
@@ -532,7 +532,7 @@ class Pipeline:
             busy = self._agent_busy(base, user, token)
         except NoAnswer as exc:
             if exc.throttled:
-                rate = self.store.slow_down()
+                rate = self.store.slow_down(asked_at=asked_at)
                 log.warning("a 429: the fleet slows down", rate_in_force_per_s=round(rate, 3))
             delay = exc.retry_after_s or self.settings.agent_busy_recheck_s
             detail = (

@@ -69,12 +69,12 @@ class Reconciler:
             return 0
         settled = 0
         for lookup in self.store.take_lookups(after_s=self.after_s, lease_s=self.lease_s):
-            wait = self.store.take_slot()
-            if wait > self.store.pacing.hold:
+            wait, asked_at = self.store.take_slot()
+            if asked_at is None:
                 return settled  # the fleet's rate is spoken for; these come back later
             time.sleep(wait)
             try:
-                settled += self._look_up(lookup)
+                settled += self._look_up(lookup, asked_at)
             except LookupForbidden as exc:
                 self.forbidden = True
                 log.error(
@@ -89,7 +89,7 @@ class Reconciler:
                 return settled  # the platform asked us to slow down: the rest wait
         return settled
 
-    def _look_up(self, lookup: Lookup) -> int:
+    def _look_up(self, lookup: Lookup, asked_at: float) -> int:
         request = lookup.request
         number, user = str(request.get("phone_number")), str(request.get("user_id"))
         last = lookup.lookups + 1 >= self.lookups
@@ -102,19 +102,21 @@ class Reconciler:
             raise
         except Exception:  # a defect: counted as a lookup without an answer (bounded)
             log.exception("no token for the lookup", request_id=lookup.request_id)
-            return self._no_answer(lookup, NoAnswer("an unexpected error getting a token"), "")
+            return self._no_answer(
+                lookup, NoAnswer("an unexpected error getting a token"), "", asked_at
+            )
         try:
             base = self.platform.api_base(token)
             found = self.platform.find_call(
                 base, lookup.request_id, user, number, lookup.sent_at, token
             )
         except NoAnswer as exc:
-            return self._no_answer(lookup, exc, token)
+            return self._no_answer(lookup, exc, token, asked_at)
         except (LookupForbidden, TokenError):
             raise
         except Exception:  # a defect must not stop every other lookup, pass after pass
             log.exception("the lookup failed", request_id=lookup.request_id)
-            return self._no_answer(lookup, NoAnswer("an unexpected error"), token)
+            return self._no_answer(lookup, NoAnswer("an unexpected error"), token, asked_at)
         detail = (
             f"the platform has call {found}: the same agent dialled the same number for this "
             "request"
@@ -133,7 +135,7 @@ class Reconciler:
         )
         return 1 if state == "placed" else 0
 
-    def _no_answer(self, lookup: Lookup, exc: NoAnswer, token: str) -> int:
+    def _no_answer(self, lookup: Lookup, exc: NoAnswer, token: str, asked_at: float) -> int:
         """No usable answer: no lookup is spent; the next goes after Retry-After, else after
         a delay that doubles with each failure. A 429 lowers the fleet's rate and ends the
         pass (Throttled)."""
@@ -149,6 +151,7 @@ class Reconciler:
             retry_in_s=delay,
             slow=exc.throttled,
             max_failures=MAX_FAILURES,
+            asked_at=asked_at,
         )
         log.warning(
             "the platform gave the lookup no usable answer; it goes again later",

@@ -750,6 +750,7 @@ class StatusStore:
         retry_in_s: float = 0.0,
         slow: bool = False,
         max_failures: int = 20,
+        asked_at: float | None = None,
     ) -> str:
         """Settle an `unknown` request by what the platform says; retry_in_s > 0: it gave no
         usable answer, ask again then, spending no lookup (see store_lua.RECONCILE)."""
@@ -764,18 +765,22 @@ class StatusStore:
                 slow=slow,
                 max_failures=max_failures,
                 policy=self._policy,
+                asked_at=asked_at,
             )
         )
 
-    def take_slot(self) -> float:
+    def take_slot(self) -> tuple[float, float | None]:
         """A slot of the fleet's rate limit for a question that is not a call (a lookup, a
-        busy check): seconds to wait (it is then reserved), or more than Pacing.hold
-        (nothing reserved: try later)."""
-        return float(self._run(store_lua.TAKE_SLOT, policy=self._policy))
+        busy check): (seconds to wait, the slot on the store's clock) when it is reserved,
+        or (more than Pacing.hold, None): nothing reserved, try later."""
+        wait, at = self._run(store_lua.TAKE_SLOT, policy=self._policy)
+        return float(wait), float(at) if at else None
 
-    def slow_down(self) -> float:
-        """A question was answered 429: lower the fleet's rate; returns the rate in force."""
-        return float(self._run(store_lua.SLOW_DOWN, policy=self._policy))
+    def slow_down(self, *, asked_at: float | None = None) -> float:
+        """A question was answered 429: lower the fleet's rate, once a round trip (not for a
+        question asked before the last cut: asked_at, its slot from take_slot); returns the
+        rate in force."""
+        return float(self._run(store_lua.SLOW_DOWN, policy=self._policy, asked_at=asked_at))
 
     # --- reads --------------------------------------------------------------------------
 

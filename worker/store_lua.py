@@ -930,7 +930,10 @@ return out
 # longer unknown.
 RECONCILE = LuaScript(
     "reconcile",
-    ("id", "conversation_id", "detail", "last", "retry_in", "slow", "max_failures", "policy"),
+    (
+        *("id", "conversation_id", "detail", "last", "retry_in", "slow", "max_failures"),
+        *("policy", "asked_at"),
+    ),
     r"""
 local id, detail, RKEY = ARG.id, ARG.detail, ns .. ':reconcile'
 local state = redis.call('HGET', rkey(id), 'state')
@@ -944,7 +947,7 @@ local function over(why)
   else note(id, 'lookups over', why .. '; a person decides (followup retry ID)') end
 end
 if (tonumber(ARG.retry_in) or 0) > 0 then
-  if ARG.slow == '1' then slow_down(cjson.decode(ARG.policy).limit) end
+  if ARG.slow == '1' then slow_down(cjson.decode(ARG.policy).limit, tonumber(ARG.asked_at)) end
   local failures = redis.call('HINCRBY', rkey(id), 'lookup_failures', 1)
   note(id, 'lookup failed', detail)
   if failures >= tonumber(ARG.max_failures) then
@@ -1003,17 +1006,20 @@ return 1
 )
 
 # A slot of the fleet's rate limit was not enough: the platform answered a question (a busy
-# check) with 429. Lowers the fleet's rate as a call's 429 does; returns the rate in force.
+# check) with 429. Lowers the fleet's rate as a call's 429 does (asked_at: the store's clock
+# when the question went, its slot; once a round trip); returns the rate in force.
 SLOW_DOWN = LuaScript(
     "slow_down",
-    ("policy",),
+    ("policy", "asked_at"),
     r"""
-return tostring(slow_down(cjson.decode(ARG.policy).limit))
+local limit = cjson.decode(ARG.policy).limit
+return tostring(slow_down(limit, tonumber(ARG.asked_at)) or rate_in_force(limit))
 """,
 )
 
 # One slot of the fleet's rate limit for a request that is not a call (a lookup): the
-# seconds to wait for it (0: take it now). Only reserved if it is within `hold` seconds.
+# seconds to wait for it (0: take it now) and the slot (the store's clock; '' when not
+# reserved). Only reserved if it is within `hold` seconds.
 TAKE_SLOT = LuaScript(
     "take_slot",
     ("policy",),
@@ -1022,8 +1028,9 @@ local policy = cjson.decode(ARG.policy)
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, now)
 local slot = math.max(now, tat - (policy.burst - 1) * interval)
-if slot - now > policy.hold then return tostring(slot - now) end
-return tostring(reserve(policy.limit, policy.burst) - now)
+if slot - now > policy.hold then return {tostring(slot - now), ''} end
+local reserved = reserve(policy.limit, policy.burst)
+return {tostring(reserved - now), string.format('%.6f', reserved)}
 """,
 )
 
