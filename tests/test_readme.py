@@ -48,3 +48,11 @@ def test_the_readme_names_only_real_settings() -> None:
 def test_the_readme_stays_short() -> None:
     """What a newcomer needs in the first hour; the rest belongs in docs/."""
     assert len(README.splitlines()) < 300
+
+
+def test_every_wait_reason_is_in_the_operations_doc() -> None:
+    from followup.worker.stats import WAIT_REASONS
+
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    row = next(line for line in operations.splitlines() if line.startswith("| `waiting_by_reason`"))
+    assert [r for r in WAIT_REASONS if f"`{r}`" not in row] == []

@@ -48,7 +48,10 @@ class Metrics:
             registry=r,
         )
         self.attempts = Counter(
-            "followup_attempts", "Create-call requests this process sent.", registry=r
+            "followup_attempts",
+            "Create-call POSTs this process sent, every one (the API's load): those the record "
+            "refunds (a 429, a 401 sent again with a fresh token) count here, not in attempts.",
+            registry=r,
         )
         self.waits = Counter(
             "followup_waits",
