@@ -209,7 +209,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _store()
     record = store.get(args.request_id)
     if record is None:
-        _error(f"no request with id {printable(args.request_id)}")
+        _error(
+            f"no request with id {printable(args.request_id)}: no record yet: a message sent "
+            "straight to the queue is recorded when a worker takes it"
+        )
         return EXIT_FAILED
     request = store.request_of(record.request_id)
     hours = (
