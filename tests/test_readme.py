@@ -56,3 +56,18 @@ def test_every_wait_reason_is_in_the_operations_doc() -> None:
     operations = (ROOT / "docs" / "operations.md").read_text()
     row = next(line for line in operations.splitlines() if line.startswith("| `waiting_by_reason`"))
     assert [r for r in WAIT_REASONS if f"`{r}`" not in row] == []
+
+
+def _rows(text: str) -> dict[str, str]:
+    """A settings table's rows: the variable, and the rest of its row."""
+    return dict(re.findall(r"^\| `(FOLLOWUP_[A-Z0-9_]+)` \|(.*)$", text, re.M))
+
+
+def test_the_readme_settings_agree_with_the_configuration_table() -> None:
+    """A README row says no less than docs/configuration.md's: every value that names (a
+    dialect, say) is in the README's row too."""
+    full = _rows(CONFIGURATION)
+    for name, row in _rows(README).items():
+        assert name in full, name
+        for value in re.findall(r"`([a-z][a-z_-]*)`", full[name].split("|")[1]):
+            assert f"`{value}`" in row, (name, value)
