@@ -100,7 +100,8 @@ def enqueue(
                 ids = client.enqueue_many([item.raw for item in batch], queue=queue)
                 show([(item.line, request_id) for item, request_id in zip(batch, ids, strict=True)])
             except IdempotencyConflict as exc:
-                show([(0, request_id) for request_id in exc.enqueued])
+                lines = [batch[n].line for n in exc.enqueued_at]
+                show(list(zip(lines, exc.enqueued, strict=True)))
                 key = exc.key
                 where = next((i.where for i in batch if i.raw.get("idempotency_key") == key), "")
                 conflicts += [
@@ -125,7 +126,8 @@ def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
 def _items(path: Path, errors: list[FieldError]) -> Iterator[Item]:
     """The requests of a JSON-lines file (a line at a time) or of one JSON array; a part that
     is not JSON goes to `errors`, named by its line."""
-    with path.open(encoding="utf-8", errors="replace") as file:
+    # utf-8-sig: a byte-order mark at the start (some editors write one) is not content.
+    with path.open(encoding="utf-8-sig", errors="replace") as file:
         first = ""
         while not first:
             chunk = file.read(1)
@@ -139,7 +141,8 @@ def _items(path: Path, errors: list[FieldError]) -> Iterator[Item]:
             if not line.strip():
                 continue
             try:
-                yield Item(number, json.loads(line))
+                # Without its line ending, so that an error's column is the line's own.
+                yield Item(number, json.loads(line.rstrip("\r\n")))
             except ValueError as exc:
                 errors.append(_not_json(number, exc))
 

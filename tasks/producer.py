@@ -44,13 +44,21 @@ Requestish = FollowUpRequest | Mapping[str, Any]
 class IdempotencyConflict(InvalidRequest):
     """The idempotency key was already used for a request with different content.
 
-    In a batch, every other request is still enqueued; their ids are in `enqueued`.
+    In a batch, every other request is still enqueued; their ids are in `enqueued`, and
+    their places in the batch (from 0) in `enqueued_at`.
     """
 
-    def __init__(self, key: str, first_request_id: str, enqueued: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        first_request_id: str,
+        enqueued: list[str] | None = None,
+        enqueued_at: list[int] | None = None,
+    ) -> None:
         self.key = key
         self.first_request_id = first_request_id
         self.enqueued = enqueued or []  # the rest of a batch, recorded and published
+        self.enqueued_at = enqueued_at or []
         super().__init__([key_conflict(key, first_request_id)])
 
 
@@ -134,6 +142,7 @@ class FollowUpClient:
                         for i, r in zip(ids, results, strict=True)
                         if r.outcome != "conflict"
                     ],
+                    enqueued_at=[n for n, r in enumerate(results) if r.outcome != "conflict"],
                 )
         return [
             result.request_id if result.outcome == "duplicate" else request_id

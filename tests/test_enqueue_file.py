@@ -154,3 +154,36 @@ def test_ids_are_recorded_as_they_are_printed(tmp_path: Path, queue: dict[str, s
     assert result.returncode == 2
     assert len(result.stdout.split()) == batch_file.BATCH + 1  # all but the clash
     assert f"line {batch_file.BATCH + 1}: idempotency_key" in result.stderr, result.stderr
+
+
+def test_broken_json_gets_pythons_column_and_a_bom_and_crlf_are_read(
+    tmp_path: Path, queue: dict[str, str]
+) -> None:
+    """Written by a Windows editor (a byte-order mark, CRLF): line 1 is read, and a broken
+    line's column is the one Python gives for the line itself, not for its line ending."""
+    broken = '{"contact_id": "c-3", "user_id": "u-1"'
+    try:
+        json.loads(broken)
+    except json.JSONDecodeError as exc:
+        expected = f"line 3: not JSON ({exc.msg}, column {exc.colno})"
+    path = tmp_path / "windows.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([_line(1), _line(2), broken, ""]).encode())
+    result = followup("enqueue", "--file", str(path), env=queue)
+    assert result.returncode == 2
+    assert expected in result.stderr, result.stderr
+    assert "line 1" not in result.stderr and "line 2" not in result.stderr, result.stderr
+
+
+def test_ids_printed_beside_a_conflict_keep_their_line_in_json(
+    tmp_path: Path, queue: dict[str, str]
+) -> None:
+    key = f"k-{uuid.uuid4().hex[:8]}"
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text(json.dumps({**json.loads(_line(1)), "idempotency_key": key}) + "\n")
+    assert followup("enqueue", "--file", str(taken), env=queue).returncode == 0
+    clash = json.dumps({**json.loads(_line(2)), "idempotency_key": key})
+    path = _campaign(tmp_path, 3, {2: clash})
+    result = followup("enqueue", "--file", str(path), "--json", env=queue)
+    assert result.returncode == 2
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [p.get("line") for p in printed] == [1, 3], result.stdout
