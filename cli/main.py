@@ -87,12 +87,24 @@ def _error(message: str, errors: list[FieldError] | None = None) -> None:
         print(f"  {printable(error)}", file=sys.stderr)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's default once, at the end of its description: none when its description
+    already gives it, or when there is none to give (a flag, an unset option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with each subcommand's defaults in its help, and usage errors as JSON
     under --json."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -619,22 +631,30 @@ def _parser() -> argparse.ArgumentParser:
     sub = _Subcommands(parser.add_subparsers(required=True, metavar="COMMAND"))
 
     p = sub.add_parser("enqueue", help="enqueue a follow-up call (prints its request id)")
-    p.add_argument("--contact-id")
+    p.add_argument("--contact-id", help="the contact (ticket, case) the call follows up")
     p.add_argument("--user-id", help="the agent who calls from their own line")
     p.add_argument("--phone-number", help="E.164, e.g. +61298765432")
-    p.add_argument("--reason")
-    p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--idempotency-key")
+    p.add_argument("--reason", help="why the agent calls back, in a few words")
+    p.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="kept with the request (repeatable)",
+    )
+    p.add_argument(
+        "--idempotency-key", help="the same key again enqueues nothing new (safe to resend)"
+    )
     p.add_argument("--not-before", metavar="ISO8601", help="e.g. 2026-11-28T09:30:00+11:00")
     p.add_argument("--not-after", metavar="ISO8601", help="still waiting then: window.missed")
     p.add_argument("--timezone", metavar="IANA", help="the customer's zone, e.g. Australia/Perth")
     p.add_argument("--file", help="enqueue a batch: JSON lines or a JSON array ('-' for stdin)")
-    p.add_argument("--queue", help="default: FOLLOWUP_QUEUE")
+    p.add_argument("--queue", help="the queue to publish to (default: FOLLOWUP_QUEUE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_enqueue)
 
     p = sub.add_parser("status", help="one request's record and history")
-    p.add_argument("request_id")
+    p.add_argument("request_id", help="the id enqueue printed")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_status)
 
@@ -648,7 +668,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_hours)
 
     p = sub.add_parser("list", help="requests, most recently changed first")
-    p.add_argument("--state", choices=[s.value for s in STATES])
+    p.add_argument("--state", choices=[s.value for s in STATES], help="only requests in it")
     p.add_argument("--limit", type=_positive, default=50, help="how many requests to show")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_list)
@@ -658,8 +678,8 @@ def _parser() -> argparse.ArgumentParser:
         ("retry", cmd_retry, "dial an unknown or failed request again"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("request_id")
-        p.add_argument("--by", help="who acts (recorded in the history); default: your login")
+        p.add_argument("request_id", help="the id enqueue printed")
+        p.add_argument("--by", help="who acts, recorded in the history (default: your login)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(run=fn)
 
@@ -671,7 +691,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "worker-check", help="exit 0 if a worker consumes the queue and answers (a health check)"
     )
-    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--timeout", type=float, default=2.0, help="how long workers may take to answer")
     p.add_argument("--this-host", action="store_true", help="only workers on this host count")
     p.set_defaults(run=cmd_worker_check)
 
@@ -687,8 +707,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_schema)
 
     p = sub.add_parser("simulator", help="run the contact-center API simulator")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    p.add_argument("--port", type=int, default=8765, help="the port to listen on")
     p.add_argument(
         "--client",
         action="append",
@@ -754,6 +774,9 @@ def _parser() -> argparse.ArgumentParser:
     for command in sub.added:  # --json on every command: its output and its errors
         if not any("--json" in a.option_strings for a in command._actions):
             command.add_argument("--json", action="store_true", help="errors as JSON")
+        for action in command._actions:
+            if "--json" in action.option_strings and not action.help:
+                action.help = "print JSON (errors too, on standard error)"
     return parser
 
 

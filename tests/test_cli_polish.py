@@ -4,6 +4,7 @@ validated --limit, and a re-enqueued cancelled key said to be cancelled."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -146,3 +147,16 @@ def test_demo_without_the_simulator_extra_says_how_to_install_it_and_leaves_noth
     assert "pip install '.[simulator]'" in json.loads(result.stderr)["error"]
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_one_description_and_at_most_one_default(command: str) -> None:
+    parser = _parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        shown = formatter._expand_help(action) if action.help else ""
+        assert shown.strip(), (command, action.dest)
+        assert shown.count("default") <= 1, (command, action.dest, shown)
+        assert "(default: None)" not in shown and "(default: [])" not in shown, (command, shown)
