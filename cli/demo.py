@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import phonenumbers
+import redis
 
 from followup.cli.local_stack import Simulator, Stack, delete_keys, wait_until
 from followup.cli.table import outcome, render
@@ -106,6 +107,7 @@ def run_demo(settings: Settings, timeout_s: float = 90.0, keep: bool = False) ->
         "FOLLOWUP_PER_NUMBER_MAX_CALLS": "0",
     }
     numbers = pick_numbers(datetime.now(UTC))
+    bindings_were_there = _has_key(redis_url, BINDING_DEADLINES)
     print(
         f"calling hours are on: daytime numbers are in {numbers.day_city}; "
         f"it is night in {numbers.night_city}"
@@ -130,10 +132,27 @@ def run_demo(settings: Settings, timeout_s: float = 90.0, keep: bool = False) ->
         ok = _cxone_part(stack, run, numbers, timeout_s) and ok
     print("demo " + ("passed" if ok else "FAILED"))
     _leave(stack, redis_url, run, keep=keep or not ok)
+    if not stack.started_private_redis and bindings_were_there is False:
+        delete_keys(redis_url, BINDING_DEADLINES)  # the broker's, made for the demo's workers
     return 0 if ok else 1
 
 
 NAMESPACE = "followup-demo"
+#: kombu's zset of binding tables (celery.pidbox's, say), which the demo's workers create in
+#: the user's Redis: removed after the demo if it was not there before.
+BINDING_DEADLINES = "_kombu.binding_deadlines"
+
+
+def _has_key(redis_url: str, key: str) -> bool | None:
+    """Whether the Redis at the URL has the key; None if it does not answer."""
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        try:
+            return bool(client.exists(key))
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return None
 
 
 def _leave(stack: Stack, redis_url: str, run: str, *, keep: bool) -> None:

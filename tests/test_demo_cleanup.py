@@ -49,7 +49,11 @@ def test_the_demo_cleans_up_unless_asked_to_keep(users_redis: str) -> None:
     assert logs and not Path(logs.group(1)).exists()
     assert "cleaned up" in demo.stdout
     assert _demo_keys(redis_url) == []
+    # The broker's binding-table index, which the demo's workers made, goes too.
+    assert not redis.Redis.from_url(redis_url).exists("_kombu.binding_deadlines")
 
+    # One that was there before (the user's own workers') stays.
+    redis.Redis.from_url(redis_url).zadd("_kombu.binding_deadlines", {"users-own": 1})
     kept = _demo(redis_url, "--keep")
     try:
         assert kept.returncode == 0, kept.stdout + kept.stderr
@@ -58,6 +62,7 @@ def test_the_demo_cleans_up_unless_asked_to_keep(users_redis: str) -> None:
         assert "FOLLOWUP_NAMESPACE=followup-demo followup list" in kept.stdout
         assert f"rm -r {logs.group(1)}" in kept.stdout
         assert _demo_keys(redis_url)
+        assert redis.Redis.from_url(redis_url).exists("_kombu.binding_deadlines")
     finally:
         client = redis.Redis.from_url(redis_url)
         for key in _demo_keys(redis_url):
