@@ -505,9 +505,13 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
         stream = follow(settings)
     else:
         stream = iter(recent(settings, args.count))
+    printed = 0
     for outcome in stream:
         shown = {k: v for k, v in asdict(outcome).items() if v not in (None, "")}
         print(json.dumps(shown) if args.json else _outcome_line(outcome), flush=True)
+        printed += 1
+    if not printed and not args.json:  # --json: no lines, as there is no outcome
+        print("no outcomes yet: a request's outcome is written when it ends")
     return 0
 
 
@@ -625,6 +629,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds more than 0 (argparse names the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="followup", description=__doc__)
     parser.add_argument("--version", action="version", version=f"followup {_version()}")
@@ -685,13 +700,17 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="the fleet at a glance: states, last hour, waits, workers")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=float, default=1.0, help="how long workers may take to answer")
+    p.add_argument(
+        "--timeout", type=_seconds, default=1.0, help="how long workers may take to answer"
+    )
     p.set_defaults(run=cmd_stats)
 
     p = sub.add_parser(
         "worker-check", help="exit 0 if a worker consumes the queue and answers (a health check)"
     )
-    p.add_argument("--timeout", type=float, default=2.0, help="how long workers may take to answer")
+    p.add_argument(
+        "--timeout", type=_seconds, default=2.0, help="how long workers may take to answer"
+    )
     p.add_argument("--this-host", action="store_true", help="only workers on this host count")
     p.set_defaults(run=cmd_worker_check)
 
@@ -764,7 +783,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_simulator)
 
     p = sub.add_parser("demo", help="run the whole pipeline once against the simulator")
-    p.add_argument("--timeout", type=float, default=90.0, help="seconds for each table")
+    p.add_argument("--timeout", type=_seconds, default=90.0, help="seconds for each table")
     p.add_argument(
         "--keep",
         action="store_true",

@@ -160,3 +160,23 @@ def test_every_option_has_one_description_and_at_most_one_default(command: str) 
         assert shown.strip(), (command, action.dest)
         assert shown.count("default") <= 1, (command, action.dest, shown)
         assert "(default: None)" not in shown and "(default: [])" not in shown, (command, shown)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("stats", "--timeout", "-5"), ("demo", "--timeout", "-1"), ("worker-check", "--timeout", "0")],
+)
+def test_a_timeout_must_be_more_than_zero(args: tuple[str, ...]) -> None:
+    result = followup(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "argument --timeout: must be more than 0 seconds" in result.stderr
+
+
+@pytest.mark.integration
+def test_outcomes_on_an_empty_stream_says_there_are_none_yet(env: dict[str, str]) -> None:
+    empty = {"FOLLOWUP_NAMESPACE": f"empty-{uuid.uuid4().hex[:8]}"}
+    shown = followup("outcomes", env=empty)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("no outcomes yet") and len(shown.stdout.splitlines()) == 1
+    as_json = followup("outcomes", "--json", env=empty)
+    assert as_json.returncode == 0 and as_json.stdout == "", as_json.stdout
