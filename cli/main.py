@@ -47,7 +47,7 @@ from followup.tasks.request import (
 )
 from followup.worker import stats
 from followup.worker.calling_hours import Explanation, explain
-from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES
+from followup.worker.records import CANCEL_RULE, RETRY_RULE, STATES, TERMINAL_STATES
 from followup.worker.store import StatusStore, UnconfirmedWrite
 from followup.worker.sweeper import heartbeat_for
 
@@ -232,12 +232,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         if request is not None
         else None
     )
+    not_before = request.not_before if request is not None else None
+    next_at = None  # a not_before after the record's next attempt: the real next time
+    if (
+        request is not None
+        and not_before is not None
+        and record.state not in TERMINAL_STATES
+        and (record.next_attempt_at is None or not_before > record.next_attempt_at)
+    ):
+        then = explain(request.phone_number, request.timezone, not_before, _settings())
+        next_at = not_before if then.open else (then.next_opening or not_before)
     if args.json:
         shown = record.model_dump(mode="json")
+        shown["not_before"] = not_before.isoformat() if not_before else None
+        if next_at is not None:
+            shown["next_attempt_at"] = next_at.isoformat()
         shown["calling_hours"] = hours.as_dict() if hours else None
         print(json.dumps(shown, indent=2))
     else:
-        print(describe(record, hours))
+        print(describe(record, hours, not_before=not_before, next_at=next_at))
     return 0
 
 

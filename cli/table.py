@@ -76,8 +76,15 @@ def status_rows(records: Sequence[StatusRecord]) -> list[list[str]]:
 STATUS_HEADERS = ("request id", "contact", "state", "attempts", "conversation id / error")
 
 
-def describe(record: StatusRecord, hours: Explanation | None = None) -> str:
-    """One request for people; with `hours`, its calling-hours decision as of now."""
+def describe(
+    record: StatusRecord,
+    hours: Explanation | None = None,
+    *,
+    not_before: datetime | None = None,
+    next_at: datetime | None = None,
+) -> str:
+    """One request for people; with `hours`, its calling-hours decision as of now; with
+    `next_at`, the next attempt its not_before (and calling hours then) put it at."""
     p = printable
     lines = [
         f"request   {p(record.request_id)}",
@@ -99,7 +106,13 @@ def describe(record: StatusRecord, hours: Explanation | None = None) -> str:
             f"          - {p(e.get('field') or e.get('code'))}: {p(e.get('message'))}"
             for e in record.last_error.errors
         )
-    if record.next_attempt_at:
+    if not_before is not None:
+        lines.append(f"not before {not_before.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    if next_at is not None:
+        lines.append(
+            f"next      {next_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC   waiting for not_before"
+        )
+    elif record.next_attempt_at:
         waiting = f"   waiting for {p(record.waiting_for)}" if record.waiting_for else ""
         lines.append(f"next      {record.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC{waiting}")
         if record.next_attempt_local is not None:

@@ -180,3 +180,33 @@ def test_outcomes_on_an_empty_stream_says_there_are_none_yet(env: dict[str, str]
     assert shown.stdout.startswith("no outcomes yet") and len(shown.stdout.splitlines()) == 1
     as_json = followup("outcomes", "--json", env=empty)
     assert as_json.returncode == 0 and as_json.stdout == "", as_json.stdout
+
+
+@pytest.mark.integration
+def test_status_shows_a_future_not_before_and_the_real_next_time(private_queue: str) -> None:
+    """Queued with not_before 3 days ahead, nobody has taken it: status says when, not now."""
+    env = {"FOLLOWUP_QUEUE": private_queue}
+    not_before = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    request_id = followup(
+        "enqueue",
+        "--contact-id",
+        "c-nb",
+        "--user-id",
+        "u-nb",
+        "--phone-number",
+        "+61298765432",
+        "--not-before",
+        not_before.isoformat(),
+        env=env,
+        check=True,
+    ).stdout.strip()
+    shown = followup("status", request_id, env=env, check=True).stdout
+    assert f"not before {not_before:%Y-%m-%d %H:%M:%S} UTC" in shown, shown
+    next_line = next(line for line in shown.splitlines() if line.startswith("next "))
+    next_at = datetime.strptime(
+        next_line.split()[1] + " " + next_line.split()[2], "%Y-%m-%d %H:%M:%S"
+    )
+    assert next_at.replace(tzinfo=UTC) >= not_before, shown
+    as_json = json.loads(followup("status", request_id, "--json", env=env, check=True).stdout)
+    assert datetime.fromisoformat(as_json["next_attempt_at"]) >= not_before
+    assert datetime.fromisoformat(as_json["not_before"]) == not_before
