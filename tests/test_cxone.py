@@ -265,3 +265,29 @@ def test_with_the_busy_check_on_an_agent_on_a_contact_is_not_rung(
     record = cx.until(request_id, lambda r: r.state == "placed", "placed after the contact")
     assert "waiting for agent_busy" in _events(record)
     assert calls_for(cx.sim, request_id)[0]["received_at"] >= asked_at + 3
+
+
+def test_a_lookup_never_settles_a_request_with_a_callback_another_may_own(
+    cxone: Callable[..., Cxone],
+) -> None:
+    """Two requests of one agent to one number sent within a lookup's window of each other:
+    the first's POST was dropped, the second's callback is the only contact, and it could be
+    either's. The first is left unknown for a person, never settled with the second's call
+    (and the second, placed by its 202, gets no call id from a lookup that could be wrong)."""
+    cx = cxone(
+        FOLLOWUP_PER_USER_INTERVAL_S="0", FOLLOWUP_HTTP_TIMEOUT_S="5", FOLLOWUP_CLAIM_LEASE_S="25"
+    )
+    cx.sim.set_faults(by_number={NUMBER: ["drop_before", "ok"]})
+    cx.start_worker()
+    first = cx.enqueue()
+    cx.until(first, lambda r: r.attempts >= 1, "the first sent")
+    second = cx.enqueue()
+    placed = cx.until(second, lambda r: r.state == "placed", "the second placed")
+
+    record = cx.until(first, lambda r: "lookups over" in _events(r), "the first's lookups over")
+    assert record.state == "unknown" and record.conversation_id is None
+    assert any(
+        h.event == "looked up" and second in (h.detail or "") and "either" in (h.detail or "")
+        for h in record.history
+    )
+    assert placed.state == "placed" and calls_for(cx.sim, first) == []

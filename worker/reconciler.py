@@ -117,6 +117,28 @@ class Reconciler:
         except Exception:  # a defect must not stop every other lookup, pass after pass
             log.exception("the lookup failed", request_id=lookup.request_id)
             return self._no_answer(lookup, NoAnswer("an unexpected error"), token, asked_at)
+        window = self.platform.match_window_s
+        if found and window is not None:
+            # A call inside [sent_at, sent_at + window] may be any request's sent within a
+            # window of it, before or after.
+            others = self.store.sent_between(
+                user, number, lookup.sent_at - window, lookup.sent_at + window
+            ) - {lookup.request_id}
+            if others:
+                self.store.reconcile(
+                    lookup.request_id,
+                    conversation_id=None,
+                    detail=f"the platform has call {found}, but another request of the same "
+                    f"agent to the same number ({', '.join(sorted(others))}) was sent within "
+                    f"{window:g}s of this one: the call may be either's",
+                    last=True,
+                )
+                log.warning(
+                    "ambiguous lookup: left unknown for a person",
+                    request_id=lookup.request_id,
+                    attempt=None,
+                )
+                return 0
         detail = (
             f"the platform has call {found}: the same agent dialled the same number for this "
             "request"

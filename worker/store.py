@@ -817,6 +817,17 @@ class StatusStore:
         )
         return [datetime.fromtimestamp(at, UTC) for _, at in sent]
 
+    def sent_between(self, user_id: str, phone_number: str, since: float, until: float) -> set[str]:
+        """The requests of this agent to this number whose send marker was set between
+        since and until (epoch seconds; the send marker's script keeps them for a day)."""
+        digest = hashlib.sha1(
+            f"{user_id} {phone_number}".encode(), usedforsecurity=False
+        ).hexdigest()
+        members = cast(
+            list[str], self.redis.zrangebyscore(f"{self.ns}:sends:{digest}", since, until)
+        )
+        return {member.rsplit(":", 1)[0] for member in members}
+
     def request_of(self, request_id: str) -> FollowUpRequest | None:
         """The request as enqueued (its number in the clear: for working out its calling
         hours, never for display), or None (also for a `rejected` message, whose record

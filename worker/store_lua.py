@@ -245,6 +245,16 @@ local function number_key(id)
   end
   return ns .. ':number:' .. redis.sha1hex(request.phone_number)
 end
+-- Every send marker, by agent and number: ns:sends:<sha1 of '<user_id> <number>'> holds
+-- '<id>:<attempt>' scored by when, for a day. A lookup that matches calls by agent, number
+-- and time (cxone) settles a request only if no other request's marker shares its window.
+local function sends_key(id)
+  local ok, request = pcall(cjson.decode, redis.call('HGET', rkey(id), 'request') or '{}')
+  if not ok or type(request) ~= 'table' or type(request.phone_number) ~= 'string' then
+    return nil
+  end
+  return ns .. ':sends:' .. redis.sha1hex(tostring(request.user_id) .. ' ' .. request.phone_number)
+end
 -- The platform did nothing with attempt `attempt`: it does not count against the cap.
 local function uncap(id, attempt)
   local key = redis.call('HGET', rkey(id), 'number_key')
@@ -701,6 +711,12 @@ local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
 redis.call('HDEL', rkey(id), 'slot', 'slot_epoch', 'asked_free', 'agent_line')
 if line then redis.call('ZREM', line, id) end
+local sends = sends_key(id)
+if sends then
+  redis.call('ZREMRANGEBYSCORE', sends, '-inf', now - 86400)
+  redis.call('ZADD', sends, now, id .. ':' .. attempts)
+  redis.call('EXPIRE', sends, 86400 + 60)
+end
 if capped then
   redis.call('ZADD', capped, now, id .. ':' .. attempts)
   redis.call('PEXPIRE', capped, math.ceil(policy.number_window * 1000) + 1000)

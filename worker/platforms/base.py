@@ -74,6 +74,11 @@ class NoAnswer(Exception):
 class Platform(Protocol):
     name: str
     reconcile_by_default: bool  # FOLLOWUP_RECONCILE's default
+    # A lookup that matches a call by agent, number and time only: the seconds after a send
+    # marker in which a call may be this request's. Another request of the same agent and
+    # number sent within them of this one makes a match ambiguous: it settles nothing.
+    # None: the platform's calls name their request.
+    match_window_s: float | None
     check_busy_by_default: bool  # FOLLOWUP_CHECK_AGENT_BUSY's default
     headers: dict[str, str]  # sent with every API request (besides Authorization)
 

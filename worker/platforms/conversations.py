@@ -32,6 +32,7 @@ def client_credentials(settings: Settings) -> TokenRequest:
 class ConversationsPlatform:
     name = "conversations"
     reconcile_by_default = False
+    match_window_s = None
     check_busy_by_default = False
     forbidden_hint = (
         f"the token lacks the scope this call needs ({REQUIRED_SCOPE}); grant it to the OAuth "

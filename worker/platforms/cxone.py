@@ -51,8 +51,10 @@ BUSY_STATES = frozenset(
 # A contact is this request's only if it started after its send marker and before its
 # create-call request's deadline (FOLLOWUP_HTTP_TIMEOUT_S, plus LATE for clocks): nothing in a
 # CXone contact names the request, and another request's callback to the same agent and
-# number (FOLLOWUP_PER_USER_INTERVAL_S apart) must never be taken for it. A platform clock
-# behind ours can make a lookup miss its own callback: it then stays unknown for a person.
+# number must never be taken for it: a match whose window holds another request's send marker
+# for the same agent and number settles nothing (the reconciler asks the store). A platform
+# clock behind ours can make a lookup miss its own callback: it then stays unknown for a
+# person.
 LATE = timedelta(seconds=1)
 KEPT_BASES = 4  # the API bases of the last few tokens
 CHECK_CREDENTIALS = (
@@ -76,6 +78,7 @@ class CxonePlatform:
         self._http = http
         self.headers = {"Accept": "application/json"}
         self._skill = settings.require_cxone_skill()
+        self.match_window_s = settings.http_timeout_s + LATE.total_seconds()
         self._bases: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -200,7 +203,7 @@ class CxonePlatform:
         self, base: str, request_id: str, user_id: str, number: str, sent_at: float, token: str
     ) -> str | None:
         earliest = datetime.fromtimestamp(sent_at, UTC)
-        latest = earliest + timedelta(seconds=self._settings.http_timeout_s) + LATE
+        latest = earliest + timedelta(seconds=self.match_window_s)
         common = {
             "agentId": user_id,
             "skillId": str(self._skill),

@@ -54,6 +54,7 @@ REQUEST_ATTRIBUTE = "followup_request_id"  # sent with every call (call_request)
 class GenesysPlatform:
     name = "genesys"
     reconcile_by_default = True
+    match_window_s = None
     check_busy_by_default = True
     forbidden_hint = (
         f"the OAuth client's role lacks the permission this call needs (any of "
