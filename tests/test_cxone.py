@@ -291,3 +291,21 @@ def test_a_lookup_never_settles_a_request_with_a_callback_another_may_own(
         for h in record.history
     )
     assert placed.state == "placed" and calls_for(cx.sim, first) == []
+
+
+def test_a_503_without_retry_after_is_a_throttle_that_slows_the_fleet(
+    cxone: Callable[..., Cxone],
+) -> None:
+    """More 503s without Retry-After than FOLLOWUP_MAX_ATTEMPTS: no attempt spent, the
+    request is placed once CXone takes it, and the fleet slowed down."""
+    cx = cxone()
+    worker = cx.start_worker()
+    cx.sim.set_faults(by_number={NUMBER: ["503"] * 5 + ["ok"]})
+    request_id = cx.enqueue()
+
+    record = cx.until(request_id, lambda r: r.state == "placed", "placed")
+    assert [r["status"] for r in requests_for(cx.sim, request_id)] == [503] * 5 + [202]
+    assert record.attempts <= 1
+    wait_until(
+        lambda: "a throttle: the fleet slows down" in worker.log(), 30, "the slow-down logged"
+    )

@@ -141,3 +141,21 @@ def test_answers_nested_too_deep_are_no_usable_answer() -> None:
     assert refused.error is not None and refused.error.message == "HTTP 400"
     deep_jwt = "x." + base64.urlsafe_b64encode(DEEP).decode().rstrip("=") + ".c2ln"
     assert tenant_of(deep_jwt) is None
+
+
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_only_a_202_is_placed_any_other_2xx_is_unknown(status: int) -> None:
+    verdict = platform().read_answer(answer(status, b"<html>ok</html>"))
+    assert verdict.kind == "unknown" and verdict.conversation_id is None
+    assert verdict.error is not None and "202" in verdict.error.message
+
+
+@pytest.mark.parametrize("retry_after", [None, "1"])
+@pytest.mark.parametrize("status", [429, 503])
+def test_429_and_503_are_throttles_with_or_without_retry_after(
+    status: int, retry_after: str | None
+) -> None:
+    headers = {"retry-after": retry_after} if retry_after else {}
+    verdict = platform().read_answer(answer(status, b"", **headers))
+    assert verdict.kind == "retry" and verdict.throttled
+    assert not verdict.spends and verdict.health == ""

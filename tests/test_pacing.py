@@ -116,7 +116,7 @@ def test_429s_spend_no_attempts_and_an_http_date_retry_after_is_honoured(
     record = f.wait(six, "placed", timeout_s=60)
     assert [r["status"] for r in requests_for(f.sim, six)] == [429] * 6 + [201]
     assert record.attempts == 1
-    assert "a 429: the fleet slows down" in f.workers[0].log()
+    assert "a throttle: the fleet slows down" in f.workers[0].log()
 
     time.sleep(2)  # let the fleet's own pause from those 429s run out
     when = email.utils.formatdate(time.time() + 3, usegmt=True)  # a second's resolution

@@ -42,6 +42,7 @@ class Verdict:
     status: int | None = None  # the HTTP status, if the platform answered
     seconds: float | None = None  # how long the request took
     from_token: bool = False  # no token could be had: the call itself never left
+    throttled: bool = False  # the dialect reads this answer as a throttle (cxone: 429, 503)
 
     @property
     def spends(self) -> bool:
@@ -50,7 +51,7 @@ class Verdict:
         connect or pool timeout; a token that could not be had)."""
         if self.kind != "retry":
             return True
-        if self.status is None or self.status == 429:
+        if self.status is None or self.status == 429 or self.throttled:
             return False
         return not (self.status == 503 and self.retry_after_s is not None)
 
@@ -64,7 +65,9 @@ class Verdict:
             return ""
         if self.status is None:  # it never answered
             return "failure" if self.kind in ("retry", "unknown") else ""
-        if self.status == 429 or (self.status == 503 and self.retry_after_s is not None):
+        if self.throttled or self.status == 429:
+            return ""
+        if self.status == 503 and self.retry_after_s is not None:
             return ""
         return "failure" if self.status >= 500 else "ok"
 

@@ -375,7 +375,7 @@ class Pipeline:
                 pause_all_s=outcome.pause_all_s,
                 waiting_for="api_pause" if outcome.pause_all_s else "retry_backoff",
                 spent=verdict.spends,
-                slow=verdict.status == 429,
+                slow=verdict.status == 429 or verdict.throttled,
                 health=verdict.health,
             ),
         )
@@ -394,7 +394,9 @@ class Pipeline:
     def _log_fleet_changes(self, finished: Finished) -> None:
         s = self.settings
         if finished.rate is not None:
-            log.warning("a 429: the fleet slows down", rate_in_force_per_s=round(finished.rate, 3))
+            log.warning(
+                "a throttle: the fleet slows down", rate_in_force_per_s=round(finished.rate, 3)
+            )
         if finished.breaker == "opened":
             log.error(
                 "the platform keeps failing: the breaker opens, dialling pauses fleet-wide",
@@ -533,7 +535,7 @@ class Pipeline:
         except NoAnswer as exc:
             if exc.throttled:
                 rate = self.store.slow_down(asked_at=asked_at)
-                log.warning("a 429: the fleet slows down", rate_in_force_per_s=round(rate, 3))
+                log.warning("a throttle: the fleet slows down", rate_in_force_per_s=round(rate, 3))
             delay = exc.retry_after_s or self.settings.agent_busy_recheck_s
             detail = (
                 f"the platform could not say whether the agent is free ({exc}); asked again "

@@ -8,7 +8,8 @@
   ?tenantId=... (`api_endpoint`). Paths are {base}/incontactapi/services/v{version}/...,
   and every request sends Accept: application/json.
 - The call: POST .../queuecallback?phoneNumber=&skill=&targetAgent=[&callerID=], no body.
-  202 is placed, with `contactId` if the body has one. Nothing else is sent: queuecallback
+  202 is placed, with `contactId` if the body has one; another 2xx is unknown; 429 and 503
+  are throttles. Nothing else is sent: queuecallback
   has no field for the metadata or the contact id, and no idempotency key (a second POST
   queues a second callback; the pipeline never sends one).
 - Errors: the text is the JSON `error_description`, else `message`, else `error`, else the
@@ -171,8 +172,18 @@ class CxonePlatform:
         return number
 
     def read_answer(self, answer: Answer) -> Verdict:
-        if 200 <= answer.status < 300:
+        """202 is placed; any other 2xx is `unknown` (a lookup may settle it). 429 and 503,
+        with or without Retry-After, are throttles: no attempt spent, the fleet slows."""
+        if answer.status == 202:
             return Verdict("placed", conversation_id=_contact_id(answer), status=answer.status)
+        if 200 <= answer.status < 300:
+            error = ErrorInfo(
+                status=answer.status,
+                code="answer.not_202",
+                message=f"HTTP {answer.status}, not CXone's 202 for a queued callback: whether "
+                "the callback was queued is unknown",
+            )
+            return Verdict("unknown", error=error, status=answer.status)
         verdict = classify_answer(
             answer,
             forbidden_hint=self.forbidden_hint,
@@ -187,6 +198,7 @@ class CxonePlatform:
             retry_after_asked_s=verdict.retry_after_asked_s,
             error=error,
             status=verdict.status,
+            throttled=answer.status in (429, 503),
         )
 
     # --- the questions ------------------------------------------------------------------
@@ -279,7 +291,8 @@ class CxonePlatform:
         if status in (408, 429) or status >= 500:
             cap = self._settings.max_retry_after_s
             waited, _ = retry_after(answer.headers.get("retry-after"), cap)
-            raise NoAnswer(f"HTTP {status}", retry_after_s=waited, throttled=status == 429)
+            throttled = status in (429, 503)
+            raise NoAnswer(f"HTTP {status}", retry_after_s=waited, throttled=throttled)
         if answer.truncated:
             raise NoAnswer("an answer over 1 MiB")
         return answer
