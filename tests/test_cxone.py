@@ -309,3 +309,23 @@ def test_a_503_without_retry_after_is_a_throttle_that_slows_the_fleet(
     wait_until(
         lambda: "a throttle: the fleet slows down" in worker.log(), 30, "the slow-down logged"
     )
+
+
+def test_a_token_without_a_tenant_waits_for_the_configuration_and_says_so_once(
+    cxone: Callable[..., Cxone],
+) -> None:
+    """No tenantId and no FOLLOWUP_API_BASE_URL is a configuration error, not refused
+    credentials: the request waits a due time (not handed round every second), nothing
+    spent, and the worker says "set FOLLOWUP_API_BASE_URL" once."""
+    cx = cxone()
+    cx.sim.set_faults(token_script=["jwt_no_tenant"])
+    worker = cx.start_worker()
+    request_id = cx.enqueue()
+
+    record = cx.until(request_id, lambda r: r.waiting_for == "credentials", "it waits")
+    assert record.attempts == 0 and record.next_attempt_at is not None
+    assert record.next_attempt_at.timestamp() - time.time() > 30  # a due time, not a loop
+    assert record.last_error is not None and "FOLLOWUP_API_BASE_URL" in record.last_error.message
+    wait_until(lambda: "set FOLLOWUP_API_BASE_URL" in worker.log(), 30, "the error logged")
+    assert worker.log().count("configuration error: set FOLLOWUP_API_BASE_URL") == 1
+    assert requests_for(cx.sim, request_id) == []

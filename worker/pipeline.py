@@ -61,6 +61,7 @@ class Pipeline:
     credentials_pause: str  # this OAuth client's fleet-wide pause (runtime.credentials_pause)
     metrics: Metrics = field(default_factory=Metrics)
     availability: Platform | None = None  # asks whether the agent is on a call
+    _configuration_logged: bool = False  # a configuration error is logged once a process
 
     @cached_property
     def calling_rule(self) -> Rule:
@@ -351,6 +352,12 @@ class Pipeline:
         if verdict.kind == "lost":
             log.warning("claim lost before sending; nothing sent, its new owner goes on")
             return "lost"
+        if (
+            verdict.kind == "credentials"
+            and verdict.error
+            and verdict.error.code == "config.no_tenant"
+        ):
+            return self._wait_for_configuration(request_id, claim, verdict)
         if verdict.kind == "credentials":
             return self._wait_for_credentials(request_id, claim, verdict)
         structlog.contextvars.bind_contextvars(attempt=attempts)
@@ -407,6 +414,26 @@ class Pipeline:
             log.error("the breaker's probe failed: it opens again, for longer")
         elif finished.breaker == "closed":
             log.warning("the platform answers again: the breaker closes")
+
+    def _wait_for_configuration(self, request_id: str, claim: Claim, verdict: Verdict) -> str:
+        """The token works but the settings cannot use it (a cxone token without a tenantId
+        and no FOLLOWUP_API_BASE_URL): said once, loudly; the request waits (a due time,
+        CREDENTIALS_RECHECK_S), nothing spent, never handed round in a loop."""
+        assert verdict.error is not None
+        if not self._configuration_logged:
+            self._configuration_logged = True
+            log.error("configuration error: set FOLLOWUP_API_BASE_URL", error=verdict.error.message)
+        self.store.defer(
+            request_id,
+            claim.token,
+            delay_s=CREDENTIALS_RECHECK_S + random.uniform(0, 1),
+            reason="credentials",
+            detail=verdict.error.message,
+            error=verdict.error,
+        )
+        self.metrics.waited("credentials")
+        log.warning("transition", state="scheduled", waiting_for="credentials")
+        return "scheduled"
 
     def _wait_for_credentials(self, request_id: str, claim: Claim, verdict: Verdict) -> str:
         """The platform refused this worker's credentials: nothing was sent, nothing is
