@@ -14,7 +14,7 @@ import pytest
 from followup.config.settings import ConfigError, load_settings
 from followup.tasks.request import FollowUpRequest
 from followup.worker.http import Answer, PlatformHttp
-from followup.worker.platforms.cxone import CxonePlatform, tenant_of
+from followup.worker.platforms.cxone import CxonePlatform, tenant_of, usable_endpoint
 
 CXONE = {
     "FOLLOWUP_API_DIALECT": "cxone",
@@ -159,3 +159,24 @@ def test_429_and_503_are_throttles_with_or_without_retry_after(
     verdict = platform().read_answer(answer(status, b"", **headers))
     assert verdict.kind == "retry" and verdict.throttled
     assert not verdict.spends and verdict.health == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "usable"),
+    [
+        ("https://api-na1.niceincontact.com", True),
+        ("https://api-na1.niceincontact.com/", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("http://api-na1.niceincontact.com", False),
+        ("https://user:pw@api-na1.niceincontact.com", False),
+        ("https://evil@api-na1.niceincontact.com", False),
+        ("https://api-na1.niceincontact.com?x=1", False),
+        ("https://api-na1.niceincontact.com/#frag", False),
+        ("ftp://api-na1.niceincontact.com", False),
+        ("https://", False),
+        ("https://[::1", False),
+    ],
+)
+def test_a_discovered_endpoint_must_be_a_plain_https_url(url: str, usable: bool) -> None:
+    assert usable_endpoint(url) is usable

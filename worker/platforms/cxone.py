@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import phonenumbers
@@ -142,8 +143,11 @@ class CxonePlatform:
         except httpx.HTTPError as exc:
             raise _discovery_failed(describe_exception(exc).message) from None
         endpoint = dig(answer_json(answer), "api_endpoint") if answer.status == 200 else None
-        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-            raise _discovery_failed(f"HTTP {answer.status} without an api_endpoint URL")
+        if not isinstance(endpoint, str) or not usable_endpoint(endpoint):
+            raise _discovery_failed(
+                f"HTTP {answer.status} without a usable api_endpoint (an https URL without "
+                "userinfo, query or fragment)"
+            )
         return endpoint
 
     # --- the call -----------------------------------------------------------------------
@@ -300,6 +304,26 @@ class CxonePlatform:
 
 def build(settings: Settings, http: PlatformHttp) -> CxonePlatform:
     return CxonePlatform(settings, http)
+
+
+def usable_endpoint(url: str) -> bool:
+    """An https URL with a host and no userinfo, query or fragment; http only for a
+    loopback host (the simulator). A discovered address is where the token goes."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or "@" in parts.netloc or "?" in url or "#" in url:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def tenant_of(token: str) -> str | None:
