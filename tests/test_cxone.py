@@ -329,3 +329,14 @@ def test_a_token_without_a_tenant_waits_for_the_configuration_and_says_so_once(
     wait_until(lambda: "set FOLLOWUP_API_BASE_URL" in worker.log(), 30, "the error logged")
     assert worker.log().count("configuration error: set FOLLOWUP_API_BASE_URL") == 1
     assert requests_for(cx.sim, request_id) == []
+
+
+def test_the_ready_line_of_a_discovering_worker_says_so(cxone: Callable[..., Cxone]) -> None:
+    cx = cxone()
+    worker = cx.start_worker()
+    line = wait_until(
+        lambda: next((x for x in worker.log().splitlines() if "worker ready" in x), None),
+        30,
+        "the worker ready line",
+    )
+    assert "discovered per token" in line

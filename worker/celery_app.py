@@ -21,7 +21,7 @@ from celery import signals
 from followup.config.celery import create_app
 from followup.config.logging import configure_logging
 from followup.config.redaction import url_host
-from followup.config.settings import ConfigError, get_settings
+from followup.config.settings import ConfigError, Settings, get_settings
 from followup.tasks.publish import publish
 from followup.worker.runtime import get_runtime
 from followup.worker.store import MIN_VERSION
@@ -144,13 +144,21 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
     log.info(
         "worker ready",
         dialect=settings.api_dialect,
-        api=url_host(settings.effective_api_base_url),
+        api=api_shown(settings),
         redis=url_host(settings.redis_url),
         broker=url_host(settings.effective_broker_url),
         queue=settings.queue,
         concurrency=settings.worker_concurrency,
         status_store=durability,
     )
+
+
+def api_shown(settings: Settings) -> str:
+    """The API's host for the ready line; a cxone worker without FOLLOWUP_API_BASE_URL
+    discovers it per token."""
+    if settings.api_dialect == "cxone" and "api_base_url" not in settings.model_fields_set:
+        return "discovered per token"
+    return url_host(settings.effective_api_base_url)
 
 
 @signals.worker_shutdown.connect
