@@ -416,8 +416,8 @@ class Pipeline:
             log.warning("the platform answers again: the breaker closes")
 
     def _wait_for_configuration(self, request_id: str, claim: Claim, verdict: Verdict) -> str:
-        """The token works but the settings cannot use it (a cxone token without a tenantId
-        and no FOLLOWUP_API_BASE_URL): said once, loudly; the request waits (a due time,
+        """The token works but the settings cannot use it (e.g. a token that does not say where
+        its API is, and no FOLLOWUP_API_BASE_URL): said once, loudly; the request waits (a due time,
         CREDENTIALS_RECHECK_S), nothing spent, never handed round in a loop."""
         assert verdict.error is not None
         if not self._configuration_logged:
