@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import phonenumbers
 from aiohttp import web
@@ -94,3 +97,22 @@ def drop(request: web.Request) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.close()
     raise asyncio.CancelledError
+
+
+async def logged(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    **fields: Any,
+) -> web.StreamResponse:
+    """Log a create-call request in /_sim/requests and the status it got (0: the connection
+    was dropped), around the dialect's handler."""
+    entry: dict[str, Any] = {
+        "correlation_id": request.headers.get("ININ-Correlation-Id"),
+        **fields,
+        "status": 0,
+        "at": time.time(),
+    }
+    request.app[STATE_KEY].requests.append(entry)
+    response = await handler(request)
+    entry["status"] = response.status
+    return response

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from followup.simulator import contracts
-from followup.simulator.answers import STATE_KEY, basic_auth, drop, odd_answer
+from followup.simulator.answers import STATE_KEY, basic_auth, drop, logged, odd_answer
 from followup.simulator.state import (
     CXONE_AGENTS_PERMISSION,
     CXONE_CALLBACK_PERMISSION,
@@ -252,18 +252,13 @@ def _admit(request: web.Request, permission: str) -> Token | web.Response:
 
 async def queue_callback(request: web.Request) -> web.StreamResponse:
     """Logs every queuecallback and the status it got (0: connection dropped)."""
-    entry: dict[str, Any] = {
-        "correlation_id": request.headers.get("ININ-Correlation-Id"),
-        "number": request.query.get("phoneNumber"),
-        "agent": request.query.get("targetAgent"),
-        "query": dict(request.query),
-        "status": 0,
-        "at": time.time(),
-    }
-    request.app[STATE_KEY].requests.append(entry)
-    response = await _queue_callback(request)
-    entry["status"] = response.status
-    return response
+    return await logged(
+        request,
+        _queue_callback,
+        number=request.query.get("phoneNumber"),
+        agent=request.query.get("targetAgent"),
+        query=dict(request.query),
+    )
 
 
 async def _queue_callback(request: web.Request) -> web.StreamResponse:

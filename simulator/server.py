@@ -45,7 +45,7 @@ from aiohttp import web
 
 from followup.config.redaction import mask_text
 from followup.simulator import contracts, cxone
-from followup.simulator.answers import STATE_KEY, basic_auth, drop, error, odd_answer
+from followup.simulator.answers import STATE_KEY, basic_auth, drop, error, logged, odd_answer
 from followup.simulator.state import (
     CXONE_FAULT_KINDS,
     CXONE_QUERY_FAULT_KINDS,
@@ -115,15 +115,7 @@ async def token_endpoint(request: web.Request) -> web.Response:
 
 async def create_call(request: web.Request) -> web.StreamResponse:
     """Logs every create-call request and the status it got (0: connection dropped)."""
-    entry = {
-        "correlation_id": request.headers.get("ININ-Correlation-Id"),
-        "status": 0,
-        "at": time.time(),
-    }
-    request.app[STATE_KEY].requests.append(entry)
-    response = await _create_call(request)
-    entry["status"] = response.status
-    return response
+    return await logged(request, _create_call)
 
 
 async def _create_call(request: web.Request) -> web.StreamResponse:
