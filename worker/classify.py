@@ -42,7 +42,7 @@ class Verdict:
     status: int | None = None  # the HTTP status, if the platform answered
     seconds: float | None = None  # how long the request took
     from_token: bool = False  # no token could be had: the call itself never left
-    throttled: bool = False  # the dialect reads this answer as a throttle (cxone: 429, 503)
+    throttled: bool = False  # the platform reads this answer as a throttle (e.g. a 503 too)
 
     @property
     def spends(self) -> bool:
@@ -83,7 +83,7 @@ class Verdict:
 
 
 class ApiErrorBody(BaseModel):
-    """The platform's error body (Genesys' ErrorBody): message, code, status, contextId,
+    """The platform's error body (api-contract.md's ErrorBody): message, code, status, contextId,
     messageParams, details, errors."""
 
     model_config = ConfigDict(extra="allow")

@@ -247,7 +247,8 @@ local function number_key(id)
 end
 -- Every send marker, by agent and number: ns:sends:<sha1 of '<user_id> <number>'> holds
 -- '<id>:<attempt>' scored by when, for a day. A lookup that matches calls by agent, number
--- and time (cxone) settles a request only if no other request's marker shares its window.
+-- and time (a platform whose calls do not name their request) settles a request only if no
+-- other request's marker shares its window.
 local function sends_key(id)
   local ok, request = pcall(cjson.decode, redis.call('HGET', rkey(id), 'request') or '{}')
   if not ok or type(request) ~= 'table' or type(request.phone_number) ~= 'string' then
