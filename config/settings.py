@@ -12,39 +12,28 @@ import re
 from collections.abc import Mapping
 from datetime import time
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from followup.config.platform_profile import PlatformSettings, Profile, http_url
 from followup.config.redaction import mask_url
+from followup.worker.platforms import PLATFORMS, profile_for
 
 ENV_PREFIX = "FOLLOWUP_"
 # Variables of this prefix are the test suite's own (FOLLOWUP_TEST_REDIS_URL ...), not settings.
 TEST_PREFIX = ENV_PREFIX + "TEST_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
-# Genesys Cloud's regions (api-contract.md §2): https://api.{region}, https://login.{region}.
-GENESYS_REGIONS = (
-    "mypurecloud.com",
-    "mypurecloud.ie",
-    "mypurecloud.com.au",
-    "mypurecloud.jp",
-    "mypurecloud.de",
-    "usw2.pure.cloud",
-    "cac1.pure.cloud",
-    "apne2.pure.cloud",
-    "euw2.pure.cloud",
-    "aps1.pure.cloud",
-    "sae1.pure.cloud",
-    "mec1.pure.cloud",
-    "apne3.pure.cloud",
-    "euc2.pure.cloud",
-    "mxc1.pure.cloud",
-    "apse1.pure.cloud",
-    "use2.us-gov-pure.cloud",
-)
 
 
 def parse_hours(text: str) -> tuple[time, time]:
@@ -81,22 +70,75 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message names the FOLLOWUP_* variable."""
 
 
+OwnSettings = TypeVar("OwnSettings", bound=PlatformSettings)
+
+
+def platform_names() -> dict[str, tuple[str, str]]:
+    """Every platform's own settings: name (<dialect>_<field>) -> (dialect, field)."""
+    return {
+        f"{dialect}_{field}": (dialect, field)
+        for dialect in PLATFORMS
+        for field in profile_for(dialect).settings.model_fields
+    }
+
+
+def setting_names() -> list[str]:
+    """Every setting's name (FOLLOWUP_ + its name upper-cased): the common ones, then each
+    platform's own."""
+    return [*Settings.model_fields, *platform_names()]
+
+
 class Settings(BaseSettings):
     """Every setting; read from the FOLLOWUP_* environment, or given by name. A bad value, or
-    a FOLLOWUP_* variable (or a name) that is no setting, raises ConfigError."""
+    a FOLLOWUP_* variable (or a name) that is no setting, raises ConfigError.
+
+    The chosen platform's own settings (FOLLOWUP_<DIALECT>_<FIELD>; by name <dialect>_<field>)
+    are validated by its profile into `platform_settings`; another platform's are refused."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    _platform: PlatformSettings = PrivateAttr(default_factory=PlatformSettings)
 
     def __init__(self, **values: Any) -> None:
         problems = unknown_names(values, prefix="")
-        if self._reads_environment():
+        reads_environment = self._reads_environment()
+        if reads_environment:
             problems += unknown_variables(os.environ)
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
+        names = platform_names()
+        own = {name: value for name, value in values.items() if name in names}
+        if reads_environment:
+            for variable, value in os.environ.items():
+                name = variable.removeprefix(ENV_PREFIX).lower()
+                if variable.upper().startswith(ENV_PREFIX) and name in names:
+                    own.setdefault(name, value)
         try:
-            super().__init__(**values)
+            super().__init__(**{k: v for k, v in values.items() if k not in names})
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+        self._platform = self._own_settings({names[k]: v for k, v in own.items()})
+
+    def _own_settings(self, given: dict[tuple[str, str], Any]) -> PlatformSettings:
+        """The chosen platform's settings, validated by its profile; ConfigError naming the
+        variables of another platform, or a bad value of its own."""
+        foreign: dict[str, list[str]] = {}
+        for (dialect, field), value in given.items():
+            if dialect != self.api_dialect and value not in (None, ""):
+                foreign.setdefault(dialect, []).append(f"{ENV_PREFIX}{dialect}_{field}".upper())
+        if foreign:
+            raise ConfigError(
+                "invalid configuration: "
+                + "; ".join(
+                    f"{', '.join(variables)} apply to {profile_for(dialect).title} only: set "
+                    f"FOLLOWUP_API_DIALECT={dialect} (it is {self.api_dialect})"
+                    for dialect, variables in foreign.items()
+                )
+            )
+        mine = {f: v for (d, f), v in given.items() if d == self.api_dialect}
+        try:
+            return self.profile.settings(**mine)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, self.api_dialect)) from None
 
     @classmethod
     def _reads_environment(cls) -> bool:
@@ -122,56 +164,26 @@ class Settings(BaseSettings):
     )
     queue: str = Field("followup", description="The broker queue workers consume.")
 
-    api_dialect: Literal["conversations", "genesys", "cxone"] = Field(
+    api_dialect: str = Field(
         "conversations",
-        description="conversations (the seed's contract), genesys (Genesys Cloud) or cxone "
-        "(NICE CXone).",
-    )
-    genesys_region: str | None = Field(
-        None,
-        description="A Genesys Cloud region, e.g. mypurecloud.com.au: the API and login hosts.",
-    )
-    genesys_caller_id: str | None = Field(None, max_length=64)
-    genesys_caller_id_name: str | None = Field(None, max_length=128)
-    genesys_queue_id: str | None = Field(None, max_length=128)
-    cxone_access_key_id: str | None = Field(
-        None, max_length=256, description="cxone: the API user's access key id (username)."
-    )
-    cxone_access_key_secret: SecretStr | None = Field(
-        None, description="cxone: the access key's secret (password)."
-    )
-    cxone_skill_id: int | None = Field(
-        None, gt=0, description="cxone: the outbound phone skill callbacks go to (required)."
-    )
-    cxone_caller_id: str | None = Field(
-        None, max_length=32, description="cxone: callerID, sent only when set."
-    )
-    cxone_phone_format: Literal["e164", "digits", "national"] = Field(
-        "e164", description="cxone: phoneNumber as e164, digits (no +) or national digits."
-    )
-    cxone_api_version: str = Field(
-        "33.0", pattern=r"^[0-9]{1,3}\.[0-9]$", description="cxone: the API's version (N.0)."
-    )
-    cxone_discovery_url: str = Field(
-        "https://cxone.niceincontact.com/.well-known/cxone-configuration",
-        description="cxone: where the API's address is discovered, without FOLLOWUP_API_BASE_URL.",
+        description="The platform: a key of the table followup.worker.platforms.PLATFORMS.",
     )
     reconcile: bool | None = Field(
         None,
-        description="Settle unknown outcomes by asking the platform (default: genesys, cxone).",
+        description="Settle unknown outcomes by asking the platform (default: the platform's).",
     )
     reconcile_after_s: float = Field(60.0, gt=0, le=3600, description="The first lookup's delay.")
     reconcile_for_s: float = Field(1800.0, gt=0, le=86400, description="How long lookups go on.")
     check_agent_busy: bool | None = Field(
-        None, description="Do not dial an agent on another call (default: genesys only)."
+        None, description="Do not dial an agent on another call (default: the platform's)."
     )
     agent_busy_recheck_s: float = Field(30.0, gt=0, le=3600)
     api_base_url: str = Field(
         "http://127.0.0.1:8765",
-        description="Contact-center API (default: https://api.{region}, else the simulator).",
+        description="Contact-center API (default: the platform's, else the simulator).",
     )
     token_url: str | None = Field(
-        None, description="Default: https://login.{region}/oauth/token, else {API_BASE_URL}/..."
+        None, description="Default: the platform's, else {API_BASE_URL}/oauth/token."
     )
     client_id: str | None = None
     client_secret: SecretStr | None = None
@@ -248,6 +260,14 @@ class Settings(BaseSettings):
         for name, value in super().__repr_args__():
             masked = isinstance(name, str) and name.endswith("_url") and isinstance(value, str)
             yield name, mask_url(value) if masked else value
+        yield "platform_settings", self._platform
+
+    @field_validator("api_dialect")
+    @classmethod
+    def _known_dialect(cls, value: str) -> str:
+        if value not in PLATFORMS:
+            raise ValueError(f"'{value}' is no platform; one of {', '.join(PLATFORMS)}")
+        return value
 
     @field_validator("queue")
     @classmethod
@@ -274,21 +294,10 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss://, unix://, amqp:// or amqps://")
         return value
 
-    @field_validator("api_base_url", "token_url", "cxone_discovery_url")
+    @field_validator("api_base_url", "token_url")
     @classmethod
     def _http_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/") if value else value
-
-    @field_validator("genesys_region")
-    @classmethod
-    def _known_region(cls, value: str | None) -> str | None:
-        if value is not None and value not in GENESYS_REGIONS:
-            raise ValueError(
-                f"'{value}' is not a Genesys Cloud region; one of {', '.join(GENESYS_REGIONS)}"
-            )
-        return value
+        return http_url(value)
 
     @field_validator("calling_hours")
     @classmethod
@@ -315,21 +324,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        genesys_only = [
-            f"{ENV_PREFIX}{name.upper()}"
-            for name in (
-                "genesys_region",
-                "genesys_caller_id",
-                "genesys_caller_id_name",
-                "genesys_queue_id",
-            )
-            if getattr(self, name)
-        ]
-        cxone_only = [
-            f"{ENV_PREFIX}{name.upper()}"
-            for name in type(self).model_fields
-            if name.startswith("cxone_") and name in self.model_fields_set
-        ]
         asking = [
             f"{ENV_PREFIX}{name.upper()}=true"
             for name in ("reconcile", "check_agent_busy")
@@ -340,25 +334,11 @@ class Settings(BaseSettings):
                 "FOLLOWUP_BROKER_URL must be set when FOLLOWUP_REDIS_URL is a Sentinel URL: "
                 "use RabbitMQ (amqp://...) as the broker of a fleet whose store fails over"
             )
-        if genesys_only and self.api_dialect != "genesys":
+        if asking and not self.profile.answers:
+            answering = [d for d in PLATFORMS if profile_for(d).answers]
             raise ValueError(
-                f"{', '.join(genesys_only)} apply to Genesys Cloud only: set "
-                f"FOLLOWUP_API_DIALECT=genesys (it is {self.api_dialect})"
-            )
-        if cxone_only and self.api_dialect != "cxone":
-            raise ValueError(
-                f"{', '.join(cxone_only)} apply to NICE CXone only: set "
-                f"FOLLOWUP_API_DIALECT=cxone (it is {self.api_dialect})"
-            )
-        if asking and self.api_dialect == "conversations":
-            raise ValueError(
-                f"{', '.join(asking)} need a platform that can answer (genesys or cxone): "
-                "the conversations contract cannot"
-            )
-        if self.api_dialect == "cxone" and self.cxone_skill_id is None:
-            raise ValueError(
-                "FOLLOWUP_CXONE_SKILL_ID must be set for FOLLOWUP_API_DIALECT=cxone: the id "
-                "(an integer) of the outbound phone skill the callbacks go to"
+                f"{', '.join(asking)} need a platform that can answer "
+                f"({' or '.join(answering)}): {self.profile.title} cannot"
             )
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError(
@@ -398,40 +378,47 @@ class Settings(BaseSettings):
         return self.effective_broker_url.startswith(AMQP_SCHEMES)
 
     @property
+    def profile(self) -> Profile:
+        """What the chosen platform (FOLLOWUP_API_DIALECT) declares to the settings."""
+        return profile_for(self.api_dialect)
+
+    @property
+    def platform_settings(self) -> PlatformSettings:
+        """The chosen platform's own settings (FOLLOWUP_<DIALECT>_*), validated."""
+        return self._platform
+
+    def platform_settings_as(self, kind: type[OwnSettings]) -> OwnSettings:
+        """The chosen platform's own settings as `kind`; ConfigError if another is chosen."""
+        if not isinstance(self._platform, kind):
+            raise ConfigError(
+                f"FOLLOWUP_API_DIALECT is {self.api_dialect}: these settings have no "
+                f"{kind.__name__}"
+            )
+        return self._platform
+
+    @property
+    def api_discovered(self) -> bool:
+        """True when the platform finds its API per token (no FOLLOWUP_API_BASE_URL)."""
+        return self.profile.discovers_api and "api_base_url" not in self.model_fields_set
+
+    @property
     def effective_api_base_url(self) -> str:
-        """FOLLOWUP_API_BASE_URL if set, else https://api.{region}, else the default."""
-        if "api_base_url" not in self.model_fields_set and self.genesys_region:
-            return f"https://api.{self.genesys_region}"
+        """FOLLOWUP_API_BASE_URL if set, else the platform's default (e.g. from a region),
+        else the setting's default."""
+        if "api_base_url" not in self.model_fields_set:
+            default = self.profile.default_api_base_url(self._platform)
+            if default:
+                return default
         return self.api_base_url
 
     @property
     def effective_token_url(self) -> str:
-        """FOLLOWUP_TOKEN_URL if set, else https://login.{region}/oauth/token, else
+        """FOLLOWUP_TOKEN_URL if set, else the platform's default (e.g. from a region), else
         {API base URL}/oauth/token."""
         if self.token_url:
             return self.token_url
-        if self.genesys_region:
-            return f"https://login.{self.genesys_region}/oauth/token"
-        return f"{self.effective_api_base_url}/oauth/token"
-
-    def require_cxone_skill(self) -> int:
-        if self.cxone_skill_id is None:
-            raise ConfigError("FOLLOWUP_CXONE_SKILL_ID must be set for FOLLOWUP_API_DIALECT=cxone")
-        return self.cxone_skill_id
-
-    def require_cxone_access_key(self) -> tuple[str, str]:
-        """cxone: the API user's access key; ConfigError naming the variable if missing."""
-        missing = [
-            f"{ENV_PREFIX}{name.upper()}"
-            for name in ("cxone_access_key_id", "cxone_access_key_secret")
-            if not getattr(self, name)
-        ]
-        if missing or self.cxone_access_key_id is None or self.cxone_access_key_secret is None:
-            raise ConfigError(
-                f"{', '.join(missing)} must be set: a cxone worker signs in with an API user's "
-                "access key"
-            )
-        return self.cxone_access_key_id, self.cxone_access_key_secret.get_secret_value()
+        default = self.profile.default_token_url(self._platform)
+        return default or f"{self.effective_api_base_url}/oauth/token"
 
     def require_credentials(self) -> tuple[str, str]:
         """The API credentials a worker needs; ConfigError naming the variable if missing."""
@@ -487,7 +474,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 def unknown_names(values: Mapping[str, Any], prefix: str) -> list[str]:
     """One line for each name that is no setting (`prefix` + its name upper-cased, when it
     comes from the environment), with the closest known name."""
-    known = Settings.model_fields
+    known = setting_names()
     problems = []
     for name in sorted(values):
         if name in known:
@@ -519,15 +506,24 @@ class _OnlyGiven(Settings):
         return (init_settings,)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, dialect: str = "") -> str:
+    """Each error naming its variable; `dialect`: the errors of that platform's own settings
+    (FOLLOWUP_<DIALECT>_<FIELD>), where a missing one says what it is."""
+    prefix = f"{ENV_PREFIX}{dialect}_" if dialect else ENV_PREFIX
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
         message = error["msg"].removeprefix("Value error, ")
-        if error["loc"]:
-            variable = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"{variable}: {message}")
-        else:
+        if not error["loc"]:
             lines.append(message)
+            continue
+        variable = (prefix + "_".join(str(part) for part in error["loc"])).upper()
+        if dialect and error["type"] == "missing":
+            field = profile_for(dialect).settings.model_fields[str(error["loc"][0])]
+            lines.append(
+                f"{variable} must be set for FOLLOWUP_API_DIALECT={dialect}: {field.description}"
+            )
+        else:
+            lines.append(f"{variable}: {message}")
     return "invalid configuration: " + "; ".join(lines)
 
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from followup.config.redaction import mask_phone, mask_text
+from followup.worker.platforms import profile_for
 
 # Files in a zoneinfo directory that load but are not IANA zones a customer lives in: the
 # host's own zone (localtime), tzdata's placeholder (Factory), a link for POSIX TZ strings
@@ -294,17 +295,12 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
 
 
 def platform_errors(request: FollowUpRequest, dialect: str) -> list[FieldError]:
-    """What the configured platform (FOLLOWUP_API_DIALECT) cannot take: a CXone agent id is
-    a number."""
-    if dialect == "cxone" and not (request.user_id.isascii() and request.user_id.isdigit()):
-        return [
-            FieldError(
-                field="user_id",
-                message=f"'{request.user_id}' is not a CXone agent id: with "
-                "FOLLOWUP_API_DIALECT=cxone, user_id is the agent's numeric id (e.g. '1001')",
-            )
-        ]
-    return []
+    """What the configured platform (FOLLOWUP_API_DIALECT) cannot take, by its profile's
+    request rule (e.g. an agent id that must be a number)."""
+    return [
+        FieldError(field=field, message=message)
+        for field, message in profile_for(dialect).request_errors(request)
+    ]
 
 
 def parse_request(data: Any) -> FollowUpRequest:

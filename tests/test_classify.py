@@ -17,7 +17,7 @@ from followup.worker.classify import (
     retry_after,
 )
 from followup.worker.http import Answer
-from followup.worker.platforms.conversations import ConversationsPlatform
+from followup.worker.platforms.conversations.client import ConversationsPlatform
 
 CAP = 300.0
 ERROR_BODY = {

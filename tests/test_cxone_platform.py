@@ -14,7 +14,7 @@ import pytest
 from followup.config.settings import ConfigError, load_settings
 from followup.tasks.request import FollowUpRequest
 from followup.worker.http import Answer, PlatformHttp
-from followup.worker.platforms.cxone import CxonePlatform, tenant_of, usable_endpoint
+from followup.worker.platforms.cxone.client import CxonePlatform, tenant_of, usable_endpoint
 
 CXONE = {
     "FOLLOWUP_API_DIALECT": "cxone",

@@ -23,7 +23,7 @@ from followup.simulator.contracts import CREATE_CALL_FIELDS
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.request import FollowUpRequest
 from followup.worker.http import PlatformHttp
-from followup.worker.platforms.genesys import GenesysPlatform
+from followup.worker.platforms.genesys.client import GenesysPlatform
 from followup.worker.records import StatusRecord
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, NOSCOPE_ID, TEST_USERS, calls_for, requests_for
 from tests.test_cxone import APP, APP_SECRET, KEY, KEY_SECRET, NOCALLBACK_KEY, SKILL

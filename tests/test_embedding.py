@@ -27,7 +27,23 @@ SUBPACKAGES = ("config", "tasks", "worker", "simulator", "cli")
 LAYERS: list[tuple[str, set[str]]] = [
     (
         "config",
-        {"config.settings", "config.redaction", "config.logging", "config.broker", "config.celery"},
+        {
+            "config.settings",
+            "config.redaction",
+            "config.logging",
+            "config.broker",
+            "config.celery",
+            "config.platform_profile",
+            # The table and each platform's profile: what the settings know of a platform.
+            "worker",
+            "worker.platforms",
+            "worker.platforms.conversations",
+            "worker.platforms.conversations.profile",
+            "worker.platforms.genesys",
+            "worker.platforms.genesys.profile",
+            "worker.platforms.cxone",
+            "worker.platforms.cxone.profile",
+        },
     ),
     ("request model", {"tasks.request"}),
     ("status store", {"worker.records", "worker.store_lua", "worker.store", "worker.stats"}),
@@ -42,10 +58,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.calling_rules",
             "worker.classify",
             "worker.platforms.base",
-            "worker.platforms",
-            "worker.platforms.conversations",
-            "worker.platforms.genesys",
-            "worker.platforms.cxone",
+            "worker.platforms.conversations.client",
+            "worker.platforms.genesys.client",
+            "worker.platforms.cxone.client",
             "worker.reconciler",
             "worker.tokens",
             "worker.api_client",
@@ -81,16 +96,26 @@ DEFERRED_IMPORTS = {
 def _module_files() -> dict[str, Path]:
     files = {"followup": ROOT / "followup" / "__init__.py"}
     for package in SUBPACKAGES:
-        for path in (ROOT / package).glob("*.py"):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            files[name] = path
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            files[".".join(parts[:-1] if path.stem == "__init__" else parts)] = path
     return files
 
 
 def _imports(path: Path, known: set[str]) -> tuple[set[str], set[str]]:
-    """(our modules imported at the top, our modules imported inside functions)."""
+    """(our modules imported at the top, our modules imported inside functions); imports
+    for type checking only (`if TYPE_CHECKING:`) load nothing and do not count."""
     top, deferred = set(), set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for inner in node.body
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module:
             # `from followup.worker import store_lua` imports a module; `from x import y`, x
             names = [
@@ -367,24 +392,41 @@ def test_a_host_service_with_its_own_config_tasks_logging_and_celery_app_can_enq
     assert seen["root_handlers_unchanged"] is True
     assert seen["httpx_loaded"] is False
     assert seen["extras_loaded"] == []
+    # The status store, and of the platforms only the table and the profiles (the settings
+    # read them): no platform's client.
     worker_only = [
         m
         for m in seen["loaded"]
         if m.startswith(("followup.cli", "followup.simulator", "followup.tasks.place_call"))
         or (
             m.startswith("followup.worker.")
-            and m.split(".")[2] not in ("records", "store", "store_lua")
+            and m.split(".")[2] not in ("records", "store", "store_lua", "platforms")
+        )
+        or (
+            m.startswith("followup.worker.platforms.")
+            and m.split(".")[-1] != "profile"
+            and m.removeprefix("followup.worker.platforms.") not in PLATFORM_PACKAGES
         )
     ]
     assert worker_only == []
 
 
 PLATFORM_NAMES = re.compile(r"genesys|cxone|conversations_dialect|dialect ==", re.IGNORECASE)
+PLATFORM_PACKAGES = ("conversations", "genesys", "cxone")
 
 
 def test_only_the_platform_modules_name_a_platform() -> None:
-    """The pipeline, the runtime, the reconciler, the token cache and the HTTP client speak
-    to `worker.platforms.base.Platform` only: a new platform touches none of them."""
-    for name in ("pipeline", "runtime", "reconciler", "tokens", "api_client", "sweeper"):
-        source = (ROOT / "worker" / f"{name}.py").read_text()
-        assert not PLATFORM_NAMES.findall(source), f"worker/{name}.py names a platform"
+    """The settings, the request model, the producer, the pipeline, the runtime, the
+    reconciler, the token cache and the HTTP client speak to a platform's profile or to
+    `worker.platforms.base.Platform` only: a new platform touches none of them."""
+    for path in (
+        *(f"worker/{name}.py" for name in ("pipeline", "runtime", "reconciler", "tokens")),
+        *(f"worker/{name}.py" for name in ("api_client", "sweeper", "celery_app", "classify")),
+        *(f"worker/{name}.py" for name in ("store_lua", "intake")),
+        "config/settings.py",
+        "config/platform_profile.py",
+        "tasks/request.py",
+        "tasks/producer.py",
+    ):
+        source = (ROOT / path).read_text()
+        assert not PLATFORM_NAMES.findall(source), f"{path} names a platform"

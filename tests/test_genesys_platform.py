@@ -13,7 +13,7 @@ import pytest
 from followup.config.settings import load_settings
 from followup.worker.http import PlatformHttp
 from followup.worker.platforms.base import NoAnswer
-from followup.worker.platforms.genesys import GenesysPlatform
+from followup.worker.platforms.genesys.client import GenesysPlatform
 
 SENT_AT = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 NUMBER = "+61298765432"

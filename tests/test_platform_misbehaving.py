@@ -22,7 +22,7 @@ from followup.cli.local_stack import Simulator, Worker, wait_until
 from followup.config.settings import Settings, load_settings
 from followup.tasks.producer import FollowUpClient
 from followup.worker.http import PlatformHttp
-from followup.worker.platforms.conversations import client_credentials
+from followup.worker.platforms.conversations.client import client_credentials
 from followup.worker.records import StatusRecord
 from followup.worker.runtime import Runtime
 from followup.worker.tokens import TokenCache, TokenError

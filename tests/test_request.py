@@ -6,7 +6,7 @@ import pytest
 
 from followup.config.settings import load_settings
 from followup.tasks.request import FollowUpRequest, InvalidRequest, parse_request
-from followup.worker.platforms.conversations import ConversationsPlatform
+from followup.worker.platforms.conversations.client import ConversationsPlatform
 from tests.conftest import SEED_PAYLOAD
 
 VALID = {"contact_id": "c-12345", "user_id": "u-67890", "phone_number": "+61 2 9876 5432"}

@@ -24,7 +24,7 @@ from followup.cli.local_stack import BIN, PrivateRedis, Simulator, Worker, free_
 from followup.config.settings import Settings, load_settings
 from followup.tasks.request import parse_request
 from followup.worker.http import PlatformHttp
-from followup.worker.platforms.conversations import client_credentials
+from followup.worker.platforms.conversations.client import client_credentials
 from followup.worker.records import State
 from followup.worker.store import Pacing, StatusStore
 from followup.worker.sweeper import Sweeper

@@ -154,9 +154,9 @@ def _start_sweeper(sender: Any = None, **_: Any) -> None:
 
 
 def api_shown(settings: Settings) -> str:
-    """The API's host for the ready line; a cxone worker without FOLLOWUP_API_BASE_URL
-    discovers it per token."""
-    if settings.api_dialect == "cxone" and "api_base_url" not in settings.model_fields_set:
+    """The API's host for the ready line; a platform that finds its API per token (without
+    FOLLOWUP_API_BASE_URL) says so."""
+    if settings.api_discovered:
         return "discovered per token"
     return url_host(settings.effective_api_base_url)
 

@@ -11,6 +11,7 @@ from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer
 from followup.worker.http import Answer, PlatformHttp
 from followup.worker.platforms.base import CallRequest, NotSupported, TokenRequest
+from followup.worker.platforms.conversations.profile import PROFILE
 
 CALLS_PATH = "/api/v2/conversations/calls"
 REQUIRED_SCOPE = "conversation:write"
@@ -31,9 +32,9 @@ def client_credentials(settings: Settings) -> TokenRequest:
 
 class ConversationsPlatform:
     name = "conversations"
-    reconcile_by_default = False
+    reconcile_by_default = PROFILE.reconcile_by_default
     match_window_s = None
-    check_busy_by_default = False
+    check_busy_by_default = PROFILE.check_busy_by_default
     forbidden_hint = (
         f"the token lacks the scope this call needs ({REQUIRED_SCOPE}); grant it to the OAuth "
         "client named by FOLLOWUP_CLIENT_ID"

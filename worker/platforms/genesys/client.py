@@ -38,7 +38,8 @@ from followup.worker.platforms.base import (
     NoAnswer,
     TokenRequest,
 )
-from followup.worker.platforms.conversations import client_credentials
+from followup.worker.platforms.conversations.client import client_credentials
+from followup.worker.platforms.genesys import profile
 
 PERMISSIONS = ("conversation:call:add", "conversation:agentlessCall:add")
 # The conversation of our call starts after the send marker (on the status store's clock;
@@ -53,9 +54,9 @@ REQUEST_ATTRIBUTE = "followup_request_id"  # sent with every call (call_request)
 
 class GenesysPlatform:
     name = "genesys"
-    reconcile_by_default = True
+    reconcile_by_default = profile.PROFILE.reconcile_by_default
     match_window_s = None
-    check_busy_by_default = True
+    check_busy_by_default = profile.PROFILE.check_busy_by_default
     forbidden_hint = (
         f"the OAuth client's role lacks the permission this call needs (any of "
         f"{' or '.join(PERMISSIONS)}); add it to the role of the client named by "
@@ -66,12 +67,13 @@ class GenesysPlatform:
         self._settings = settings
         self.headers: dict[str, str] = {}
         self._http = http
+        cfg = profile.of(settings)
         self._configured = {
             name: value
             for name, value in (
-                ("callerId", settings.genesys_caller_id),
-                ("callerIdName", settings.genesys_caller_id_name),
-                ("callFromQueueId", settings.genesys_queue_id),
+                ("callerId", cfg.caller_id),
+                ("callerIdName", cfg.caller_id_name),
+                ("callFromQueueId", cfg.queue_id),
             )
             if value
         }

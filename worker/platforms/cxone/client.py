@@ -2,7 +2,7 @@
 
 - Token: an OAuth 2.0 *password* grant, the API user's access key as username/password
   (FOLLOWUP_CXONE_ACCESS_KEY_ID / _SECRET), the registered application as HTTP Basic
-  (FOLLOWUP_CLIENT_ID / _SECRET), at FOLLOWUP_TOKEN_URL (default DEFAULT_TOKEN_URL).
+  (FOLLOWUP_CLIENT_ID / _SECRET), at FOLLOWUP_TOKEN_URL (default: profile.DEFAULT_TOKEN_URL).
 - The API: FOLLOWUP_API_BASE_URL when set; else discovered once per token, from the
   `tenantId` claim of the access token (a JWT) and GET FOLLOWUP_CXONE_DISCOVERY_URL
   ?tenantId=... (`api_endpoint`). Paths are {base}/incontactapi/services/v{version}/...,
@@ -43,10 +43,10 @@ from followup.worker.platforms.base import (
     NoAnswer,
     TokenRequest,
 )
+from followup.worker.platforms.cxone import profile
 from followup.worker.records import ErrorInfo
 from followup.worker.tokens import FAILURE_HOLD_S, TokenError
 
-DEFAULT_TOKEN_URL = "https://cxone.niceincontact.com/auth/token"  # noqa: S105 (a URL)
 BUSY_STATES = frozenset(
     {"InboundContact", "OutboundContact", "InboundConsult", "OutboundConsult", "Dialer"}
 )
@@ -68,8 +68,8 @@ CHECK_CREDENTIALS = (
 
 class CxonePlatform:
     name = "cxone"
-    reconcile_by_default = True
-    check_busy_by_default = False  # CXone holds a targeted callback until the agent is free
+    reconcile_by_default = profile.PROFILE.reconcile_by_default
+    check_busy_by_default = profile.PROFILE.check_busy_by_default
     forbidden_hint = (
         "the API user behind FOLLOWUP_CXONE_ACCESS_KEY_ID lacks the permission to create "
         "callbacks (queuecallback); grant it in that user's security profile"
@@ -78,8 +78,9 @@ class CxonePlatform:
     def __init__(self, settings: Settings, http: PlatformHttp) -> None:
         self._settings = settings
         self._http = http
+        self._cfg = profile.of(settings)
         self.headers = {"Accept": "application/json"}
-        self._skill = settings.require_cxone_skill()
+        self._skill = self._cfg.skill_id
         self.match_window_s = settings.http_timeout_s + LATE.total_seconds()
         self._bases: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -87,10 +88,10 @@ class CxonePlatform:
     # --- the token and the API's base ---------------------------------------------------
 
     def token_request(self) -> TokenRequest:
-        key_id, key_secret = self._settings.require_cxone_access_key()
+        key_id, key_secret = self._cfg.access_key()
         client_id, client_secret = self._settings.require_credentials()
         return TokenRequest(
-            self._settings.token_url or DEFAULT_TOKEN_URL,
+            self._settings.effective_token_url,
             {"grant_type": "password", "username": key_id, "password": key_secret},
             (client_id, client_secret),
             identity=key_id,
@@ -102,7 +103,7 @@ class CxonePlatform:
         discovered for this token's tenant (once per token). Raises TokenError: a transient
         discovery failure (retry), or a token without a tenantId (configuration)."""
         s = self._settings
-        if "api_base_url" in s.model_fields_set:
+        if not s.api_discovered:
             return self._under(s.api_base_url)
         with self._lock:
             known = self._bases.get(token)
@@ -114,7 +115,7 @@ class CxonePlatform:
             return known
 
     def _under(self, endpoint: str) -> str:
-        version = self._settings.cxone_api_version
+        version = self._cfg.api_version
         return f"{endpoint.rstrip('/')}/incontactapi/services/v{version}"
 
     def _discover(self, token: str) -> str:
@@ -135,7 +136,7 @@ class CxonePlatform:
         try:
             answer = self._http.request(
                 "GET",
-                self._settings.cxone_discovery_url,
+                self._cfg.discovery_url,
                 endpoint="discovery",
                 params={"tenantId": tenant},
                 headers=self.headers,
@@ -160,13 +161,13 @@ class CxonePlatform:
             "skill": str(self._skill),
             "targetAgent": request.user_id,
         }
-        if self._settings.cxone_caller_id:
-            params["callerID"] = self._settings.cxone_caller_id
+        if self._cfg.caller_id:
+            params["callerID"] = self._cfg.caller_id
         return CallRequest("POST", "/queuecallback", params=params)
 
     def dialled(self, number: str) -> str:
         """The number as the tenant's dialling plan wants it (FOLLOWUP_CXONE_PHONE_FORMAT)."""
-        style = self._settings.cxone_phone_format
+        style = self._cfg.phone_format
         if style == "digits":
             return number.removeprefix("+")
         if style == "national":
