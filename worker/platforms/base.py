@@ -1,4 +1,4 @@
-"""What every platform module provides (`Platform`), and the small types it speaks in.
+"""What every platform's client provides (`Platform`), and the small types it speaks in.
 
 A platform owns everything about one contact-center API: how a token is obtained, where the
 API is, the create-call request, how an answer reads, and the two optional questions (is the
