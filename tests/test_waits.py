@@ -6,6 +6,7 @@ with the fault."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import threading
@@ -506,5 +507,153 @@ def test_429s_to_questions_asked_together_halve_the_rate_once(redis_url: str) ->
         )
         assert store.slow_down(asked_at=asked[0]) > 0.99 * first  # the lookup's: no cut
         assert store.slow_down(asked_at=store.take_slot()[1]) < 0.7 * first
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def _aimd_store(redis_url: str, spacing: float = 0.0) -> StatusStore:
+    return StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-replan-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=60,
+        pacing=Pacing(limit=10, burst=1, spacing=spacing, hold=0.5, lead=0.25),
+    )
+
+
+def _mark(store: StatusStore, request_id: str, user: str) -> str:
+    """Claim and ask the send marker, holding in the thread as a worker would (bounded);
+    returns 'sent' or 'wait'."""
+    claim = store.claim(request_id, lease_s=30)
+    for _ in range(20):
+        answer = store.mark_sent(request_id, claim.token, user=user)
+        if answer.outcome != "hold":
+            return answer.outcome
+        time.sleep(answer.seconds)
+    raise AssertionError(f"{request_id} held for ever")
+
+
+def _queued_for(store: StatusStore, user: str) -> str:
+    request_id = f"r-{uuid.uuid4().hex[:8]}"
+    fields = {"contact_id": request_id, "user_id": user, "phone_number": NUMBER}
+    store.register(request_id, parse_request(fields), queue="q", source="producer")
+    return request_id
+
+
+def _cut_to_the_floor(store: StatusStore) -> None:
+    """429s to calls each sent after the last cut: the rate halves each time, to its floor
+    (a tenth of the limit)."""
+    rate = None
+    for n in range(8):
+        request_id = _queued_for(store, f"cut-{n}")
+        claim_token = store.claim(request_id, lease_s=30).token
+        for _ in range(40):
+            answer = store.mark_sent(request_id, claim_token, user=f"cut-{n}")
+            if answer.outcome != "hold":
+                break
+            time.sleep(answer.seconds)
+        assert answer.outcome == "sent", answer
+        rate = store.finish(
+            request_id, claim_token, State.RETRYING, event="will retry", slow=True, retry_in_s=60
+        ).rate
+        if rate is not None and rate <= 1.2:
+            return
+    raise AssertionError(f"the rate was not cut to its floor: {rate}")
+
+
+def _dues(store: StatusStore, ids: list[str]) -> list[float]:
+    out = []
+    for request_id in ids:
+        record = store.get(request_id, history=False)
+        assert record is not None and record.next_attempt_at is not None
+        out.append(record.next_attempt_at.timestamp())
+    return out
+
+
+@pytest.mark.parametrize("spacing", [0.0, 1.0])
+def test_slots_reserved_while_the_rate_was_cut_are_replanned_when_it_recovers(
+    redis_url: str, spacing: float
+) -> None:
+    """Calls that took slots while a 429 had cut the rate to its floor do not keep them once
+    it recovers: their slots (and due times) move in, at the rate in force, in their order,
+    never closer than the limit allows; a re-planned request, claimed when due, sends. With
+    agent spacing, the agent's next call is spaced from the moved slot."""
+    store = _aimd_store(redis_url, spacing)
+    try:
+        _cut_to_the_floor(store)
+        ids = [_queued_for(store, f"u-{n}") for n in range(30)]
+        outcomes = [_mark(store, request_id, f"u-{n}") for n, request_id in enumerate(ids)]
+        waiting = [i for i, outcome in zip(ids, outcomes, strict=True) if outcome == "wait"]
+        assert len(waiting) >= 25, outcomes  # about one a second: most wait for a slot
+        before = _dues(store, waiting)
+
+        time.sleep(2.0)  # the rate recovers linearly (a twentieth of the limit a second)
+        assert _mark(store, _queued_for(store, "u-new"), "u-new") in ("sent", "wait")
+
+        after = _dues(store, waiting)
+        assert after[-1] <= before[-1] - 5, (before[-1], after[-1])
+        assert after == sorted(after)  # the same order
+        assert all(b - a >= 0.1 - 1e-6 for a, b in itertools.pairwise(after))
+        assert all(a <= b + 1e-6 for a, b in zip(after, before, strict=True))  # none later
+
+        if spacing:
+            user = f"u-{ids.index(waiting[-1])}"
+            request_id = _queued_for(store, user)
+            answer = store.mark_sent(
+                request_id, store.claim(request_id, lease_s=30).token, user=user
+            )
+            assert answer.reason == "agent_spacing", answer
+            assert after[-1] + spacing <= answer.at <= after[-1] + 0.25 + spacing + 0.5, (
+                after[-1],
+                answer.at,
+            )
+
+        # The next re-planned request, once due, finds its slot near: it sends (no new wait).
+        upcoming = next(
+            (i, due) for i, due in zip(waiting, after, strict=True) if due > time.time()
+        )
+        time.sleep(max(0.0, upcoming[1] - time.time()) + 0.01)
+        n = ids.index(upcoming[0])
+        assert _mark(store, upcoming[0], f"u-{n}") == "sent"
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_a_429_to_a_call_paced_before_the_cut_does_not_cut_again(redis_url: str) -> None:
+    """Round trips count from when a call's slot was planned, not when it left: a call whose
+    slot was reserved at the old rate, sent after the first 429 cut it, brings that cut's news
+    (no second cut); a call paced after the cut that gets a 429 halves it again."""
+    store = _aimd_store(redis_url)
+
+    def claimed() -> tuple[str, str]:
+        request_id = _queued_for(store, f"u-{uuid.uuid4().hex[:6]}")
+        return request_id, store.claim(request_id, lease_s=30).token
+
+    def throttled(request_id: str, token: str) -> float | None:
+        return store.finish(
+            request_id, token, State.RETRYING, event="will retry", slow=True, retry_in_s=60
+        ).rate
+
+    def sent(request_id: str, token: str) -> None:
+        for _ in range(40):
+            answer = store.mark_sent(request_id, token, user="u")
+            if answer.outcome != "hold":
+                break
+            time.sleep(answer.seconds)
+        assert answer.outcome == "sent", answer
+
+    try:
+        first, paced_with_it = claimed(), claimed()
+        sent(*first)
+        assert store.mark_sent(paced_with_it[0], paced_with_it[1], user="u").outcome == "hold"
+        cut = throttled(*first)
+        assert cut is not None and 4.5 <= cut <= 5.0
+        sent(*paced_with_it)  # leaves after the cut, on a slot planned before it
+        assert throttled(*paced_with_it) is None
+        later = claimed()
+        sent(*later)
+        again = throttled(*later)
+        assert again is not None and again < cut
     finally:
         store.redis.delete(*store.redis.keys(f"{store.ns}:*"))

@@ -142,12 +142,19 @@ local function rate_in_force(limit)
   if not rate or not at then return limit end
   return math.min(limit, rate + (now - at) * limit * RECOVER)
 end
+-- 'plan_rate' is the lowest rate at which a slot still ahead was planned (REPLAN below);
+-- 'last' the latest slot reserved.
 local function reserve(limit, burst)
   local rate = rate_in_force(limit)
   local interval = 1 / (rate * HEADROOM)
-  local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, now)
+  local l = redis.call('HMGET', LIMITER, 'tat', 'plan_rate')
+  local ahead = tonumber(l[1]) or 0
+  local plan = tonumber(l[2])
+  if ahead <= now or not plan then plan = rate else plan = math.min(plan, rate) end
+  local tat = math.max(ahead, now)
   local slot = math.max(now, tat - (burst - 1) * interval)
-  redis.call('HSET', LIMITER, 'tat', math.max(tat, slot) + interval, 'rate', rate, 'rate_at', now)
+  redis.call('HSET', LIMITER, 'tat', math.max(tat, slot) + interval, 'rate', rate, 'rate_at', now,
+    'plan_rate', plan, 'last', slot)
   return slot
 end
 -- Void every slot reserved so far (ns:limiter 'epoch' moves on; a request's slot of an
@@ -159,13 +166,57 @@ local function void_slots(from)
   redis.call('HSET', LIMITER, 'tat', from, 'epoch', epoch)
 end
 local function slot_epoch() return redis.call('HGET', LIMITER, 'epoch') or '0' end
+-- Slots reserved while a 429 had cut the rate were planned at that rate. Once the rate in
+-- force is REPLAN times the rate they were planned at (or back at the limit, from below
+-- it by more than REPLAN_LAST), the calls waiting in the due set for
+-- theirs (ns:waiting:rate_limit, not yet due) are planned again at the rate in force: the
+-- first keeps its slot, the rest follow it one interval apart in their order, never later
+-- than before, and their due times move with them. (An agent's spacing holds: a call takes
+-- a slot only once the agent's previous slot is a spacing behind, so a slot still ahead
+-- is its agent's only one.) Slots held in a thread are near and kept. At most REPLAN_MAX
+-- waiters a pass; then the rest keep theirs, and so does the limiter's tat.
+local REPLAN, REPLAN_LAST, REPLAN_MAX = 1.5, 1.1, 2000
+local function replan(policy)
+  local l = redis.call('HMGET', LIMITER, 'plan_rate', 'tat', 'last', 'epoch')
+  local planned = tonumber(l[1])
+  if not planned or (tonumber(l[2]) or 0) <= now then return end
+  local rate = rate_in_force(policy.limit)
+  local recovered = rate >= policy.limit and planned < policy.limit / REPLAN_LAST
+  if rate < planned * REPLAN and not recovered then return end
+  redis.call('HSET', LIMITER, 'plan_rate', rate, 'rate', rate, 'rate_at', now)
+  local waiting = ns .. ':waiting:rate_limit'
+  local ids = redis.call('ZRANGEBYSCORE', waiting, '(' .. now, '+inf', 'LIMIT', 0, REPLAN_MAX)
+  local interval, epoch = 1 / (rate * HEADROOM), l[4] or '0'
+  local cursor, last_old, last_new = nil, nil, nil
+  for _, w in ipairs(ids) do
+    local r = redis.call('HMGET', rkey(w), 'slot', 'slot_epoch', 'slot_user')
+    local old = tonumber(r[1])
+    if old and (r[2] or '0') == epoch then
+      local slot = math.min(old, math.max(cursor or old, now))
+      if r[3] then  -- the agent's next call is spaced from this one's new slot
+        local akey = ns .. ':agent:' .. r[3]
+        if redis.call('HGET', akey, 'id') == w then redis.call('HSET', akey, 'at', slot) end
+      end
+      local due = math.max(now, slot - policy.lead)
+      redis.call('HSET', rkey(w), 'slot', slot, 'paced_at', now, 'next_attempt_at', due)
+      redis.call('ZADD', DUE, due, w)
+      redis.call('ZADD', waiting, due, w)
+      cursor, last_old, last_new = slot + interval, r[1], slot
+    end
+  end
+  -- The latest slot was a waiter's, and every waiter was planned again: the limiter's next
+  -- slot follows the new plan.
+  if last_old and last_old == l[3] and #ids < REPLAN_MAX then
+    redis.call('HSET', LIMITER, 'tat', last_new + interval, 'last', last_new)
+  end
+end
 -- A 429 halves the rate, as AIMD does: at most once a round trip's worth of answers. A call
--- sent (sent_at) before the last cut was sent at the old rate; its 429 is that cut's news,
--- not a reason for another (so six 429s in one second halve it once, not to the floor).
--- Returns the rate in force, or nil if it was not cut.
-local function slow_down(limit, sent_at)
+-- paced before the last cut (its slot was planned then: paced_at; else sent_at) went at the
+-- old rate; its 429 is that cut's news, not a reason for another (so six 429s to calls paced
+-- together halve it once, not to the floor). Returns the rate in force, or nil if not cut.
+local function slow_down(limit, paced_at)
   local cut = tonumber(redis.call('HGET', LIMITER, 'cut_at')) or 0
-  if sent_at and sent_at < cut then return nil end
+  if paced_at and paced_at < cut then return nil end
   local rate = math.max(limit * 0.1, rate_in_force(limit) * 0.5)
   redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now, 'cut_at', now)
   return rate
@@ -655,6 +706,7 @@ if capped then
         policy.number_cap, policy.number_window))
   end
 end
+replan(policy)
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
 -- A slot of an older epoch was given back (the breaker opened): take a new one.
@@ -700,7 +752,8 @@ if not slot then
     redis.call('HSET', akey, 'at', slot, 'id', id)
     redis.call('PEXPIRE', akey, math.ceil((slot - now + policy.spacing) * 1000) + 1000)
   end
-  redis.call('HSET', rkey(id), 'slot', slot, 'slot_epoch', slot_epoch())
+  redis.call('HSET', rkey(id), 'slot', slot, 'slot_epoch', slot_epoch(), 'slot_user', ARG.user,
+    'paced_at', now)
 end
 if slot - now > policy.hold then
   return hold_off(slot - policy.lead, 'rate_limit',
@@ -710,7 +763,7 @@ if probing then take_probe(id, policy) end  -- its call leaves now, or after a s
 if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
 redis.call('HSET', rkey(id), 'sent_at', now, 'attempts', attempts)
-redis.call('HDEL', rkey(id), 'slot', 'slot_epoch', 'asked_free', 'agent_line')
+redis.call('HDEL', rkey(id), 'slot', 'slot_epoch', 'slot_user', 'asked_free', 'agent_line')
 if line then redis.call('ZREM', line, id) end
 local sends = sends_key(id)
 if sends then
@@ -805,7 +858,8 @@ FINISH = LuaScript(
     ),
     r"""
 local id, new = ARG.id, ARG.state
-local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'finished', 'attempts', 'sent_at')
+local r = redis.call('HMGET', rkey(id), 'state', 'claim', 'finished', 'attempts', 'sent_at',
+  'paced_at')
 if r[2] == ARG.token and r[3] == ARG.token then return {1, r[1], '', ''} end
 if (r[1] ~= 'dialing' and r[1] ~= 'unknown') or r[2] ~= ARG.token then
   return {0, r[1] or '', '', ''}
@@ -824,7 +878,7 @@ if ARG.spent == '0' and r[5] and r[5] ~= '' then
 end
 local rate = ''
 if ARG.slow == '1' then
-  local cut = slow_down(policy.limit, tonumber(r[5]))
+  local cut = slow_down(policy.limit, tonumber(r[6]) or tonumber(r[5]))
   rate = cut and tostring(cut) or ''
 end
 local breaker = breaker_heard(id, ARG.health, policy)
@@ -1042,6 +1096,7 @@ TAKE_SLOT = LuaScript(
     ("policy",),
     r"""
 local policy = cjson.decode(ARG.policy)
+replan(policy)
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, now)
 local slot = math.max(now, tat - (policy.burst - 1) * interval)
@@ -1069,7 +1124,8 @@ end
 if state ~= 'unknown' and state ~= 'failed' then return {0, state} end
 local previous = redis.call('HGET', rkey(id), 'attempts')
 keep(id)
-redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished', 'slot', 'not_after')
+redis.call('HDEL', rkey(id), 'claim', 'sent_at', 'lease_until', 'finished', 'slot', 'paced_at',
+  'not_after')
 local not_before = tonumber(redis.call('HGET', rkey(id), 'not_before')) or now
 -- The attempts made stay counted (the history, the per-number cap's entries); the retry
 -- gets a fresh budget of FOLLOWUP_MAX_ATTEMPTS counted from here.
