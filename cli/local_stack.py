@@ -226,7 +226,7 @@ class Simulator:
         return list(self._request("GET", "/_sim/requests"))
 
     def queries(self) -> list[dict[str, Any]]:
-        """The questions asked (cxone: agent states, contacts): endpoint, user, status, at."""
+        """The questions asked (agents, calls): endpoint, user, status, at."""
         return list(self._request("GET", "/_sim/queries"))
 
     def tokens(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from followup.config.celery import create_app
 from followup.config.logging import configure_logging
 from followup.config.redaction import url_host
 from followup.config.settings import ConfigError, Settings, check_environment, load_settings
+from followup.simulator import command as simulator_command
 from followup.tasks.outcomes import Outcome, follow, outcomes, recent
 from followup.tasks.producer import FollowUpClient
 from followup.tasks.request import (
@@ -544,64 +545,24 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    # The simulator needs aiohttp, an extra (followup[simulator]): imported only here.
     try:
-        from followup.simulator import (
-            DEFAULT_CLIENTS,
-            DEFAULT_CXONE_AGENTS,
-            DEFAULT_CXONE_CLIENTS,
-            DEFAULT_GENESYS_CLIENTS,
-            DEFAULT_USERS,
-            SimState,
-            cxone_config,
-            parse_client,
-            serve,
-        )
+        state = simulator_command.state_from(args)
+    except ValueError as exc:
+        print(f"followup simulator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # The server needs aiohttp, an extra (followup[simulator]): imported only here.
+    try:
+        from followup.simulator.server import serve
     except ImportError as exc:
         _error(
             f"the simulator needs the 'simulator' extra ({exc}): "
             "pip install '.[simulator]' (from the checkout)"
         )
         return EXIT_USAGE
-
-    cxone = args.dialect == "cxone"
-    defaults = {"genesys": DEFAULT_GENESYS_CLIENTS, "cxone": DEFAULT_CXONE_CLIENTS}.get(
-        args.dialect, DEFAULT_CLIENTS
-    )
-    try:
-        clients = dict(parse_client(spec) for spec in (args.client or defaults))
-        config = cxone_config(
-            access_keys=args.access_key,
-            skills=args.skill,
-            any_skill=args.any_skill,
-            tenant_id=args.tenant_id,
-            api_endpoint=args.api_endpoint,
-            api_versions=args.api_version,
-            phone_format=args.phone_format,
-            phone_region=args.phone_region,
-            dialect=args.dialect,
-        )
-    except ValueError as exc:
-        print(f"followup simulator: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    users = (
-        None
-        if args.any_user
-        else frozenset(args.user or (DEFAULT_CXONE_AGENTS if cxone else DEFAULT_USERS))
-    )
-    ttl = args.token_ttl or (3600 if cxone else 86400)  # CXone's tokens last about an hour
     print(
         f"simulator ({args.dialect}) listening on http://{args.host}:{args.port}",
         file=sys.stderr,
         flush=True,
-    )
-    state = SimState(
-        clients=clients,
-        users=users,
-        token_ttl_s=ttl,
-        dialect=args.dialect,
-        cxone=config,
-        show_secrets=args.show_secrets,
     )
     serve(state, args.host, args.port)
     return 0
@@ -738,61 +699,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the request's JSON Schema")
     p.set_defaults(run=cmd_schema)
 
-    p = sub.add_parser("simulator", help="run the contact-center API simulator")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
-    p.add_argument("--port", type=int, default=8765, help="the port to listen on")
-    p.add_argument(
-        "--client",
-        action="append",
-        metavar="ID:SECRET:SCOPES",
-        help="an OAuth client (repeatable); its scopes (genesys: permissions), comma- or "
-        "space-separated",
-    )
-    p.add_argument("--user", action="append", metavar="USER_ID", help="a known agent (repeatable)")
-    p.add_argument("--any-user", action="store_true", help="accept every agent id")
-    p.add_argument(
-        "--token-ttl", type=int, default=None, help="seconds (default 86400; cxone: 3600)"
-    )
-    p.add_argument(
-        "--dialect",
-        choices=("conversations", "genesys", "cxone"),
-        default="conversations",
-        help="which API to stand in for (api-contract.md §1, §2 or §4)",
-    )
-    cx = p.add_argument_group("cxone (--dialect cxone; --client is the registered application)")
-    cx.add_argument(
-        "--access-key",
-        action="append",
-        metavar="ID:SECRET:PERMISSIONS",
-        help="an API user's access key (repeatable); permissions among callbacks:create, "
-        "agents:view, contacts:view",
-    )
-    cx.add_argument("--skill", action="append", type=int, metavar="SKILL_ID", help="(repeatable)")
-    cx.add_argument("--any-skill", action="store_true", help="accept every skill id")
-    cx.add_argument("--tenant-id", help="the tenantId claim of its tokens")
-    cx.add_argument(
-        "--api-endpoint", metavar="URL", help="what discovery answers (default: this server)"
-    )
-    cx.add_argument(
-        "--api-version",
-        action="append",
-        metavar="N.0",
-        help="an API version it serves (repeatable; default 12.0, 23.0, 33.0)",
-    )
-    cx.add_argument(
-        "--phone-format",
-        choices=("e164", "digits", "national"),
-        help="how the tenant's dialling plan wants phoneNumber (default e164)",
-    )
-    cx.add_argument(
-        "--phone-region", metavar="CC", help="the region of national numbers (default US)"
-    )
-    p.add_argument(
-        "--show-secrets",
-        action="store_true",
-        help="show bearer tokens and phone numbers in /_sim/calls and /_sim/tokens (tests); "
-        "by default they are hidden and masked",
-    )
+    p = sub.add_parser("simulator", help=simulator_command.HELP)
+    simulator_command.add_arguments(p)
     p.set_defaults(run=cmd_simulator)
 
     p = sub.add_parser("demo", help="run the whole pipeline once against the simulator")

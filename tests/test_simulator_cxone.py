@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from followup.cli.local_stack import Simulator
-from followup.simulator import cxone_config
+from followup.simulator.command import cxone_config
 from followup.simulator.contracts import is_dialable
 from tests.conftest import FOLLOWUP_BIN
 
