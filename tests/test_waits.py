@@ -657,3 +657,76 @@ def test_a_429_to_a_call_paced_before_the_cut_does_not_cut_again(redis_url: str)
         assert again is not None and again < cut
     finally:
         store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def _slots(store: StatusStore, ids: list[str]) -> dict[str, float]:
+    """The rate-limit slots these requests hold (the store's own plan; a request without one
+    is left out)."""
+    out = {}
+    for request_id in ids:
+        slot = store.redis.hget(f"{store.ns}:req:{request_id}", "slot")
+        if slot:
+            out[request_id] = float(slot)
+    return out
+
+
+def test_a_replan_keeps_clear_of_slots_held_in_a_thread_and_of_questions(
+    redis_url: str,
+) -> None:
+    """A call holding its slot in a worker thread and a lookup's slot sit inside a backlog
+    planned at a cut rate; when the rate recovers, the waiting calls are planned again around
+    them: no two slots closer than the limit allows, and the held ones do not move. A waiter
+    whose not_after comes before its slot is never made due past its not_after."""
+    waiters = _aimd_store(redis_url)
+    # The same fleet (namespace), as a worker whose thread holds a slot this far ahead.
+    holding = StatusStore(
+        waiters.redis,
+        waiters.ns,
+        idempotency_ttl_s=60,
+        record_ttl_s=60,
+        redeliver_after_s=60,
+        pacing=Pacing(limit=10, burst=1, hold=30.0, lead=0.25),
+    )
+    try:
+        _cut_to_the_floor(waiters)  # one call a second
+        ids = [_queued_for(waiters, f"u-{n}") for n in range(8)]
+        held = _queued_for(holding, "u-held")
+        closing = f"r-{uuid.uuid4().hex[:8]}"
+        not_after = datetime.now(UTC) + timedelta(seconds=14)
+        waiters.register(
+            closing,
+            parse_request(
+                {
+                    "contact_id": closing,
+                    "user_id": "u-closing",
+                    "phone_number": NUMBER,
+                    "not_after": not_after.isoformat(),
+                }
+            ),
+            queue="q",
+            source="producer",
+        )
+        later = [_queued_for(waiters, f"v-{n}") for n in range(12)]
+        for request_id in ids:
+            assert _mark(waiters, request_id, "u") in ("sent", "wait")
+        held_claim = holding.claim(held, lease_s=60)
+        assert holding.mark_sent(held, held_claim.token, user="u-held").outcome == "hold"
+        _, asked = holding.take_slot()  # a lookup's slot, inside the backlog
+        assert asked is not None
+        for request_id in [closing, *later]:
+            assert _mark(waiters, request_id, "u") == "wait"
+        before = _slots(waiters, [*ids, held, closing, *later])
+
+        time.sleep(2.0)  # the rate recovers to 1.5 times its floor, and more
+        waiters.take_slot()  # any send marker or question re-plans
+
+        after = _slots(waiters, [*ids, held, closing, *later])
+        assert after[held] == before[held]
+        planned = sorted([*after.values(), asked])
+        assert min(b - a for a, b in itertools.pairwise(planned)) >= 0.1 - 1e-6, planned
+        assert sum(after[i] for i in later) < sum(before[i] for i in later) - 5  # moved in
+        record = waiters.get(closing, history=False)
+        assert record is not None and record.next_attempt_at is not None
+        assert record.next_attempt_at <= not_after
+    finally:
+        waiters.redis.delete(*waiters.redis.keys(f"{waiters.ns}:*"))

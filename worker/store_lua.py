@@ -167,17 +167,18 @@ local function void_slots(from)
 end
 local function slot_epoch() return redis.call('HGET', LIMITER, 'epoch') or '0' end
 -- Slots reserved while a 429 had cut the rate were planned at that rate. Once the rate in
--- force is REPLAN times the rate they were planned at (or back at the limit, from below
--- it by more than REPLAN_LAST), the calls waiting in the due set for
--- theirs (ns:waiting:rate_limit, not yet due) are planned again at the rate in force: the
--- first keeps its slot, the rest follow it one interval apart in their order, never later
--- than before, and their due times move with them. (An agent's spacing holds: a call takes
--- a slot only once the agent's previous slot is a spacing behind, so a slot still ahead
--- is its agent's only one.) Slots held in a thread are near and kept. At most REPLAN_MAX
--- waiters a pass; then the rest keep theirs, and so does the limiter's tat.
+-- force is REPLAN times the rate they were planned at (or back at the limit, from below it
+-- by more than REPLAN_LAST), the calls waiting in the due set for their slots
+-- (ns:waiting:rate_limit, not yet due; at most REPLAN_MAX, the earliest: later ones keep
+-- theirs) are planned again at the rate in force, in their slots' order: the first keeps its
+-- slot, the rest follow one interval apart, never later than before, never within an interval
+-- of a slot the re-plan does not own ('fixed': the latest slot of a call held in its thread
+-- or of a question, TAKE_SLOT), and never due past their deadline. (An agent's spacing
+-- holds: a call takes a slot only once the agent's previous slot is a spacing behind, so a
+-- slot still ahead is its agent's only one.)
 local REPLAN, REPLAN_LAST, REPLAN_MAX = 1.5, 1.1, 2000
 local function replan(policy)
-  local l = redis.call('HMGET', LIMITER, 'plan_rate', 'tat', 'last', 'epoch')
+  local l = redis.call('HMGET', LIMITER, 'plan_rate', 'tat', 'last', 'epoch', 'fixed')
   local planned = tonumber(l[1])
   if not planned or (tonumber(l[2]) or 0) <= now then return end
   local rate = rate_in_force(policy.limit)
@@ -187,27 +188,42 @@ local function replan(policy)
   local waiting = ns .. ':waiting:rate_limit'
   local ids = redis.call('ZRANGEBYSCORE', waiting, '(' .. now, '+inf', 'LIMIT', 0, REPLAN_MAX)
   local interval, epoch = 1 / (rate * HEADROOM), l[4] or '0'
-  local cursor, last_old, last_new = nil, nil, nil
+  local planned_slots = {}
   for _, w in ipairs(ids) do
     local r = redis.call('HMGET', rkey(w), 'slot', 'slot_epoch', 'slot_user')
     local old = tonumber(r[1])
     if old and (r[2] or '0') == epoch then
-      local slot = math.min(old, math.max(cursor or old, now))
-      if r[3] then  -- the agent's next call is spaced from this one's new slot
-        local akey = ns .. ':agent:' .. r[3]
-        if redis.call('HGET', akey, 'id') == w then redis.call('HSET', akey, 'at', slot) end
-      end
-      local due = math.max(now, slot - policy.lead)
-      redis.call('HSET', rkey(w), 'slot', slot, 'paced_at', now, 'next_attempt_at', due)
-      redis.call('ZADD', DUE, due, w)
-      redis.call('ZADD', waiting, due, w)
-      cursor, last_old, last_new = slot + interval, r[1], slot
+      planned_slots[#planned_slots + 1] = {id = w, old = old, text = r[1], user = r[3]}
     end
+  end
+  table.sort(planned_slots, function(a, b) return a.old < b.old end)
+  local floor = (tonumber(l[5]) or 0) + interval
+  local cursor, last_old, last_new = nil, nil, nil
+  for _, e in ipairs(planned_slots) do
+    local slot = e.old
+    if cursor then slot = math.min(e.old, math.max(cursor, floor, now)) end
+    if slot < e.old then
+      if e.user then  -- the agent's next call is spaced from this one's new slot
+        local akey = ns .. ':agent:' .. e.user
+        if redis.call('HGET', akey, 'id') == e.id then redis.call('HSET', akey, 'at', slot) end
+      end
+      local due = math.min(math.max(now, slot - policy.lead), (deadline_of(e.id)))
+      redis.call('HSET', rkey(e.id), 'slot', slot, 'paced_at', now, 'next_attempt_at', due)
+      redis.call('ZADD', DUE, due, e.id)
+      redis.call('ZADD', waiting, due, e.id)
+    end
+    cursor, last_old, last_new = slot + interval, e.text, slot
   end
   -- The latest slot was a waiter's, and every waiter was planned again: the limiter's next
   -- slot follows the new plan.
   if last_old and last_old == l[3] and #ids < REPLAN_MAX then
     redis.call('HSET', LIMITER, 'tat', last_new + interval, 'last', last_new)
+  end
+end
+-- A slot that a call holds in its thread, or a question takes: the re-plan keeps clear of it.
+local function fix_slot(slot)
+  if slot > (tonumber(redis.call('HGET', LIMITER, 'fixed')) or 0) then
+    redis.call('HSET', LIMITER, 'fixed', slot)
   end
 end
 -- A 429 halves the rate, as AIMD does: at most once a round trip's worth of answers. A call
@@ -759,6 +775,7 @@ if slot - now > policy.hold then
   return hold_off(slot - policy.lead, 'rate_limit',
     string.format('the fleet-wide rate limit gave it a slot in %.1fs', slot - now))
 end
+fix_slot(slot)
 if probing then take_probe(id, policy) end  -- its call leaves now, or after a short hold
 if slot > now then return {'hold', tostring(slot - now)} end
 local attempts = (tonumber(r[4]) or 0) + 1
@@ -1102,6 +1119,7 @@ local tat = math.max(tonumber(redis.call('HGET', LIMITER, 'tat') or '0') or 0, n
 local slot = math.max(now, tat - (policy.burst - 1) * interval)
 if slot - now > policy.hold then return {tostring(slot - now), ''} end
 local reserved = reserve(policy.limit, policy.burst)
+fix_slot(reserved)
 return {tostring(reserved - now), string.format('%.6f', reserved)}
 """,
 )
