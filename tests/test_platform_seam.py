@@ -4,6 +4,7 @@ in the table."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,16 @@ from followup.worker.platforms import platform_for
 from followup.worker.platforms.cxone import profile as cxone
 
 CXONE = {"FOLLOWUP_API_DIALECT": "cxone", "FOLLOWUP_CXONE_SKILL_ID": "4242"}
+
+
+@pytest.fixture
+def no_settings_in_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """This process's environment without FOLLOWUP_* settings: the session's `env` fixture
+    puts some there (FOLLOWUP_API_BASE_URL ...) for the rest of the session."""
+    for name in list(os.environ):
+        if name.upper().startswith("FOLLOWUP_") and not name.upper().startswith("FOLLOWUP_TEST_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
 
 
 @pytest.mark.parametrize(
@@ -58,8 +69,9 @@ def test_a_missing_cxone_skill_names_its_variable_and_what_it_is() -> None:
 
 
 def test_a_misspelt_platform_variable_is_refused_naming_the_right_one(
-    monkeypatch: pytest.MonkeyPatch,
+    no_settings_in_environment: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch = no_settings_in_environment
     with pytest.raises(ConfigError, match="did you mean FOLLOWUP_CXONE_SKILL_ID"):
         load_settings({**CXONE, "FOLLOWUP_CXONE_SKIL_ID": "4242"})
     with pytest.raises(ConfigError, match="did you mean cxone_skill_id"):
@@ -70,8 +82,9 @@ def test_a_misspelt_platform_variable_is_refused_naming_the_right_one(
 
 
 def test_platform_settings_are_given_by_name_or_read_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    no_settings_in_environment: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch = no_settings_in_environment
     by_name = Settings(api_dialect="cxone", cxone_skill_id=5, cxone_access_key_secret="k-9z")
     own = cxone.of(by_name)
     assert own.skill_id == 5 and own.phone_format == "e164"
