@@ -24,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from followup.tasks.producer import FollowUpClient, IdempotencyConflict
-from followup.tasks.request import FieldError, InvalidRequest, parse_request
+from followup.tasks.request import FieldError, InvalidRequest, checked_request
 
 BATCH = 500
 MAX_ERRORS = 20  # shown; the rest are counted
@@ -58,16 +58,18 @@ def opened(path: str) -> Iterator[Path]:
         yield Path(spool.name)
 
 
-def check(path: Path, shown_as: str) -> int:
-    """Parse and validate every request; InvalidRequest naming each bad line (the first
-    MAX_ERRORS, then how many more), or the file holding none. Returns how many there are."""
+def check(path: Path, shown_as: str, dialect: str) -> int:
+    """Parse and validate every request, by the platform's rule too (`dialect`: what
+    enqueue_many checks each batch by, so no batch is refused after another was enqueued);
+    InvalidRequest naming each bad line (the first MAX_ERRORS, then how many more), or the
+    file holding none. Returns how many there are."""
     errors: list[FieldError] = []
     count = 0
     now = datetime.now(UTC)
     for item in _items(path, errors):
         count += 1
         try:
-            parse_request(item.raw).check_times(now)
+            checked_request(item.raw, dialect, now)
         except InvalidRequest as exc:
             errors += [
                 FieldError(field=f"{item.where}: {e.field}", message=e.message) for e in exc.errors

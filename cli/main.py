@@ -210,8 +210,9 @@ def _enqueue_file(args: argparse.Namespace) -> int:
 
     shown_as = "standard input" if args.file == "-" else args.file
     with batch_file.opened(args.file) as path:
-        total = batch_file.check(path, shown_as)
-        client = FollowUpClient(_settings())
+        settings = _settings()
+        total = batch_file.check(path, shown_as, settings.api_dialect)
+        client = FollowUpClient(settings)
         conflicts = batch_file.enqueue(client, path, total, args.queue, show)
     if conflicts:
         raise InvalidRequest(conflicts)

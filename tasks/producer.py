@@ -29,9 +29,8 @@ from followup.tasks.request import (
     FieldError,
     FollowUpRequest,
     InvalidRequest,
+    checked_request,
     key_conflict,
-    parse_request,
-    platform_errors,
 )
 from followup.worker.records import StatusRecord
 from followup.worker.store import StatusStore
@@ -182,11 +181,9 @@ def _parse_all(requests: list[Requestish], dialect: str) -> list[FollowUpRequest
     now = datetime.now(UTC)
     for n, raw in enumerate(requests):
         try:
-            request = parse_request(dict(raw) if isinstance(raw, Mapping) else raw)
-            request.check_times(now)
-            if problems := platform_errors(request, dialect):
-                raise InvalidRequest(problems)
-            parsed.append(request)
+            parsed.append(
+                checked_request(dict(raw) if isinstance(raw, Mapping) else raw, dialect, now)
+            )
         except InvalidRequest as exc:
             prefix = f"requests[{n}]." if len(requests) > 1 else ""
             errors += [FieldError(field=prefix + e.field, message=e.message) for e in exc.errors]

@@ -303,6 +303,17 @@ def platform_errors(request: FollowUpRequest, dialect: str) -> list[FieldError]:
     ]
 
 
+def checked_request(data: Any, dialect: str, now: datetime) -> FollowUpRequest:
+    """A request as a producer may enqueue it, or InvalidRequest: valid, its times possible
+    at `now`, and takeable by the platform (FOLLOWUP_API_DIALECT). Every producer path checks
+    with this, so a batch is refused whole before any of it is enqueued."""
+    request = parse_request(data)
+    request.check_times(now)
+    if problems := platform_errors(request, dialect):
+        raise InvalidRequest(problems)
+    return request
+
+
 def parse_request(data: Any) -> FollowUpRequest:
     """Validate a dict (or a FollowUpRequest) into a FollowUpRequest, or raise InvalidRequest."""
     if isinstance(data, FollowUpRequest):

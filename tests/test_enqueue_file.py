@@ -75,6 +75,22 @@ def test_a_json_array_is_named_by_line_too(tmp_path: Path, queue: dict[str, str]
     assert "line 4, item 3: phone_number" in result.stderr, result.stderr
 
 
+def test_a_request_the_platform_cannot_take_is_named_by_its_line_before_any_is_enqueued(
+    tmp_path: Path, queue: dict[str, str]
+) -> None:
+    """The platform's request rule is part of the checking pass: with CXone (numeric agent
+    ids), a bad 501st line once let the first batch of 500 through, and ran again once
+    fixed, the file enqueued those 500 twice."""
+    good = [_line(n).replace('"u-1001"', '"1001"') for n in range(1, batch_file.BATCH + 1)]
+    path = tmp_path / "campaign.jsonl"
+    path.write_text("\n".join([*good, _line(batch_file.BATCH + 1)]) + "\n")
+    cxone = {**queue, "FOLLOWUP_API_DIALECT": "cxone", "FOLLOWUP_CXONE_SKILL_ID": "4242"}
+    result = followup("enqueue", "--file", str(path), env=cxone)
+    assert result.returncode == 2
+    assert "line 501: user_id: 'u-1001' is not a CXone agent id" in result.stderr, result.stderr
+    assert result.stdout == ""  # nothing enqueued
+
+
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
 def test_an_empty_file_says_so(tmp_path: Path, queue: dict[str, str], content: str) -> None:
     path = tmp_path / "empty.jsonl"
