@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The demo needs the simulator extra (aiohttp); the tests need everything.
-$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+$(VENV)/.installed-demo: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[demo]'
 	@touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed-demo
 

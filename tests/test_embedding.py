@@ -289,14 +289,18 @@ print(json.dumps({
 """
 
 
-def _build_wheel(tmp_path: Path) -> Path:
-    """Build from a copy of the sources, so no earlier build output can slip into it."""
+def _build_wheel(tmp_path: Path, extra_package: str = "") -> Path:
+    """Build from a copy of the sources, so no earlier build output can slip into it
+    (`extra_package`: a folder to add to the copy as an empty package)."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for folder in ("followup", *SUBPACKAGES):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    if extra_package:
+        (src / extra_package).mkdir()
+        (src / extra_package / "__init__.py").write_text("")
     subprocess.run(
         [
             sys.executable,
@@ -317,13 +321,25 @@ def _build_wheel(tmp_path: Path) -> Path:
     return next((tmp_path / "dist").glob("followup-*.whl"))
 
 
-def test_the_wheel_installs_only_the_followup_namespace(tmp_path: Path) -> None:
-    wheel = _build_wheel(tmp_path)
-    top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+def test_the_wheel_installs_only_the_followup_namespace_and_every_package_in_it(
+    tmp_path: Path,
+) -> None:
+    """Every package under the mapped folders is in the wheel unlisted: a fourth platform is
+    one new package (here a throwaway one) and one line in the table, nothing in the build."""
+    wheel = _build_wheel(tmp_path, extra_package="worker/platforms/fourth")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names}
     assert top == {
         "followup",
         wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
     }
+    packages = [
+        "followup/" + str(init.relative_to(ROOT))
+        for folder in SUBPACKAGES
+        for init in (ROOT / folder).rglob("__init__.py")
+    ]
+    missing = sorted({*packages, "followup/worker/platforms/fourth/__init__.py"} - set(names))
+    assert not missing, f"not in the wheel: {missing}"
 
 
 def test_a_host_service_with_its_own_config_tasks_logging_and_celery_app_can_enqueue(

@@ -40,7 +40,7 @@ def test_the_install_line_installs_from_the_checkout_not_an_index() -> None:
 def test_the_readme_install_works_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     clone.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, clone / name)
     for folder in ("followup", *SUBPACKAGES):
         shutil.copytree(ROOT / folder, clone / folder, ignore=shutil.ignore_patterns("__pycache__"))
