@@ -23,6 +23,12 @@ from followup.worker.records import TERMINAL_STATES, WAITING_STATES
 ROOT = Path(__file__).resolve().parent.parent
 SUBPACKAGES = ("config", "tasks", "worker", "simulator", "cli")
 
+# Every platform package (a folder of worker/platforms/), found: its package and `profile`
+# are what the settings know of it, its `client` is worker runtime.
+PLATFORM_PACKAGES = sorted(
+    init.parent.name for init in (ROOT / "worker" / "platforms").glob("*/__init__.py")
+)
+
 # Dependencies run one way: a module may import from its own layer and the layers before it.
 LAYERS: list[tuple[str, set[str]]] = [
     (
@@ -37,12 +43,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             # The table and each platform's profile: what the settings know of a platform.
             "worker",
             "worker.platforms",
-            "worker.platforms.conversations",
-            "worker.platforms.conversations.profile",
-            "worker.platforms.genesys",
-            "worker.platforms.genesys.profile",
-            "worker.platforms.cxone",
-            "worker.platforms.cxone.profile",
+            *(f"worker.platforms.{name}" for name in PLATFORM_PACKAGES),
+            *(f"worker.platforms.{name}.profile" for name in PLATFORM_PACKAGES),
         },
     ),
     ("request model", {"tasks.request"}),
@@ -58,9 +60,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "worker.calling_rules",
             "worker.classify",
             "worker.platforms.base",
-            "worker.platforms.conversations.client",
-            "worker.platforms.genesys.client",
-            "worker.platforms.cxone.client",
+            *(f"worker.platforms.{name}.client" for name in PLATFORM_PACKAGES),
             "worker.reconciler",
             "worker.tokens",
             "worker.api_client",
@@ -429,7 +429,6 @@ def test_a_host_service_with_its_own_config_tasks_logging_and_celery_app_can_enq
 
 
 PLATFORM_NAMES = re.compile(r"genesys|cxone|conversations_dialect|dialect ==", re.IGNORECASE)
-PLATFORM_PACKAGES = ("conversations", "genesys", "cxone")
 
 
 def test_only_the_platform_modules_name_a_platform() -> None:
