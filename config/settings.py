@@ -78,8 +78,21 @@ def platform_names() -> dict[str, tuple[str, str]]:
     return {
         f"{dialect}_{field}": (dialect, field)
         for dialect in PLATFORMS
-        for field in profile_for(dialect).settings.model_fields
+        for field in _installed_profile(dialect).settings.model_fields
     }
+
+
+def _installed_profile(dialect: str) -> Profile:
+    """A dialect's profile; ConfigError if the table names a package that is not installed
+    (every profile is read to know every setting, so this stops any process)."""
+    try:
+        return profile_for(dialect)
+    except ImportError as exc:
+        raise ConfigError(
+            f"invalid configuration: FOLLOWUP_API_DIALECT: the platform '{dialect}' is in the "
+            f"table (followup.worker.platforms.PLATFORMS) but its package {PLATFORMS[dialect]} "
+            f"cannot be imported ({type(exc).__name__}: {exc}); is it installed?"
+        ) from None
 
 
 def setting_names() -> list[str]:

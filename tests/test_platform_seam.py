@@ -194,3 +194,13 @@ def test_a_fourth_platform_is_one_package_and_one_line_in_the_table(
         load_settings({"FOLLOWUP_API_DIALECT": "fourth"})
     with pytest.raises(ConfigError, match="FOLLOWUP_FOURTH_SITE apply to Fourth Contact only"):
         load_settings({"FOLLOWUP_FOURTH_SITE": "eu"})
+
+
+def test_a_platform_in_the_table_that_is_not_installed_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(platforms.PLATFORMS, "fourth", "followup.worker.platforms.fourth")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"FOLLOWUP_API_DIALECT": "fourth"})
+    assert "FOLLOWUP_API_DIALECT" in str(caught.value)
+    assert "followup.worker.platforms.fourth" in str(caught.value)
