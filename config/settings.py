@@ -121,9 +121,8 @@ class Settings(BaseSettings):
         names = platform_names()
         own = {name: value for name, value in values.items() if name in names}
         if reads_environment:
-            for variable, value in os.environ.items():
-                name = variable.removeprefix(ENV_PREFIX).lower()
-                if variable.upper().startswith(ENV_PREFIX) and name in names:
+            for name, value in settings_in(os.environ).items():
+                if name in names:
                     own.setdefault(name, value)
         try:
             super().__init__(**{k: v for k, v in values.items() if k not in names})
@@ -459,11 +458,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     problems = unknown_variables(environ)
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
-    values: dict[str, Any] = {
-        name.removeprefix(ENV_PREFIX).lower(): value
-        for name, value in environ.items()
-        if name.startswith(ENV_PREFIX) and not name.startswith(TEST_PREFIX)
-    }
+    values: dict[str, Any] = settings_in(environ)
     return _OnlyGiven(**values)
 
 
@@ -474,14 +469,19 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
 
 
+def settings_in(environ: Mapping[str, str]) -> dict[str, str]:
+    """The FOLLOWUP_* variables of `environ` by setting name (FOLLOWUP_MAX_ATTEMPTS ->
+    max_attempts); the prefix in any case, as pydantic-settings reads the common ones."""
+    return {
+        name[len(ENV_PREFIX) :].lower(): value
+        for name, value in environ.items()
+        if name.upper().startswith(ENV_PREFIX) and not name.upper().startswith(TEST_PREFIX)
+    }
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One line for each FOLLOWUP_* variable that is no setting, naming the closest one."""
-    given = {
-        name.removeprefix(ENV_PREFIX).lower(): value
-        for name, value in environ.items()
-        if name.startswith(ENV_PREFIX) and not name.startswith(TEST_PREFIX)
-    }
-    return unknown_names(given, prefix=ENV_PREFIX)
+    return unknown_names(settings_in(environ), prefix=ENV_PREFIX)
 
 
 def unknown_names(values: Mapping[str, Any], prefix: str) -> list[str]:

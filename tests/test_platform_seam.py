@@ -204,3 +204,28 @@ def test_a_platform_in_the_table_that_is_not_installed_is_a_config_error(
         load_settings({"FOLLOWUP_API_DIALECT": "fourth"})
     assert "FOLLOWUP_API_DIALECT" in str(caught.value)
     assert "followup.worker.platforms.fourth" in str(caught.value)
+
+
+def test_a_platform_variable_in_lower_case_is_read_as_a_common_one_is(
+    no_settings_in_environment: pytest.MonkeyPatch,
+) -> None:
+    """pydantic-settings reads FOLLOWUP_* case-insensitively; a platform's own variables are
+    read (and refused) alike."""
+    monkeypatch = no_settings_in_environment
+    monkeypatch.setenv("followup_api_dialect", "genesys")
+    monkeypatch.setenv("followup_max_attempts", "7")
+    monkeypatch.setenv("followup_genesys_region", "mypurecloud.ie")
+    settings = Settings()
+    assert (settings.api_dialect, settings.max_attempts) == ("genesys", 7)
+    assert settings.effective_api_base_url == "https://api.mypurecloud.ie"
+
+    monkeypatch.setenv("followup_api_dialect", "cxone")
+    monkeypatch.delenv("followup_genesys_region")
+    monkeypatch.setenv("followup_cxone_skill_id", "4242")
+    assert cxone.of(Settings()).skill_id == 4242
+
+    monkeypatch.delenv("followup_api_dialect")
+    with pytest.raises(ConfigError, match="FOLLOWUP_CXONE_SKILL_ID apply to NICE CXone only"):
+        Settings()
+    with pytest.raises(ConfigError, match="FOLLOWUP_CXONE_SKIL_ID: unknown setting; did you"):
+        load_settings({"followup_cxone_skil_id": "4242"})
