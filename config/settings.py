@@ -124,33 +124,18 @@ class Settings(BaseSettings):
             for name, value in settings_in(os.environ).items():
                 if name in names:
                     own.setdefault(name, value)
+        common_problems: list[str] = []
         try:
             super().__init__(**{k: v for k, v in values.items() if k not in names})
         except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
-        self._platform = self._own_settings({names[k]: v for k, v in own.items()})
-
-    def _own_settings(self, given: dict[tuple[str, str], Any]) -> PlatformSettings:
-        """The chosen platform's settings, validated by its profile; ConfigError naming the
-        variables of another platform, or a bad value of its own."""
-        foreign: dict[str, list[str]] = {}
-        for (dialect, field), value in given.items():
-            if dialect != self.api_dialect and value not in (None, ""):
-                foreign.setdefault(dialect, []).append(f"{ENV_PREFIX}{dialect}_{field}".upper())
-        if foreign:
-            raise ConfigError(
-                "invalid configuration: "
-                + "; ".join(
-                    f"{', '.join(variables)} apply to {profile_for(dialect).title} only: set "
-                    f"FOLLOWUP_API_DIALECT={dialect} (it is {self.api_dialect})"
-                    for dialect, variables in foreign.items()
-                )
-            )
-        mine = {f: v for (d, f), v in given.items() if d == self.api_dialect}
-        try:
-            return self.profile.settings(**mine)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, self.api_dialect)) from None
+            common_problems = _problems(exc)
+        # When a common setting is wrong too, the platform's are checked as well (every bad
+        # variable named at once), against the dialect as given.
+        dialect = _given_dialect(values, reads_environment) if common_problems else self.api_dialect
+        platform, problems = _own_settings(dialect, {names[k]: v for k, v in own.items()})
+        if common_problems or problems or platform is None:
+            raise ConfigError("invalid configuration: " + "; ".join(common_problems + problems))
+        self._platform = platform
 
     @classmethod
     def _reads_environment(cls) -> bool:
@@ -519,7 +504,42 @@ class _OnlyGiven(Settings):
         return (init_settings,)
 
 
-def _describe(exc: ValidationError, dialect: str = "") -> str:
+def _given_dialect(values: Mapping[str, Any], reads_environment: bool) -> str | None:
+    """FOLLOWUP_API_DIALECT as given by name, else as in the environment, else its default;
+    None if that is no platform (a problem named on its own)."""
+    given = values.get("api_dialect")
+    if given is None and reads_environment:
+        given = settings_in(os.environ).get("api_dialect")
+    if given is None:
+        given = Settings.model_fields["api_dialect"].default
+    return given if isinstance(given, str) and given in PLATFORMS else None
+
+
+def _own_settings(
+    dialect: str | None, given: dict[tuple[str, str], Any]
+) -> tuple[PlatformSettings | None, list[str]]:
+    """The chosen platform's settings, validated by its profile (None if any is bad), and a
+    line naming each variable of another platform and each bad value of its own."""
+    if dialect is None:
+        return None, []
+    foreign: dict[str, list[str]] = {}
+    for (other, field), value in given.items():
+        # Empty: compose passes every variable it names through, set or not.
+        if other != dialect and value not in (None, ""):
+            foreign.setdefault(other, []).append(f"{ENV_PREFIX}{other}_{field}".upper())
+    problems = [
+        f"{', '.join(variables)} apply to {profile_for(other).title} only: set "
+        f"FOLLOWUP_API_DIALECT={other} (it is {dialect})"
+        for other, variables in foreign.items()
+    ]
+    mine = {f: v for (d, f), v in given.items() if d == dialect}
+    try:
+        return profile_for(dialect).settings(**mine), problems
+    except ValidationError as exc:
+        return None, problems + _problems(exc, dialect)
+
+
+def _problems(exc: ValidationError, dialect: str = "") -> list[str]:
     """Each error naming its variable; `dialect`: the errors of that platform's own settings
     (FOLLOWUP_<DIALECT>_<FIELD>), where a missing one says what it is."""
     prefix = f"{ENV_PREFIX}{dialect}_" if dialect else ENV_PREFIX
@@ -537,7 +557,7 @@ def _describe(exc: ValidationError, dialect: str = "") -> str:
             )
         else:
             lines.append(f"{variable}: {message}")
-    return "invalid configuration: " + "; ".join(lines)
+    return lines
 
 
 @lru_cache(maxsize=1)

@@ -229,3 +229,29 @@ def test_a_platform_variable_in_lower_case_is_read_as_a_common_one_is(
         Settings()
     with pytest.raises(ConfigError, match="FOLLOWUP_CXONE_SKIL_ID: unknown setting; did you"):
         load_settings({"followup_cxone_skil_id": "4242"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {**CXONE, "FOLLOWUP_CXONE_SKILL_ID": "x", "FOLLOWUP_MAX_ATTEMPTS": "0"},
+            ["FOLLOWUP_MAX_ATTEMPTS: Input should be", "FOLLOWUP_CXONE_SKILL_ID: Input should be"],
+        ),
+        (
+            {"FOLLOWUP_GENESYS_REGION": "mypurecloud.ie", "FOLLOWUP_MAX_ATTEMPTS": "0"},
+            ["FOLLOWUP_MAX_ATTEMPTS: Input should be", "FOLLOWUP_GENESYS_REGION apply to Genesys"],
+        ),
+        (
+            {"FOLLOWUP_API_DIALECT": "cxone", "FOLLOWUP_GENESYS_REGION": "mypurecloud.ie"},
+            ["FOLLOWUP_GENESYS_REGION apply to Genesys", "FOLLOWUP_CXONE_SKILL_ID must be set"],
+        ),
+    ],
+)
+def test_every_bad_variable_is_named_at_once_a_platforms_own_too(
+    environ: dict[str, str], expected: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+    for part in expected:
+        assert part in str(caught.value)
