@@ -255,3 +255,9 @@ def test_every_bad_variable_is_named_at_once_a_platforms_own_too(
         load_settings(environ)
     for part in expected:
         assert part in str(caught.value)
+
+
+def test_an_empty_variable_of_another_platform_is_accepted() -> None:
+    """docker compose passes every variable it names through, set or not: empty is unset."""
+    settings = load_settings({"FOLLOWUP_CXONE_SKILL_ID": "", "FOLLOWUP_GENESYS_REGION": ""})
+    assert settings.api_dialect == "conversations"
