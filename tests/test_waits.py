@@ -453,7 +453,7 @@ def test_an_idle_worker_whose_credentials_work_keeps_saying_so(env: dict[str, st
     """Its token expired while it was idle, but its credentials were accepted and never
     refused since: it still says they work, so a refused worker hands its requests on to it
     instead of pausing the whole fleet for a minute. A refused worker says nothing."""
-    from followup.worker.runtime import Runtime
+    from followup.worker.runtime import RECHECK_THREAD, Runtime
 
     ns = f"test-beacon-{uuid.uuid4().hex[:8]}"
     good = Runtime(load_settings({**env, "FOLLOWUP_NAMESPACE": ns}))
@@ -473,8 +473,11 @@ def test_an_idle_worker_whose_credentials_work_keeps_saying_so(env: dict[str, st
         bad.say_credentials_work()
         assert not bad.store.credentials_work_elsewhere(name)
     finally:
-        good.http.close()
-        bad.http.close()
+        good.close()
+        bad.close()
+    # The refused worker's next check of its credentials does not outlive it (it would
+    # otherwise fire a minute later on a closed HTTP client, a traceback at shutdown).
+    assert not [t for t in threading.enumerate() if t.name == RECHECK_THREAD and t.is_alive()]
 
 
 def test_429s_to_questions_asked_together_halve_the_rate_once(redis_url: str) -> None:

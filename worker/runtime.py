@@ -38,6 +38,7 @@ def credentials_pause(token_url: str, identity: str) -> str:
 # A worker whose credentials work says so this often, for this long (StatusStore.credentials_work):
 # a worker whose own credentials are refused then hands its requests on instead of pausing.
 BEACON_EVERY_S, BEACON_FOR_S = 30.0, 90.0
+RECHECK_THREAD = "followup-credentials-recheck"
 
 
 class Runtime:
@@ -46,6 +47,8 @@ class Runtime:
         self.node = f"{socket.gethostname()}-{os.getpid()}"  # Celery's node name, once ready
         self._refused_since: float | None = None
         self._recheck_pending = threading.Lock()
+        self._recheck: threading.Timer | None = None
+        self._closed = False
 
     @cached_property
     def store(self) -> StatusStore:
@@ -138,13 +141,16 @@ class Runtime:
                 detail="the platform refused its OAuth client credentials; check "
                 "FOLLOWUP_CLIENT_ID and FOLLOWUP_CLIENT_SECRET on it",
             )
-        if self._recheck_pending.acquire(blocking=False):
+        if not self._closed and self._recheck_pending.acquire(blocking=False):
             timer = threading.Timer(CREDENTIALS_RECHECK_S + 0.5, self._recheck_credentials)
-            timer.daemon = True
+            timer.name, timer.daemon = RECHECK_THREAD, True
+            self._recheck = timer
             timer.start()
 
     def _recheck_credentials(self) -> None:
         self._recheck_pending.release()
+        if self._closed:
+            return
         with contextlib.suppress(TokenError, redis.RedisError):
             self.pipeline.tokens.get()  # a refusal schedules the next check
 
@@ -211,6 +217,10 @@ class Runtime:
         return stop
 
     def close(self) -> None:
+        self._closed = True
+        if self._recheck is not None:  # a check of refused credentials must not outlive it
+            self._recheck.cancel()
+            self._recheck.join(5)
         if "http" in self.__dict__:
             self.http.close()
         if "store" in self.__dict__:
