@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,13 @@ def opened(path: str) -> Iterator[Path]:
         yield Path(spool.name)
 
 
-def check(path: Path, shown_as: str, dialect: str) -> int:
-    """Parse and validate every request, by the platform's rule too (`dialect`: what
-    enqueue_many checks each batch by, so no batch is refused after another was enqueued);
-    InvalidRequest naming each bad line (the first MAX_ERRORS, then how many more), or the
-    file holding none. Returns how many there are."""
+def check(path: Path, shown_as: str, dialect: str, now: datetime) -> int:
+    """Parse and validate every request as enqueue_many does (the platform's rule by
+    `dialect`, times at `now`: enqueue() passes the same moment on, so no batch is refused
+    after another was enqueued); InvalidRequest naming each bad line (the first MAX_ERRORS,
+    then how many more), or the file holding none. Returns how many there are."""
     errors: list[FieldError] = []
     count = 0
-    now = datetime.now(UTC)
     for item in _items(path, errors):
         count += 1
         try:
@@ -92,14 +91,19 @@ def enqueue(
     total: int,
     queue: str | None,
     show: Callable[[list[tuple[int, str]]], None],
+    checked_at: datetime,
 ) -> list[FieldError]:
-    """Enqueue every request in batches; `show` gets (line, id) pairs as each batch is
-    recorded. Returns the idempotency conflicts (the rest of their batch is enqueued)."""
+    """Enqueue every request in batches, their times as check() judged them at checked_at (a
+    not_after that passes meanwhile fails in the worker, with a record); `show` gets (line,
+    id) pairs as each batch is recorded. Returns the idempotency conflicts (the rest of their
+    batch is enqueued)."""
     conflicts: list[FieldError] = []
     with tqdm(total=total, unit=" requests", file=sys.stderr, disable=None, leave=False) as bar:
         for batch in _batches(_items(path, []), BATCH):
             try:
-                ids = client.enqueue_many([item.raw for item in batch], queue=queue)
+                ids = client.enqueue_many(
+                    [item.raw for item in batch], queue=queue, checked_at=checked_at
+                )
                 show([(item.line, request_id) for item, request_id in zip(batch, ids, strict=True)])
             except IdempotencyConflict as exc:
                 lines = [batch[n].line for n in exc.enqueued_at]

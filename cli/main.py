@@ -211,9 +211,10 @@ def _enqueue_file(args: argparse.Namespace) -> int:
     shown_as = "standard input" if args.file == "-" else args.file
     with batch_file.opened(args.file) as path:
         settings = _settings()
-        total = batch_file.check(path, shown_as, settings.api_dialect)
+        checked_at = datetime.now(UTC)
+        total = batch_file.check(path, shown_as, settings.api_dialect, checked_at)
         client = FollowUpClient(settings)
-        conflicts = batch_file.enqueue(client, path, total, args.queue, show)
+        conflicts = batch_file.enqueue(client, path, total, args.queue, show, checked_at)
     if conflicts:
         raise InvalidRequest(conflicts)
     return 0

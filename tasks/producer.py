@@ -90,15 +90,23 @@ class FollowUpClient:
         return self.enqueue_many([request if request is not None else fields], queue=queue)[0]
 
     def enqueue_many(
-        self, requests: Iterable[Requestish], *, queue: str | None = None
+        self,
+        requests: Iterable[Requestish],
+        *,
+        queue: str | None = None,
+        checked_at: datetime | None = None,
     ) -> list[str]:
         """Enqueue a batch: all are validated first (one invalid request enqueues none), then
-        recorded (and, when the broker is the store's Redis, published) in one round trip."""
+        recorded (and, when the broker is the store's Redis, published) in one round trip.
+        checked_at: the moment their times are judged at (default now), for a caller that
+        checked a larger whole first (`followup enqueue --file`)."""
         queue = queue or self.settings.queue
         problem = queue_problem(queue)
         if problem:
             raise InvalidRequest([FieldError(field="queue", message=problem)])
-        parsed = _parse_all(list(requests), self.settings.api_dialect)
+        parsed = _parse_all(
+            list(requests), self.settings.api_dialect, checked_at or datetime.now(UTC)
+        )
         ids = [uuid.uuid4().hex for _ in parsed]
 
         batch = [
@@ -175,10 +183,9 @@ class FollowUpClient:
         self.app.close()
 
 
-def _parse_all(requests: list[Requestish], dialect: str) -> list[FollowUpRequest]:
+def _parse_all(requests: list[Requestish], dialect: str, now: datetime) -> list[FollowUpRequest]:
     """Validate every request; in a batch, each error names its request: requests[3].user_id."""
     parsed, errors = [], []
-    now = datetime.now(UTC)
     for n, raw in enumerate(requests):
         try:
             parsed.append(

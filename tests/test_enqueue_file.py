@@ -203,3 +203,30 @@ def test_ids_printed_beside_a_conflict_keep_their_line_in_json(
     assert result.returncode == 2
     printed = [json.loads(line) for line in result.stdout.splitlines()]
     assert [p.get("line") for p in printed] == [1, 3], result.stdout
+
+
+def test_a_not_after_passing_between_the_check_and_its_batch_enqueues_every_line(
+    tmp_path: Path, private_queue: str, store: StatusStore
+) -> None:
+    """The check judges every line's times at one moment, and each batch is enqueued as of
+    that moment: a not_after that passes while earlier batches go is not refused then (after
+    they were enqueued); its request is enqueued and fails in the worker, with a record."""
+    from datetime import UTC, datetime, timedelta
+
+    from followup.config.settings import load_settings
+    from followup.tasks.producer import FollowUpClient
+
+    checked_at = datetime.now(UTC) - timedelta(seconds=30)  # a long check of a big file
+    passed = (checked_at + timedelta(seconds=10)).isoformat()  # still ahead when checked
+    late = json.dumps({**json.loads(_line(3)), "not_after": passed})
+    path = _campaign(tmp_path, 3, {3: late})
+    assert batch_file.check(path, "campaign.jsonl", "conversations", checked_at) == 3
+    client = FollowUpClient(load_settings({**os.environ, "FOLLOWUP_QUEUE": private_queue}))
+    shown: list[tuple[int, str]] = []
+    try:
+        conflicts = batch_file.enqueue(client, path, 3, None, shown.extend, checked_at)
+    finally:
+        client.close()
+    assert conflicts == []
+    assert [line for line, _ in shown] == [1, 2, 3]
+    assert all(store.get(request_id, history=False) for _, request_id in shown)
