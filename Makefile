@@ -28,6 +28,7 @@ demo: $(VENV)/.installed-demo
 # with [flower] for Flower). python -m build, in a virtualenv of its own.
 dist: $(BIN)/python
 	$(BIN)/pip install --quiet build
+	rm -rf build/lib build/bdist.*  # what an older checkout built must not ship again
 	$(BIN)/python -m build --wheel --outdir dist .
 
 # mypy cannot follow setuptools' editable import hook; it reads the package through links

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import time
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -111,13 +111,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
     _platform: PlatformSettings = PrivateAttr(default_factory=PlatformSettings)
 
-    def __init__(self, **values: Any) -> None:
-        problems = unknown_names(values, prefix="")
+    def __init__(self, _unknown: Sequence[str] = (), **values: Any) -> None:
+        """_unknown: unknown variables already found (load_settings), named with the rest:
+        an unknown name does not hide a bad value until the next start."""
+        unknown = [*_unknown, *unknown_names(values, prefix="")]
+        known = setting_names()
+        values = {name: value for name, value in values.items() if name in known}
         reads_environment = self._reads_environment()
         if reads_environment:
-            problems += unknown_variables(os.environ)
-        if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems))
+            unknown += unknown_variables(os.environ)
         names = platform_names()
         own = {name: value for name, value in values.items() if name in names}
         if reads_environment:
@@ -133,8 +135,10 @@ class Settings(BaseSettings):
         # variable named at once), against the dialect as given.
         dialect = _given_dialect(values, reads_environment) if common_problems else self.api_dialect
         platform, problems = _own_settings(dialect, {names[k]: v for k, v in own.items()})
-        if common_problems or problems or platform is None:
-            raise ConfigError("invalid configuration: " + "; ".join(common_problems + problems))
+        if unknown or common_problems or problems or platform is None:
+            raise ConfigError(
+                "invalid configuration: " + "; ".join(unknown + common_problems + problems)
+            )
         self._platform = platform
 
     @classmethod
@@ -440,11 +444,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raise ConfigError that names each bad or unknown variable."""
     if environ is None:
         return Settings()
-    problems = unknown_variables(environ)
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    values: dict[str, Any] = settings_in(environ)
-    return _OnlyGiven(**values)
+    known = setting_names()
+    values: dict[str, Any] = {k: v for k, v in settings_in(environ).items() if k in known}
+    return _OnlyGiven(_unknown=unknown_variables(environ), **values)
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:

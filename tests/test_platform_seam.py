@@ -246,6 +246,20 @@ def test_a_platform_variable_in_lower_case_is_read_as_a_common_one_is(
             {"FOLLOWUP_API_DIALECT": "cxone", "FOLLOWUP_GENESYS_REGION": "mypurecloud.ie"},
             ["FOLLOWUP_GENESYS_REGION apply to Genesys", "FOLLOWUP_CXONE_SKILL_ID must be set"],
         ),
+        (  # an unknown variable hides nothing
+            {
+                "FOLLOWUP_API_DIALECT": "cxone",
+                "FOLLOWUP_MAX_ATEMPTS": "3",
+                "FOLLOWUP_REDIS_URL": "http://x",
+                "FOLLOWUP_CXONE_PHONE_FORMAT": "bogus",
+            },
+            [
+                "FOLLOWUP_MAX_ATEMPTS: unknown setting; did you mean FOLLOWUP_MAX_ATTEMPTS?",
+                "FOLLOWUP_REDIS_URL: must start with redis://",
+                "FOLLOWUP_CXONE_SKILL_ID must be set",
+                "FOLLOWUP_CXONE_PHONE_FORMAT: Input should be",
+            ],
+        ),
     ],
 )
 def test_every_bad_variable_is_named_at_once_a_platforms_own_too(
@@ -255,6 +269,16 @@ def test_every_bad_variable_is_named_at_once_a_platforms_own_too(
         load_settings(environ)
     for part in expected:
         assert part in str(caught.value)
+
+
+def test_an_unknown_setting_by_name_hides_no_bad_value(
+    no_settings_in_environment: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(max_atempts=3, redis_url="http://x")
+    said = str(caught.value)
+    assert "max_atempts: unknown setting; did you mean max_attempts?" in said
+    assert "FOLLOWUP_REDIS_URL: must start with redis://" in said
 
 
 def test_an_empty_variable_of_another_platform_is_accepted() -> None:
