@@ -733,3 +733,55 @@ def test_a_replan_keeps_clear_of_slots_held_in_a_thread_and_of_questions(
         assert record.next_attempt_at <= not_after
     finally:
         waiters.redis.delete(*waiters.redis.keys(f"{waiters.ns}:*"))
+
+
+def test_a_backlog_answered_429_throughout_keeps_the_rate_down(redis_url: str) -> None:
+    """A platform that refuses every call (429, no Retry-After) while a backlog waits for its
+    slots: a cut spaces the whole backlog out at the cut rate, so the calls that follow are
+    paced after it and their 429s cut again; the rate never climbs back while every call is
+    refused (it had recovered above the first cut when only calls reserved after a cut
+    counted)."""
+    store = _aimd_store(redis_url)
+    ids = [_queued_for(store, f"u-{n}") for n in range(15)]
+    tokens = {request_id: store.claim(request_id, lease_s=60).token for request_id in ids}
+    for request_id in ids:  # the first goes, the rest hold or wait for their slots
+        store.mark_sent(request_id, tokens[request_id], user=request_id)
+    cuts: list[float] = []
+    deadline = time.monotonic() + 60
+    try:
+        unsent = list(ids)
+        while unsent:
+            assert time.monotonic() < deadline, unsent
+            request_id = min(unsent, key=lambda i: _dues(store, [i])[0] if _waits(store, i) else 0)
+            if _waits(store, request_id):
+                time.sleep(max(0.0, _dues(store, [request_id])[0] - time.time()) + 0.01)
+                claim = store.claim(request_id, lease_s=60)
+                if claim.outcome != "claimed":
+                    continue
+                tokens[request_id] = claim.token
+            answer = store.mark_sent(request_id, tokens[request_id], user=request_id)
+            if answer.outcome == "hold":
+                time.sleep(answer.seconds)
+                answer = store.mark_sent(request_id, tokens[request_id], user=request_id)
+            if answer.outcome != "sent":
+                continue  # it waits (again) for its slot
+            unsent.remove(request_id)
+            cut = store.finish(
+                request_id,
+                tokens[request_id],
+                State.RETRYING,
+                event="will retry",
+                slow=True,
+                retry_in_s=600,
+            ).rate
+            if cut is not None:
+                cuts.append(cut)
+        assert len(cuts) >= 3, cuts  # each round trip's 429s cut again
+        assert store.slow_down(asked_at=0.0) <= cuts[0]  # the rate in force: not recovered
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def _waits(store: StatusStore, request_id: str) -> bool:
+    record = store.get(request_id, history=False)
+    return record is not None and record.state == State.SCHEDULED

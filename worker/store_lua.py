@@ -166,28 +166,21 @@ local function void_slots(from)
   redis.call('HSET', LIMITER, 'tat', from, 'epoch', epoch)
 end
 local function slot_epoch() return redis.call('HGET', LIMITER, 'epoch') or '0' end
--- Slots reserved while a 429 had cut the rate were planned at that rate. Once the rate in
--- force is REPLAN times the rate they were planned at (or back at the limit, from below it
--- by more than REPLAN_LAST), the calls waiting in the due set for their slots
--- (ns:waiting:rate_limit, not yet due; at most REPLAN_MAX, the earliest: later ones keep
--- theirs) are planned again at the rate in force, in their slots' order: the first keeps its
--- slot, the rest follow one interval apart, never later than before, never within an interval
--- of a slot the re-plan does not own ('fixed': the latest slot of a call held in its thread
--- or of a question, TAKE_SLOT), and never due past their deadline. (An agent's spacing
--- holds: a call takes a slot only once the agent's previous slot is a spacing behind, so a
--- slot still ahead is its agent's only one.)
+-- The calls waiting in the due set for their slots (ns:waiting:rate_limit, not yet due; at
+-- most REPLAN_MAX, the earliest: later ones keep theirs) planned again at `rate`, in their
+-- slots' order: the first keeps its slot, the rest follow one interval apart, never within
+-- an interval after 'fixed' (the latest slot of a call held in its thread or of a question,
+-- which the re-plan does not own), never due past their deadline. Slower (a 429 cut the
+-- rate): a slot only moves later, so the whole backlog goes at the cut rate, not just what
+-- is planned after the cut. Faster (the rate recovered): a slot only moves earlier. (An
+-- agent's spacing holds: a call takes a slot only once the agent's previous slot is a
+-- spacing behind, so a slot still ahead is its agent's only one.)
 local REPLAN, REPLAN_LAST, REPLAN_MAX = 1.5, 1.1, 2000
-local function replan(policy)
-  local l = redis.call('HMGET', LIMITER, 'plan_rate', 'tat', 'last', 'epoch', 'fixed')
-  local planned = tonumber(l[1])
-  if not planned or (tonumber(l[2]) or 0) <= now then return end
-  local rate = rate_in_force(policy.limit)
-  local recovered = rate >= policy.limit and planned < policy.limit / REPLAN_LAST
-  if rate < planned * REPLAN and not recovered then return end
-  redis.call('HSET', LIMITER, 'plan_rate', rate, 'rate', rate, 'rate_at', now)
+local function respace(policy, rate, slower)
+  local l = redis.call('HMGET', LIMITER, 'tat', 'last', 'epoch', 'fixed')
   local waiting = ns .. ':waiting:rate_limit'
   local ids = redis.call('ZRANGEBYSCORE', waiting, '(' .. now, '+inf', 'LIMIT', 0, REPLAN_MAX)
-  local interval, epoch = 1 / (rate * HEADROOM), l[4] or '0'
+  local interval, epoch = 1 / (rate * HEADROOM), l[3] or '0'
   local planned_slots = {}
   for _, w in ipairs(ids) do
     local r = redis.call('HMGET', rkey(w), 'slot', 'slot_epoch', 'slot_user')
@@ -197,12 +190,16 @@ local function replan(policy)
     end
   end
   table.sort(planned_slots, function(a, b) return a.old < b.old end)
-  local floor = (tonumber(l[5]) or 0) + interval
+  local floor = (tonumber(l[4]) or 0) + interval
   local cursor, last_old, last_new = nil, nil, nil
   for _, e in ipairs(planned_slots) do
     local slot = e.old
-    if cursor then slot = math.min(e.old, math.max(cursor, floor, now)) end
-    if slot < e.old then
+    if cursor and slower then
+      slot = math.max(e.old, cursor, floor)
+    elseif cursor then
+      slot = math.min(e.old, math.max(cursor, floor, now))
+    end
+    if slot ~= e.old then
       if e.user then  -- the agent's next call is spaced from this one's new slot
         local akey = ns .. ':agent:' .. e.user
         if redis.call('HGET', akey, 'id') == e.id then redis.call('HSET', akey, 'at', slot) end
@@ -214,11 +211,28 @@ local function replan(policy)
     end
     cursor, last_old, last_new = slot + interval, e.text, slot
   end
-  -- The latest slot was a waiter's, and every waiter was planned again: the limiter's next
-  -- slot follows the new plan.
-  if last_old and last_old == l[3] and #ids < REPLAN_MAX then
+  if not last_new then return end
+  if slower then  -- what is reserved next comes after the moved backlog
+    local tat = tonumber(l[1]) or 0
+    if last_new + interval > tat then redis.call('HSET', LIMITER, 'tat', last_new + interval) end
+    if last_old == l[2] then redis.call('HSET', LIMITER, 'last', last_new) end
+  elseif last_old == l[2] and #ids < REPLAN_MAX then
+    -- The latest slot was a waiter's, and every waiter was planned again: the limiter's
+    -- next slot follows the new plan.
     redis.call('HSET', LIMITER, 'tat', last_new + interval, 'last', last_new)
   end
+end
+-- Once the rate in force is REPLAN times the rate the backlog was planned at (or back at
+-- the limit, from below it by more than REPLAN_LAST), the backlog moves in.
+local function replan(policy)
+  local l = redis.call('HMGET', LIMITER, 'plan_rate', 'tat')
+  local planned = tonumber(l[1])
+  if not planned or (tonumber(l[2]) or 0) <= now then return end
+  local rate = rate_in_force(policy.limit)
+  local recovered = rate >= policy.limit and planned < policy.limit / REPLAN_LAST
+  if rate < planned * REPLAN and not recovered then return end
+  redis.call('HSET', LIMITER, 'plan_rate', rate, 'rate', rate, 'rate_at', now)
+  respace(policy, rate, false)
 end
 -- A slot that a call holds in its thread, or a question takes: the re-plan keeps clear of it.
 local function fix_slot(slot)
@@ -226,15 +240,18 @@ local function fix_slot(slot)
     redis.call('HSET', LIMITER, 'fixed', slot)
   end
 end
--- A 429 halves the rate, as AIMD does: at most once a round trip's worth of answers. A call
--- paced before the last cut (its slot was planned then: paced_at; else sent_at) went at the
--- old rate; its 429 is that cut's news, not a reason for another (so six 429s to calls paced
--- together halve it once, not to the floor). Returns the rate in force, or nil if not cut.
-local function slow_down(limit, paced_at)
+-- A 429 halves the rate, as AIMD does: at most once a round trip's worth of answers. The
+-- backlog waiting for its slots is spaced out at the cut rate at once (respace), so the
+-- calls paced before the cut are only the few held in threads, and those in flight: a 429
+-- to a call paced before the last cut (paced_at, else sent_at) is that cut's news, not a
+-- reason for another (so six 429s to calls paced together halve it once, not to the
+-- floor). Returns the rate in force, or nil if not cut.
+local function slow_down(policy, paced_at)
   local cut = tonumber(redis.call('HGET', LIMITER, 'cut_at')) or 0
   if paced_at and paced_at < cut then return nil end
-  local rate = math.max(limit * 0.1, rate_in_force(limit) * 0.5)
-  redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now, 'cut_at', now)
+  local rate = math.max(policy.limit * 0.1, rate_in_force(policy.limit) * 0.5)
+  redis.call('HSET', LIMITER, 'rate', rate, 'rate_at', now, 'cut_at', now, 'plan_rate', rate)
+  respace(policy, rate, true)
   return rate
 end
 -- The breaker (ns:breaker): open after policy.failures transport failures or 5xx answers in
@@ -895,7 +912,7 @@ if ARG.spent == '0' and r[5] and r[5] ~= '' then
 end
 local rate = ''
 if ARG.slow == '1' then
-  local cut = slow_down(policy.limit, tonumber(r[6]) or tonumber(r[5]))
+  local cut = slow_down(policy, tonumber(r[6]) or tonumber(r[5]))
   rate = cut and tostring(cut) or ''
 end
 local breaker = breaker_heard(id, ARG.health, policy)
@@ -1035,7 +1052,7 @@ local function over(why)
   else note(id, 'lookups over', why .. '; a person decides (followup retry ID)') end
 end
 if (tonumber(ARG.retry_in) or 0) > 0 then
-  if ARG.slow == '1' then slow_down(cjson.decode(ARG.policy).limit, tonumber(ARG.asked_at)) end
+  if ARG.slow == '1' then slow_down(cjson.decode(ARG.policy), tonumber(ARG.asked_at)) end
   local failures = redis.call('HINCRBY', rkey(id), 'lookup_failures', 1)
   note(id, 'lookup failed', detail)
   if failures >= tonumber(ARG.max_failures) then
@@ -1100,8 +1117,8 @@ SLOW_DOWN = LuaScript(
     "slow_down",
     ("policy", "asked_at"),
     r"""
-local limit = cjson.decode(ARG.policy).limit
-return tostring(slow_down(limit, tonumber(ARG.asked_at)) or rate_in_force(limit))
+local policy = cjson.decode(ARG.policy)
+return tostring(slow_down(policy, tonumber(ARG.asked_at)) or rate_in_force(policy.limit))
 """,
 )
 
