@@ -785,3 +785,82 @@ def test_a_backlog_answered_429_throughout_keeps_the_rate_down(redis_url: str) -
 def _waits(store: StatusStore, request_id: str) -> bool:
     record = store.get(request_id, history=False)
     return record is not None and record.state == State.SCHEDULED
+
+
+def test_a_cut_that_moves_an_agents_call_later_keeps_the_agents_spacing(redis_url: str) -> None:
+    """A cut moves an agent's waiting call seconds later; the agent's next call, enqueued
+    after the old slot (plus spacing) but before the new one, is still spaced from it."""
+    store = StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-respace-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=600,
+        record_ttl_s=600,
+        redeliver_after_s=600,
+        pacing=Pacing(limit=100, burst=1, spacing=0.5, hold=0.5, lead=0.25),
+    )
+    try:
+        for n in range(400):  # a backlog of four seconds: each takes its slot
+            request_id = _queued_for(store, f"u-{n}")
+            store.mark_sent(request_id, store.claim(request_id, lease_s=600).token, user=f"u-{n}")
+        first = _queued_for(store, "agent")
+        answer = store.mark_sent(first, store.claim(first, lease_s=600).token, user="agent")
+        assert answer.outcome == "wait", answer
+        (old,) = _slots(store, [first]).values()
+        store.slow_down()  # a 429 (a busy check's): the backlog is spaced out at half the rate
+        (moved,) = _slots(store, [first]).values()
+        assert moved > old + 2.0, (old, moved)
+        time.sleep(max(0.0, old + 0.5 + 1.2 - time.time()))  # past the old slot's spacing
+        second = _queued_for(store, "agent")
+        answer = store.mark_sent(second, store.claim(second, lease_s=60).token, user="agent")
+        assert answer.outcome == "wait" and answer.reason == "agent_spacing", answer
+        (now_at,) = _slots(store, [first]).values()  # (the rate's recovery may move it in)
+        assert answer.at >= now_at + 0.5, (moved, now_at, answer.at)
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_a_cut_with_more_waiting_than_one_pass_moves_gives_the_rest_new_slots(
+    redis_url: str,
+) -> None:
+    """A cut spaces out the earliest 2,000 waiting calls; the ones after them had slots at
+    the old rate, now overlapped by the moved ones: those slots are given back, and such a
+    call, due again, takes a new slot after the whole moved backlog."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-respace-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=600,
+        record_ttl_s=600,
+        redeliver_after_s=600,
+        pacing=Pacing(limit=500, burst=1, hold=0.05, lead=0.25),
+    )
+    try:
+        ids = [f"r-{n}-{uuid.uuid4().hex[:6]}" for n in range(2700)]
+        store.register_many(
+            [
+                (i, parse_request({"contact_id": i, "user_id": i, "phone_number": NUMBER}), None)
+                for i in ids
+            ],
+            queue="q",
+            source="producer",
+        )
+        tokens = {i: store.claim(i, lease_s=600).token for i in ids}
+        with ThreadPoolExecutor(6) as pool:  # faster than the limit: a backlog of 5 s
+            list(pool.map(lambda i: store.mark_sent(i, tokens[i], user=i), ids))
+        before = _slots(store, ids)
+        store.slow_down()
+        slots = _slots(store, ids)
+        request_id = max(before, key=before.__getitem__)  # the last: beyond the pass
+        assert slots[request_id] == before[request_id] < max(slots.values()) - 0.5
+        time.sleep(max(0.0, _dues(store, [request_id])[0] - time.time()) + 0.01)
+        claim = store.claim(request_id, lease_s=60)
+        assert claim.outcome == "claimed", claim
+        answer = store.mark_sent(request_id, claim.token, user=request_id)
+        assert answer.outcome == "wait" and answer.reason == "rate_limit", answer
+        now_planned = _slots(store, ids)
+        mine = now_planned.pop(request_id)
+        assert mine > before[request_id]  # a new slot, not the one the moved backlog overlaps
+        assert min(abs(mine - other) for other in now_planned.values()) >= 1 / 500 - 1e-6
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))

@@ -189,6 +189,8 @@ local function respace(policy, rate, slower)
       planned_slots[#planned_slots + 1] = {id = w, old = old, text = r[1], user = r[3]}
     end
   end
+  -- The last slot this pass sees, as planned before it (the due set's order).
+  local seen = #ids > 0 and tonumber(redis.call('HGET', rkey(ids[#ids]), 'slot')) or nil
   table.sort(planned_slots, function(a, b) return a.old < b.old end)
   local floor = (tonumber(l[4]) or 0) + interval
   local cursor, last_old, last_new = nil, nil, nil
@@ -202,7 +204,10 @@ local function respace(policy, rate, slower)
     if slot ~= e.old then
       if e.user then  -- the agent's next call is spaced from this one's new slot
         local akey = ns .. ':agent:' .. e.user
-        if redis.call('HGET', akey, 'id') == e.id then redis.call('HSET', akey, 'at', slot) end
+        if redis.call('HGET', akey, 'id') == e.id then
+          redis.call('HSET', akey, 'at', slot)
+          redis.call('PEXPIRE', akey, math.ceil((slot - now + policy.spacing) * 1000) + 1000)
+        end
       end
       local due = math.min(math.max(now, slot - policy.lead), (deadline_of(e.id)))
       redis.call('HSET', rkey(e.id), 'slot', slot, 'paced_at', now, 'next_attempt_at', due)
@@ -212,6 +217,15 @@ local function respace(policy, rate, slower)
     cursor, last_old, last_new = slot + interval, e.text, slot
   end
   if not last_new then return end
+  if slower and #ids >= REPLAN_MAX then
+    -- Waiters beyond the pass keep slots planned at the old rate, which the moved ones now
+    -- overlap: every slot of a request planned before now (paced_at) and later than the
+    -- last one this pass saw (or than `hold` from now) is given back (SEND takes a new one).
+    local after = math.max(now + policy.hold, seen or now)
+    local before = tonumber(redis.call('HGET', LIMITER, 'void_after'))
+    redis.call('HSET', LIMITER, 'void_after', before and math.min(before, after) or after,
+      'void_at', now)
+  end
   if slower then  -- what is reserved next comes after the moved backlog
     local tat = tonumber(l[1]) or 0
     if last_new + interval > tat then redis.call('HSET', LIMITER, 'tat', last_new + interval) end
@@ -742,8 +756,14 @@ end
 replan(policy)
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
--- A slot of an older epoch was given back (the breaker opened): take a new one.
+-- A slot of an older epoch was given back (the breaker opened), or one a cut's re-spacing
+-- could not reach (respace: void_after, void_at): take a new one.
 if slot and (r[6] or '0') ~= slot_epoch() then slot = nil end
+if slot then
+  local void = redis.call('HMGET', LIMITER, 'void_after', 'void_at')
+  local paced = tonumber(redis.call('HGET', rkey(id), 'paced_at')) or 0
+  if void[1] and slot > tonumber(void[1]) and paced < tonumber(void[2]) then slot = nil end
+end
 -- Missed its slot (came back late, e.g. redelivered): take a new one. A thread's sleep
 -- overshoots by a millisecond or more, so at high limits half an interval is too tight.
 if slot and slot < now - math.max(interval / 2, SLOT_GRACE) then slot = nil end
