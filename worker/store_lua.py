@@ -189,9 +189,16 @@ local function respace(policy, rate, slower)
       planned_slots[#planned_slots + 1] = {id = w, old = old, text = r[1], user = r[3]}
     end
   end
-  -- The last slot this pass sees, as planned before it (the due set's order).
-  local seen = #ids > 0 and tonumber(redis.call('HGET', rkey(ids[#ids]), 'slot')) or nil
   table.sort(planned_slots, function(a, b) return a.old < b.old end)
+  -- A cut with more waiting than one pass moves: the slots of the rest, planned at the old
+  -- rate, would be overlapped by the moved ones. Every slot reserved so far is given back (a
+  -- new epoch, as when the breaker opens) but those this pass plans: the rest, and any call
+  -- holding its slot in a thread, take a new one after the moved backlog.
+  local renewed = slower and #ids >= REPLAN_MAX
+  if renewed then
+    epoch = tostring(tonumber(epoch) + 1)
+    redis.call('HSET', LIMITER, 'epoch', epoch)
+  end
   local floor = (tonumber(l[4]) or 0) + interval
   local cursor, last_old, last_new = nil, nil, nil
   for _, e in ipairs(planned_slots) do
@@ -214,19 +221,13 @@ local function respace(policy, rate, slower)
       redis.call('ZADD', DUE, due, e.id)
       redis.call('ZADD', waiting, due, e.id)
     end
+    if renewed then redis.call('HSET', rkey(e.id), 'slot_epoch', epoch) end
     cursor, last_old, last_new = slot + interval, e.text, slot
   end
   if not last_new then return end
-  if slower and #ids >= REPLAN_MAX then
-    -- Waiters beyond the pass keep slots planned at the old rate, which the moved ones now
-    -- overlap: every slot of a request planned before now (paced_at) and later than the
-    -- last one this pass saw (or than `hold` from now) is given back (SEND takes a new one).
-    local after = math.max(now + policy.hold, seen or now)
-    local before = tonumber(redis.call('HGET', LIMITER, 'void_after'))
-    redis.call('HSET', LIMITER, 'void_after', before and math.min(before, after) or after,
-      'void_at', now)
-  end
-  if slower then  -- what is reserved next comes after the moved backlog
+  if renewed then  -- every other slot was given back: the next follows the moved backlog
+    redis.call('HSET', LIMITER, 'tat', last_new + interval, 'last', last_new)
+  elseif slower then  -- what is reserved next comes after the moved backlog
     local tat = tonumber(l[1]) or 0
     if last_new + interval > tat then redis.call('HSET', LIMITER, 'tat', last_new + interval) end
     if last_old == l[2] then redis.call('HSET', LIMITER, 'last', last_new) end
@@ -756,14 +757,9 @@ end
 replan(policy)
 local interval = 1 / (rate_in_force(policy.limit) * HEADROOM)
 local slot = tonumber(r[5])
--- A slot of an older epoch was given back (the breaker opened), or one a cut's re-spacing
--- could not reach (respace: void_after, void_at): take a new one.
+-- A slot of an older epoch was given back (the breaker opened, or a cut's re-spacing could
+-- not reach it): take a new one.
 if slot and (r[6] or '0') ~= slot_epoch() then slot = nil end
-if slot then
-  local void = redis.call('HMGET', LIMITER, 'void_after', 'void_at')
-  local paced = tonumber(redis.call('HGET', rkey(id), 'paced_at')) or 0
-  if void[1] and slot > tonumber(void[1]) and paced < tonumber(void[2]) then slot = nil end
-end
 -- Missed its slot (came back late, e.g. redelivered): take a new one. A thread's sleep
 -- overshoots by a millisecond or more, so at high limits half an interval is too tight.
 if slot and slot < now - math.max(interval / 2, SLOT_GRACE) then slot = nil end
