@@ -864,3 +864,47 @@ def test_a_cut_with_more_waiting_than_one_pass_moves_gives_the_rest_new_slots(
         assert min(abs(mine - other) for other in now_planned.values()) >= 1 / 500 - 1e-6
     finally:
         store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_two_cuts_with_more_waiting_than_a_pass_leave_no_overlapping_slots(
+    redis_url: str,
+) -> None:
+    """Two cuts in a row over a backlog larger than one re-spacing pass: every slot still in
+    force afterwards (of the current epoch, ahead of now) is at least an interval of the
+    limit from the next; none is left at the old rate among the moved ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = StatusStore(
+        redis.Redis.from_url(redis_url, decode_responses=True),
+        f"test-respace-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=600,
+        record_ttl_s=600,
+        redeliver_after_s=600,
+        pacing=Pacing(limit=500, burst=1, hold=0.05, lead=0.25),
+    )
+    try:
+        ids = [f"r-{n}-{uuid.uuid4().hex[:6]}" for n in range(2700)]
+        store.register_many(
+            [
+                (i, parse_request({"contact_id": i, "user_id": i, "phone_number": NUMBER}), None)
+                for i in ids
+            ],
+            queue="q",
+            source="producer",
+        )
+        tokens = {i: store.claim(i, lease_s=600).token for i in ids}
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda i: store.mark_sent(i, tokens[i], user=i), ids))
+        store.slow_down()
+        store.slow_down()
+        epoch = store.redis.hget(f"{store.ns}:limiter", "epoch") or "0"
+        now = time.time()
+        in_force = sorted(
+            slot
+            for i, slot in _slots(store, ids).items()
+            if slot > now and store.redis.hget(f"{store.ns}:req:{i}", "slot_epoch") == epoch
+        )
+        assert len(in_force) > 1000, len(in_force)
+        assert min(b - a for a, b in itertools.pairwise(in_force)) >= 1 / 500 - 1e-6
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
