@@ -185,7 +185,8 @@ local function respace(policy, rate, slower)
   for _, w in ipairs(ids) do
     local r = redis.call('HMGET', rkey(w), 'slot', 'slot_epoch', 'slot_user')
     local old = tonumber(r[1])
-    if old and (r[2] or '0') == epoch then
+    -- One whose deadline comes before its slot is only waiting to be given up: no place.
+    if old and (r[2] or '0') == epoch and deadline_of(w) >= old then
       planned_slots[#planned_slots + 1] = {id = w, old = old, text = r[1], user = r[3]}
     end
   end
@@ -226,7 +227,9 @@ local function respace(policy, rate, slower)
   end
   if not last_new then return end
   if renewed then  -- every other slot was given back: the next follows the moved backlog
-    redis.call('HSET', LIMITER, 'tat', last_new + interval, 'last', last_new)
+    -- (and a question's slot, which has no epoch)
+    local next_slot = math.max(last_new, tonumber(l[4]) or 0) + interval
+    redis.call('HSET', LIMITER, 'tat', next_slot, 'last', last_new)
   elseif slower then  -- what is reserved next comes after the moved backlog
     local tat = tonumber(l[1]) or 0
     if last_new + interval > tat then redis.call('HSET', LIMITER, 'tat', last_new + interval) end
