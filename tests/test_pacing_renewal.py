@@ -5,68 +5,20 @@ the pass. Store-level, against the real Redis (found by an audit of issue 21.4).
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-
-import pytest
-import redis
 
 from followup.tasks.request import parse_request
-from followup.worker.store import Pacing, StatusStore
+from followup.worker.store import StatusStore
 from tests.test_pacing import NUMBER
-
-URL = ""
-
-
-@pytest.fixture(autouse=True)
-def _session_redis(redis_url: str) -> None:
-    global URL
-    URL = redis_url
-
-
-def _mk(**pacing: float) -> StatusStore:
-    return StatusStore(
-        redis.Redis.from_url(URL, decode_responses=True),
-        f"adv37-{uuid.uuid4().hex[:8]}",
-        idempotency_ttl_s=600,
-        record_ttl_s=600,
-        redeliver_after_s=600,
-        pacing=Pacing(**pacing),
-    )
-
-
-def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
-
-
-def _backlog(store: StatusStore, n: int, tag: str, not_after: float | None = None) -> list[str]:
-    ids = [f"{tag}-{k}-{uuid.uuid4().hex[:6]}" for k in range(n)]
-    extra = {"not_after": _iso(not_after)} if not_after else {}
-    store.register_many(
-        [
-            (
-                i,
-                parse_request({"contact_id": i, "user_id": i, "phone_number": NUMBER, **extra}),
-                None,
-            )
-            for i in ids
-        ],
-        queue="q",
-        source="producer",
-    )
-    tokens = {i: store.claim(i, lease_s=600).token for i in ids}
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda i: store.mark_sent(i, tokens[i], user=i), ids))
-    return ids
+from tests.test_waits import _backlog, _paced_store
 
 
 def _h(store: StatusStore, i: str, *f: str) -> list[str | None]:
     return store.redis.hmget(f"{store.ns}:req:{i}", *f)
 
 
-def test_a_pass_of_doomed_waiters_pushes_live_calls_past_their_deadline() -> None:
+def test_a_pass_of_doomed_waiters_pushes_live_calls_past_their_deadline(redis_url: str) -> None:
     """B: 2,000 calls due over ~4 s, each with a not_after 9 s out. C: 2,000 calls behind
     them whose not_after (1.2 s) comes before their slots: they wait until their deadline and
     are given up, never using their slots. A cut: the pass is the 2,000 earliest by due, most
@@ -74,7 +26,7 @@ def test_a_pass_of_doomed_waiters_pushes_live_calls_past_their_deadline() -> Non
     limiter's next slot after the moved C slots (which nobody will use): a B whose old slot
     (~1.5 s) was well before its not_after now re-reserves past its not_after and is given up.
     Should: it is still called before its not_after (its old slot, or one in order)."""
-    store = _mk(limit=100, burst=1, hold=0.05, lead=0.25)
+    store = _paced_store(redis_url, limit=100, burst=1, hold=0.05, lead=0.25)
     try:
         t0 = time.time()
         b = _backlog(store, 2000, "b", not_after=t0 + 30.0)
@@ -129,7 +81,7 @@ def _one(store: StatusStore, tag: str) -> tuple[str, str]:
     return i, store.claim(i, lease_s=600).token
 
 
-def test_a_renewal_sets_the_next_slot_onto_a_questions_slot() -> None:
+def test_a_renewal_sets_the_next_slot_onto_a_questions_slot(redis_url: str) -> None:
     """A backlog of 2,000 waits for its slots; the breaker opens (void_slots: a new epoch,
     tat = now + cooldown) and closes again, so the backlog's slots are all of the old epoch
     (each takes a new one when due). Then: P waits for slot p (the new epoch), M is held in
@@ -139,7 +91,7 @@ def test_a_renewal_sets_the_next_slot_onto_a_questions_slot() -> None:
     below the question's fixed slot. M, given back, takes tat: the very slot the busy check
     holds. Should: no reserved slot lands within an interval of the limit of another."""
     limit = 100
-    store = _mk(limit=limit, burst=1, hold=2.0, lead=0.25)
+    store = _paced_store(redis_url, limit=limit, burst=1, hold=2.0, lead=0.25)
     lim_key = f"{store.ns}:limiter"
     try:
         _backlog(store, 2400, "w")  # all wait (hold 2 s < their slots) ... most of them

@@ -514,14 +514,51 @@ def test_429s_to_questions_asked_together_halve_the_rate_once(redis_url: str) ->
         store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
 
 
-def _aimd_store(redis_url: str, spacing: float = 0.0) -> StatusStore:
+def _paced_store(redis_url: str, **pacing: float) -> StatusStore:
+    """A store of its own namespace with these gates (Pacing's fields)."""
     return StatusStore(
         redis.Redis.from_url(redis_url, decode_responses=True),
-        f"test-replan-{uuid.uuid4().hex[:8]}",
-        idempotency_ttl_s=60,
-        record_ttl_s=60,
-        redeliver_after_s=60,
-        pacing=Pacing(limit=10, burst=1, spacing=spacing, hold=0.5, lead=0.25),
+        f"test-pacing-{uuid.uuid4().hex[:8]}",
+        idempotency_ttl_s=600,
+        record_ttl_s=600,
+        redeliver_after_s=600,
+        pacing=Pacing(**pacing),  # type: ignore[arg-type]
+    )
+
+
+def _aimd_store(redis_url: str, spacing: float = 0.0) -> StatusStore:
+    return _paced_store(redis_url, limit=10, burst=1, spacing=spacing, hold=0.5, lead=0.25)
+
+
+def _backlog(
+    store: StatusStore, count: int, tag: str = "r", not_after: float | None = None
+) -> list[str]:
+    """`count` requests (an agent each), registered in one batch and each given its slot
+    at once, faster than the limit: a backlog waiting for its slots builds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [f"{tag}-{n}-{uuid.uuid4().hex[:6]}" for n in range(count)]
+    extra = {"not_after": datetime.fromtimestamp(not_after, UTC).isoformat()} if not_after else {}
+    fields = {"phone_number": NUMBER, **extra}
+    store.register_many(
+        [(i, parse_request({"contact_id": i, "user_id": i, **fields}), None) for i in ids],
+        queue="q",
+        source="producer",
+    )
+    tokens = {i: store.claim(i, lease_s=600).token for i in ids}
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: store.mark_sent(i, tokens[i], user=i), ids))
+    return ids
+
+
+def _in_force(store: StatusStore, slots: dict[str, float]) -> list[float]:
+    """The slots still to come that are of the limiter's epoch (not given back), in order."""
+    epoch = store.redis.hget(f"{store.ns}:limiter", "epoch") or "0"
+    now = time.time()
+    return sorted(
+        slot
+        for i, slot in slots.items()
+        if slot > now and store.redis.hget(f"{store.ns}:req:{i}", "slot_epoch") == epoch
     )
 
 
@@ -790,14 +827,7 @@ def _waits(store: StatusStore, request_id: str) -> bool:
 def test_a_cut_that_moves_an_agents_call_later_keeps_the_agents_spacing(redis_url: str) -> None:
     """A cut moves an agent's waiting call seconds later; the agent's next call, enqueued
     after the old slot (plus spacing) but before the new one, is still spaced from it."""
-    store = StatusStore(
-        redis.Redis.from_url(redis_url, decode_responses=True),
-        f"test-respace-{uuid.uuid4().hex[:8]}",
-        idempotency_ttl_s=600,
-        record_ttl_s=600,
-        redeliver_after_s=600,
-        pacing=Pacing(limit=100, burst=1, spacing=0.5, hold=0.5, lead=0.25),
-    )
+    store = _paced_store(redis_url, limit=100, burst=1, spacing=0.5, hold=0.5, lead=0.25)
     try:
         for n in range(400):  # a backlog of four seconds: each takes its slot
             request_id = _queued_for(store, f"u-{n}")
@@ -826,42 +856,17 @@ def test_a_cut_with_more_waiting_than_one_pass_moves_gives_the_rest_new_slots(
     the old rate, which the moved ones now overlap: those slots are given back (their epoch
     is no longer the limiter's, so each takes a new slot when it comes due), and the slots
     still in force are an interval of the limit apart."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    store = StatusStore(
-        redis.Redis.from_url(redis_url, decode_responses=True),
-        f"test-respace-{uuid.uuid4().hex[:8]}",
-        idempotency_ttl_s=600,
-        record_ttl_s=600,
-        redeliver_after_s=600,
-        pacing=Pacing(limit=100, burst=1, hold=0.05, lead=0.25),
-    )
+    store = _paced_store(redis_url, limit=100, burst=1, hold=0.05, lead=0.25)
     try:
-        ids = [f"r-{n}-{uuid.uuid4().hex[:6]}" for n in range(3000)]  # 30 s of slots
-        store.register_many(
-            [
-                (i, parse_request({"contact_id": i, "user_id": i, "phone_number": NUMBER}), None)
-                for i in ids
-            ],
-            queue="q",
-            source="producer",
-        )
-        tokens = {i: store.claim(i, lease_s=600).token for i in ids}
-        with ThreadPoolExecutor(6) as pool:
-            list(pool.map(lambda i: store.mark_sent(i, tokens[i], user=i), ids))
+        ids = _backlog(store, 3000)  # 30 s of slots
         before = _slots(store, ids)
         store.slow_down()
         slots = _slots(store, ids)
-        epoch = store.redis.hget(f"{store.ns}:limiter", "epoch") or "0"
         request_id = max(before, key=before.__getitem__)  # the last: beyond the pass
         assert slots[request_id] == before[request_id]
+        epoch = store.redis.hget(f"{store.ns}:limiter", "epoch") or "0"
         assert store.redis.hget(f"{store.ns}:req:{request_id}", "slot_epoch") != epoch
-        now = time.time()
-        in_force = sorted(
-            slot
-            for i, slot in slots.items()
-            if slot > now and store.redis.hget(f"{store.ns}:req:{i}", "slot_epoch") == epoch
-        )
+        in_force = _in_force(store, slots)
         assert in_force and max(in_force) > before[request_id]  # the moved overlap the rest
         assert min(b - a for a, b in itertools.pairwise(in_force)) >= 1 / 100 - 1e-6
     finally:
@@ -874,38 +879,12 @@ def test_two_cuts_with_more_waiting_than_a_pass_leave_no_overlapping_slots(
     """Two cuts in a row over a backlog larger than one re-spacing pass: every slot still in
     force afterwards (of the current epoch, ahead of now) is at least an interval of the
     limit from the next; none is left at the old rate among the moved ones."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    store = StatusStore(
-        redis.Redis.from_url(redis_url, decode_responses=True),
-        f"test-respace-{uuid.uuid4().hex[:8]}",
-        idempotency_ttl_s=600,
-        record_ttl_s=600,
-        redeliver_after_s=600,
-        pacing=Pacing(limit=500, burst=1, hold=0.05, lead=0.25),
-    )
+    store = _paced_store(redis_url, limit=500, burst=1, hold=0.05, lead=0.25)
     try:
-        ids = [f"r-{n}-{uuid.uuid4().hex[:6]}" for n in range(2700)]
-        store.register_many(
-            [
-                (i, parse_request({"contact_id": i, "user_id": i, "phone_number": NUMBER}), None)
-                for i in ids
-            ],
-            queue="q",
-            source="producer",
-        )
-        tokens = {i: store.claim(i, lease_s=600).token for i in ids}
-        with ThreadPoolExecutor(6) as pool:
-            list(pool.map(lambda i: store.mark_sent(i, tokens[i], user=i), ids))
+        ids = _backlog(store, 2700)
         store.slow_down()
         store.slow_down()
-        epoch = store.redis.hget(f"{store.ns}:limiter", "epoch") or "0"
-        now = time.time()
-        in_force = sorted(
-            slot
-            for i, slot in _slots(store, ids).items()
-            if slot > now and store.redis.hget(f"{store.ns}:req:{i}", "slot_epoch") == epoch
-        )
+        in_force = _in_force(store, _slots(store, ids))
         assert len(in_force) > 1000, len(in_force)
         assert min(b - a for a, b in itertools.pairwise(in_force)) >= 1 / 500 - 1e-6
     finally:
