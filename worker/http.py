@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpcore
@@ -139,6 +140,20 @@ def dig(value: Any, *path: str) -> Any:
             return None
         value = value.get(key)
     return value
+
+
+def answer_moment(value: Any, *, naive_is_utc: bool) -> datetime | None:
+    """An ISO 8601 time from a platform's answer (a trailing Z read as UTC); None if it is
+    not one, or if it names no zone and naive_is_utc is False."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC) if naive_is_utc else None
 
 
 def _depth_within(value: Any, limit: int) -> bool:

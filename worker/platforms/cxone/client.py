@@ -36,7 +36,14 @@ from followup.config.redaction import mask_text
 from followup.config.settings import Settings
 from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer, clip, describe_exception, retry_after
-from followup.worker.http import Answer, PlatformHttp, answer_json, dig, read_json
+from followup.worker.http import (
+    Answer,
+    PlatformHttp,
+    answer_json,
+    answer_moment,
+    dig,
+    read_json,
+)
 from followup.worker.platforms.base import (
     CallRequest,
     LookupForbidden,
@@ -262,7 +269,9 @@ class CxonePlatform:
         if not isinstance(contact, dict):
             return None
         agents = {str(contact.get("agentId")), str(contact.get("targetAgentId"))}
-        started = _moment(contact.get("startDate") or contact.get("contactStart"))
+        started = answer_moment(
+            contact.get("startDate") or contact.get("contactStart"), naive_is_utc=True
+        )
         to = contact.get("toAddress")
         contact_id = contact.get("contactId")
         if (
@@ -385,16 +394,6 @@ def _contact_id(answer: Answer) -> str | None:
 
 def _digits(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:

@@ -31,7 +31,7 @@ import httpx
 from followup.config.settings import Settings
 from followup.tasks.request import FollowUpRequest
 from followup.worker.classify import Verdict, classify_answer, retry_after
-from followup.worker.http import Answer, PlatformHttp, answer_json, dig
+from followup.worker.http import Answer, PlatformHttp, answer_json, answer_moment, dig
 from followup.worker.platforms.base import (
     CallRequest,
     LookupForbidden,
@@ -225,7 +225,7 @@ def _ours(
         for s in _list(p.get("sessions"))
         if isinstance(s, dict) and isinstance(s.get("dnis"), str)
     }
-    started = _moment(conversation.get("conversationStart"))
+    started = answer_moment(conversation.get("conversationStart"), naive_is_utc=False)
     return (
         request_id in sent_with
         and user_id in users
@@ -237,16 +237,6 @@ def _ours(
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _iso(moment: datetime) -> str:
