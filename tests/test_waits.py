@@ -889,3 +889,27 @@ def test_two_cuts_with_more_waiting_than_a_pass_leave_no_overlapping_slots(
         assert min(b - a for a, b in itertools.pairwise(in_force)) >= 1 / 500 - 1e-6
     finally:
         store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
+
+
+def test_cuts_and_re_plans_over_and_over_keep_the_limiter_and_records_small(
+    redis_url: str,
+) -> None:
+    """A throttle that never ends: cut after cut (each re-spacing the backlog) and questions
+    between them (each may re-plan): the limiter stays one small hash, each waiting record
+    keeps its few slot fields, and no key is added per cut."""
+    store = _paced_store(redis_url, limit=50, burst=1, hold=0.05, lead=0.25)
+    try:
+        ids = _backlog(store, 200)
+        keys_before = len(store.redis.keys(f"{store.ns}:*"))
+        for _ in range(100):
+            store.slow_down()
+            store.take_slot()
+        assert store.redis.hlen(f"{store.ns}:limiter") <= 12
+        assert len(store.redis.keys(f"{store.ns}:*")) <= keys_before + 2
+        waiting = [i for i in ids if _waits(store, i)]
+        assert waiting
+        assert max(store.redis.hlen(f"{store.ns}:req:{i}") for i in waiting) <= 40
+        slots = _in_force(store, _slots(store, ids))
+        assert all(b - a >= 1 / 50 - 1e-6 for a, b in itertools.pairwise(slots))
+    finally:
+        store.redis.delete(*store.redis.keys(f"{store.ns}:*"))
